@@ -1,0 +1,16 @@
+//! The event contract every service shares, and the only code they share by type.
+//!
+//! - [`topics`]: topic names, their keys and partition counts, and the Kafka header names.
+//! - [`events`]: one struct per event payload of SPEC.md, and the [`Event`] enum over them.
+//! - [`envelope`]: the envelope every event travels in, with encoding and decoding that never
+//!   panics, whatever bytes arrive.
+//! - [`schema`]: JSON Schemas generated from these types; `schemas/` at the top of the
+//!   repository holds their committed copies, and a test fails when the two drift.
+
+pub mod envelope;
+pub mod events;
+pub mod schema;
+pub mod topics;
+
+pub use envelope::{DecodeError, Decoded, Envelope};
+pub use events::*;

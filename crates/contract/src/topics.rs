@@ -1,0 +1,84 @@
+//! Topic names, partition counts and header names of the contract.
+//!
+//! Every saga topic is keyed by order id so that one order's events stay in order within a
+//! topic; `product.catalog` is keyed by product id and compacted, so that a new replica can
+//! rebuild the whole catalog from the topic alone.
+
+/// Order lifecycle events, produced by the order service. Key: order id.
+pub const ORDER_EVENTS: &str = "order.events";
+/// Stock reservation outcomes, produced by the product service. Key: order id.
+pub const STOCK_EVENTS: &str = "stock.events";
+/// Coupon outcomes, produced by the coupon service. Key: order id.
+pub const COUPON_EVENTS: &str = "coupon.events";
+/// The product catalog (name and price), produced by the product service. Key: product id.
+pub const PRODUCT_CATALOG: &str = "product.catalog";
+
+/// Header carrying the event type, so that a consumer can skip events without parsing them.
+pub const HEADER_EVENT_TYPE: &str = "event_type";
+/// Header carrying the media type of the value: always `application/json`.
+pub const HEADER_CONTENT_TYPE: &str = "content-type";
+/// Header carrying the W3C trace context of the request that caused the event.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// The media type of every value on every topic.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// A topic of the contract and how it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic's name.
+    pub name: &'static str,
+    /// How many partitions it is created with; this bounds how many replicas of a consuming
+    /// service can share the work.
+    pub partitions: i32,
+    /// Whether the topic is compacted (`cleanup.policy=compact`) rather than deleted by age.
+    pub compacted: bool,
+}
+
+/// Partitions of each saga topic: three replicas of a consumer can each own one.
+pub const SAGA_PARTITIONS: i32 = 3;
+
+/// Every topic the services produce to or consume from, except the dead-letter topics
+/// (see [`dlq_topics`]).
+pub const TOPICS: &[TopicSpec] = &[
+    TopicSpec {
+        name: ORDER_EVENTS,
+        partitions: SAGA_PARTITIONS,
+        compacted: false,
+    },
+    TopicSpec {
+        name: STOCK_EVENTS,
+        partitions: SAGA_PARTITIONS,
+        compacted: false,
+    },
+    TopicSpec {
+        name: COUPON_EVENTS,
+        partitions: SAGA_PARTITIONS,
+        compacted: false,
+    },
+    TopicSpec {
+        name: PRODUCT_CATALOG,
+        partitions: SAGA_PARTITIONS,
+        compacted: true,
+    },
+];
+
+/// The services that consume events and so have a dead-letter topic.
+pub const CONSUMING_SERVICES: &[&str] = &[
+    "order-service",
+    "product-service",
+    "coupon-service",
+    "analytics-forwarder",
+];
+
+/// The dead-letter topic of a service: `<service>.dlq`.
+pub fn dlq_topic(service: &str) -> String {
+    format!("{service}.dlq")
+}
+
+/// The dead-letter topics of every consuming service, one partition each.
+pub fn dlq_topics() -> Vec<(String, i32)> {
+    CONSUMING_SERVICES
+        .iter()
+        .map(|service| (dlq_topic(service), 1))
+        .collect()
+}
