@@ -1,0 +1,272 @@
+//! The idempotent consumer: how every service handles the events it consumes.
+//!
+//! For each message, in partition order:
+//! 1. Decode it. A message that cannot be decoded can never be processed: it is logged,
+//!    counted, and skipped so that it never blocks its partition. An event type the contract
+//!    does not know is skipped quietly.
+//! 2. In one transaction, insert the event id into `processed_event` (`ON CONFLICT DO
+//!    NOTHING`) and apply the [`Handler`]'s effect, outbox rows included. If the id was already
+//!    there, the event was handled before: roll back and change nothing.
+//! 3. Commit, wake the outbox relay, and only then store the offset, which the consumer's
+//!    periodic commit sends to the broker. A crash before the store means redelivery, which
+//!    step 2 makes harmless.
+//!
+//! A transient failure (database down, deadlock) is retried with backoff, never skipped.
+
+use std::future::Future;
+
+use contract::topics::HEADER_TRACEPARENT;
+use contract::{Decoded, Envelope};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::db::{Conn, Db, now_ms};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::trace::TraceContext;
+
+/// An event as a handler sees it: the decoded envelope and where it came from.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub envelope: Envelope,
+    /// The trace the event belongs to; events the handler causes continue it.
+    pub trace: TraceContext,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying: the same event may succeed later (database unavailable, deadlock).
+    #[error("transient failure: {0}")]
+    Transient(#[source] anyhow::Error),
+    /// Will never succeed: the event is skipped and logged.
+    #[error("the event can never be applied: {0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(error: sqlx::Error) -> Self {
+        HandleError::Transient(error.into())
+    }
+}
+
+/// What a service does with one event, inside the transaction that records it as handled.
+///
+/// Everything the handler writes, outbox rows included, commits or rolls back with the record
+/// of the event, so the handler itself needs no idempotency bookkeeping for redelivery. It
+/// still has to cope with events arriving in any order across topics.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        conn: &mut Conn,
+        event: &Inbound,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// Runs one consumer: reads, handles and stores offsets until shutdown.
+pub struct ConsumerRunner<H> {
+    name: &'static str,
+    consumer: StreamConsumer,
+    db: Db,
+    outbox: Outbox,
+    handler: H,
+    metrics: Metrics,
+}
+
+/// What became of one message.
+enum Outcome {
+    Handled,
+    Duplicate,
+}
+
+impl<H: Handler> ConsumerRunner<H> {
+    /// A runner named `name` (for logs and metrics) over an already subscribed consumer.
+    pub fn new(
+        name: &'static str,
+        consumer: StreamConsumer,
+        db: Db,
+        outbox: Outbox,
+        handler: H,
+        metrics: Metrics,
+    ) -> Self {
+        ConsumerRunner {
+            name,
+            consumer,
+            db,
+            outbox,
+            handler,
+            metrics,
+        }
+    }
+
+    /// Consumes until `shutdown`, then commits the offsets of everything it finished.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut receive_failures = 0u32;
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => {
+                    receive_failures = 0;
+                    message.detach()
+                }
+                Err(error) => {
+                    receive_failures += 1;
+                    tracing::warn!(consumer = self.name, %error, "could not receive a message");
+                    tokio::time::sleep(crate::backoff::delay(receive_failures)).await;
+                    continue;
+                }
+            };
+            if !self.process(&message, &shutdown).await {
+                break;
+            }
+            if let Err(error) = self.consumer.store_offset(
+                message.topic(),
+                message.partition(),
+                message.offset(),
+            ) {
+                tracing::warn!(consumer = self.name, %error, "could not store an offset");
+            }
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::debug!(consumer = self.name, "committed offsets on shutdown"),
+            Err(error) => tracing::debug!(consumer = self.name, %error, "no offsets committed on shutdown"),
+        }
+    }
+
+    /// Handles one message until it is done; `false` if shutdown came first, in which case
+    /// its offset must not be stored.
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        let payload = message.payload().unwrap_or_default();
+        let envelope = match Envelope::decode(payload) {
+            Ok(Decoded::Known(envelope)) => envelope,
+            Ok(Decoded::Unknown { event_type, event_id }) => {
+                tracing::debug!(consumer = self.name, %event_type, %event_id, "ignoring an event type this service does not handle");
+                self.metrics
+                    .inc("events_ignored_total", &[("consumer", self.name)]);
+                return true;
+            }
+            Err(error) => {
+                tracing::error!(
+                    consumer = self.name,
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    %error,
+                    "skipping a message that can never be processed"
+                );
+                self.metrics
+                    .inc("events_rejected_total", &[("consumer", self.name)]);
+                return true;
+            }
+        };
+        let inbound = Inbound {
+            trace: TraceContext::continue_or_new(header(message, HEADER_TRACEPARENT).as_deref()),
+            envelope,
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let span = tracing::info_span!(
+            "event",
+            consumer = self.name,
+            event_type = inbound.envelope.event_type(),
+            event_id = %inbound.envelope.event_id,
+            key = %inbound.envelope.key(),
+            trace_id = %inbound.trace.trace_id(),
+            topic = %inbound.topic,
+            partition = inbound.partition,
+            offset = inbound.offset,
+        );
+        self.process_until_done(&inbound, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_until_done(&self, inbound: &Inbound, shutdown: &CancellationToken) -> bool {
+        let event_type = inbound.envelope.event_type();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.apply(inbound).await {
+                Ok(Outcome::Handled) => {
+                    tracing::debug!("handled");
+                    self.metrics.inc(
+                        "events_handled_total",
+                        &[("consumer", self.name), ("event_type", event_type)],
+                    );
+                    return true;
+                }
+                Ok(Outcome::Duplicate) => {
+                    tracing::debug!("already handled; nothing to do");
+                    self.metrics.inc(
+                        "events_duplicate_total",
+                        &[("consumer", self.name), ("event_type", event_type)],
+                    );
+                    return true;
+                }
+                Err(HandleError::Permanent(reason)) => {
+                    tracing::error!(%reason, "skipping an event that can never be applied");
+                    self.metrics
+                        .inc("events_rejected_total", &[("consumer", self.name)]);
+                    return true;
+                }
+                Err(HandleError::Transient(error)) => {
+                    let delay = crate::backoff::delay(attempt);
+                    tracing::warn!(error = format!("{error:#}"), attempt, ?delay, "handling failed; retrying");
+                    self.metrics.inc(
+                        "events_retried_total",
+                        &[("consumer", self.name), ("event_type", event_type)],
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: record the event and apply its effect in one transaction.
+    async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
+        let mut tx = self.db.begin().await?;
+        let first_time = sqlx::query(
+            "INSERT INTO processed_event (event_id, event_type, topic, processed_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(inbound.envelope.event_id.to_string())
+        .bind(inbound.envelope.event_type())
+        .bind(&inbound.topic)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            tx.rollback().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&mut tx, inbound).await?;
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(Outcome::Handled)
+    }
+}
+
+fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
+}

@@ -1,0 +1,283 @@
+//! What every HTTP API shares: the JSON error type, a JSON extractor whose rejections are JSON
+//! errors too, health and metrics routes, and the layers around every router (request span,
+//! body limit, timeout, request counting).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rdkafka::producer::{FutureProducer, Producer};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// Limits every HTTP API applies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long = "http-body-limit-bytes", env = "HTTP_BODY_LIMIT_BYTES", default_value_t = 65_536)]
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered 408, in milliseconds.
+    #[arg(long = "http-request-timeout-ms", env = "HTTP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            body_limit_bytes: 65_536,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// An error answered as `{"error": {"code": "…", "message": "…"}}`.
+///
+/// The caller's mistakes are 4xx with a code to branch on and a message to read. Anything
+/// unexpected is a 500 with a generic message, while its cause chain goes to the log.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: no such resource.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 409: the request conflicts with the resource's state.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 422: well-formed, but its values cannot be accepted.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 500: logs the error with its causes and answers without them.
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        let error = error.into();
+        tracing::error!(error = format!("{error:#}"), "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on our side; it has been logged",
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON is 400, a body of the wrong
+/// shape or types is 422, a missing content type is 415, a body over the limit is 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than this service accepts",
+            )
+        }
+        other => ApiError::bad_request("unreadable_body", other.body_text()),
+    }
+}
+
+/// `Path<T>` whose rejections are [`ApiError`]s: a path value of the wrong type is 404, since
+/// no resource can have such an id.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::not_found("not_found", e.body_text()))
+            }
+            Err(other) => Err(ApiError::internal(anyhow::anyhow!(other.body_text()))),
+        }
+    }
+}
+
+/// What the health and metrics routes look at.
+#[derive(Clone)]
+pub struct Observed {
+    pub db: Db,
+    pub producer: FutureProducer,
+    pub metrics: Metrics,
+}
+
+/// `GET /health/live`, `GET /health/ready` and `GET /metrics`.
+pub fn health_routes(observed: Observed) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { Json(json!({ "status": "live" })) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(observed)
+}
+
+/// Ready when the database answers and the broker's metadata can be fetched.
+async fn ready(State(observed): State<Observed>) -> Response {
+    let database = sqlx::query("SELECT 1").execute(&observed.db).await.is_ok();
+    let producer = observed.producer.clone();
+    let broker = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "checks": {
+            "database": if database { "up" } else { "down" },
+            "broker": if broker { "up" } else { "down" },
+        }
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(observed): State<Observed>) -> Response {
+    if let Ok(backlog) = crate::outbox::backlog(&observed.db).await {
+        observed.metrics.set("outbox_backlog", &[], backlog as f64);
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        observed.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Wraps a service's API with the health routes and the layers every API has: one span per
+/// request, request counting, the body limit, the timeout, and a JSON 404 for unknown paths.
+pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -> Router {
+    let metrics = observed.metrics.clone();
+    api.merge(health_routes(observed))
+        .fallback(|| async {
+            ApiError::not_found("not_found", "no such route; see the README for the API")
+        })
+        .layer(middleware::from_fn_with_state(metrics, count_requests))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(settings.request_timeout_ms),
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
+}
+
+async fn count_requests(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics.inc(
+        "http_requests_total",
+        &[("method", &method), ("route", &route), ("status", &status)],
+    );
+    metrics.add(
+        "http_request_duration_ms_total",
+        &[("method", &method), ("route", &route)],
+        started.elapsed().as_millis() as u64,
+    );
+    response
+}

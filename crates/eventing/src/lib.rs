@@ -1,0 +1,35 @@
+//! The small runtime every service of the saga shares.
+//!
+//! - [`db`]: connecting to Postgres or SQLite through one driver, and migrations.
+//! - [`kafka`]: the idempotent producer, at-least-once consumers, topic creation.
+//! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
+//! - [`consumer`]: the idempotent consumer that runs a service's [`consumer::Handler`].
+//! - [`trace`]: W3C trace context carried in Kafka headers.
+//! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
+//! - [`metrics`]: a per-service Prometheus registry.
+//! - [`app`]: [`app::Runtime`] and [`app::App`], how a service is assembled and run.
+//! - [`backoff`]: exponential backoff with jitter.
+//! - [`telemetry`]: logging setup and the shutdown signal.
+//!
+//! The delivery guarantees of the whole system rest on two rules this crate enforces: an
+//! event is published only after the transaction that caused it committed, and an offset is
+//! stored only after the transaction that handled its message committed.
+
+pub mod app;
+pub mod backoff;
+pub mod consumer;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod outbox;
+pub mod telemetry;
+pub mod trace;
+
+pub use app::{App, CommonSettings, RunningApp, Runtime};
+pub use consumer::{HandleError, Handler, Inbound};
+pub use db::{Conn, Db, Migrations, Tx, now_ms};
+pub use http::{ApiError, ApiJson, ApiPath};
+pub use metrics::Metrics;
+pub use outbox::Outbox;
+pub use trace::TraceContext;

@@ -1,0 +1,286 @@
+//! Test helpers that give each test real things of its own: a Tansu broker on a free port with
+//! the contract's topics, and fresh Postgres databases. Nothing here fakes a broker or a
+//! database.
+//!
+//! - Tansu must be on `PATH` (`scripts/install-tansu.sh` puts it there).
+//! - Postgres is reached through `TEST_DATABASE_URL` (default
+//!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
+//!   `scripts/start-postgres.sh` sets it up.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use contract::{Decoded, Envelope};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+
+/// The Postgres server tests create their databases on.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty database named after `label` and returns its URL.
+pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    let admin = admin_database_url();
+    let name = format!(
+        "t_{}_{}",
+        label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .with_context(|| format!("connecting to Postgres at {admin}; is it running? (scripts/start-postgres.sh)"))?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .context("creating a test database")?;
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .context("TEST_DATABASE_URL has no database name")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A Tansu broker of the test's own.
+///
+/// It is killed when the thread that started it exits, which for a test is after the test's
+/// runtime has shut down: services and consumers still running when a test ends (or panics)
+/// close against a live broker instead of hanging on a dead one. [`Broker::stop`] kills it
+/// earlier, to test what happens when the broker goes away.
+#[derive(Debug)]
+pub struct Broker {
+    /// `127.0.0.1:<port>`.
+    pub brokers: String,
+    child: Child,
+}
+
+impl Broker {
+    /// Starts Tansu with in-memory storage on a free port and creates every topic of the
+    /// contract, dead-letter topics included.
+    pub async fn start() -> anyhow::Result<Broker> {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new("tansu");
+        die_with_thread(&mut command);
+        let child = command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `tansu`; is it installed? (scripts/install-tansu.sh)")?;
+        let broker = Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            child,
+        };
+        wait_for_port(port, Duration::from_secs(20))?;
+        create_topics(&broker.brokers).await?;
+        Ok(broker)
+    }
+}
+
+impl Broker {
+    /// Kills the broker now.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes the child receive SIGKILL when the thread that spawned it exits, so that no broker
+/// outlives its test, even when the test process is killed.
+#[allow(unsafe_code)]
+fn die_with_thread(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe and touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listened on port {port} within {within:?}")
+}
+
+async fn create_topics(brokers: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let mut specs: Vec<(String, i32, bool)> = contract::topics::TOPICS
+        .iter()
+        .map(|t| (t.name.to_owned(), t.partitions, t.compacted))
+        .collect();
+    specs.extend(
+        contract::topics::dlq_topics()
+            .into_iter()
+            .map(|(name, partitions)| (name, partitions, false)),
+    );
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|(name, partitions, _)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
+        if let Err((topic, code)) = result {
+            bail!("creating {topic}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes raw bytes to a topic, as a misbehaving or duplicating producer would.
+pub async fn produce_raw(
+    brokers: &str,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(owned),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub headers: Vec<(String, String)>,
+    pub envelope: Option<Envelope>,
+}
+
+impl Received {
+    /// The value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a topic from the beginning with a throwaway group until `done` says the messages
+/// read so far are enough, or `within` passes; returns what was read.
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    done: impl Fn(&[Received]) -> bool,
+) -> anyhow::Result<Vec<Received>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + within;
+    let mut read = Vec::new();
+    while !done(&read) && Instant::now() < deadline {
+        let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+        else {
+            continue;
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let envelope = match Envelope::decode(message.payload().unwrap_or_default()) {
+            Ok(Decoded::Known(envelope)) => Some(envelope),
+            _ => None,
+        };
+        read.push(Received {
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            headers,
+            envelope,
+        });
+    }
+    Ok(read)
+}
