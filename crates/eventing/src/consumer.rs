@@ -39,6 +39,20 @@ pub struct Inbound {
     pub offset: i64,
 }
 
+impl Inbound {
+    /// Writes `event` to the outbox as this service's answer to the inbound event: caused by
+    /// it, and in its trace.
+    pub async fn emit(
+        &self,
+        conn: &mut Conn,
+        producer: &str,
+        event: impl Into<contract::Event>,
+    ) -> Result<(), sqlx::Error> {
+        let envelope = Envelope::new(producer, event, Some(self.envelope.event_id));
+        crate::outbox::enqueue(conn, &envelope, &self.trace).await
+    }
+}
+
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {

@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::trace::TraceContext;
 
 /// Limits every HTTP API applies.
 #[derive(Debug, Clone, clap::Args)]
@@ -180,6 +181,25 @@ where
     }
 }
 
+/// The trace a request belongs to: continued from its `traceparent` header when that is
+/// valid, else new. Extracting it records the trace id on the request's span.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTrace(pub TraceContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(contract::topics::HEADER_TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        let trace = TraceContext::continue_or_new(header);
+        tracing::Span::current().record("trace_id", trace.trace_id());
+        Ok(RequestTrace(trace))
+    }
+}
+
 /// What the health and metrics routes look at.
 #[derive(Clone)]
 pub struct Observed {
@@ -255,6 +275,7 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
                     "request",
                     method = %request.method(),
                     path = %request.uri().path(),
+                    trace_id = tracing::field::Empty,
                 )
             }),
         )

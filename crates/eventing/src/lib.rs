@@ -29,7 +29,7 @@ pub mod trace;
 pub use app::{App, CommonSettings, RunningApp, Runtime};
 pub use consumer::{HandleError, Handler, Inbound};
 pub use db::{Conn, Db, Migrations, Tx, now_ms};
-pub use http::{ApiError, ApiJson, ApiPath};
+pub use http::{ApiError, ApiJson, ApiPath, RequestTrace};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
 pub use trace::TraceContext;

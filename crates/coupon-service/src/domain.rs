@@ -1,0 +1,96 @@
+//! Coupon kinds, states and the discount rule: pure logic, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// How a coupon's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Kind {
+    /// `value` minor units off, never more than the order's total.
+    Fixed,
+    /// `value` percent off (1 to 100), rounded down to the minor unit.
+    Percent,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fixed => "FIXED",
+            Kind::Percent => "PERCENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "FIXED" => Some(Kind::Fixed),
+            "PERCENT" => Some(Kind::Percent),
+            _ => None,
+        }
+    }
+
+    /// The values a coupon of this kind may have.
+    pub fn valid_values(self) -> std::ops::RangeInclusive<i64> {
+        match self {
+            Kind::Fixed => 1..=1_000_000_000_000,
+            Kind::Percent => 1..=100,
+        }
+    }
+}
+
+/// The discount a coupon gives on an order of `total` minor units: never negative, never
+/// more than the total.
+pub fn discount(kind: Kind, value: i64, total: i64) -> i64 {
+    let total = total.max(0);
+    match kind {
+        Kind::Fixed => value.clamp(0, total),
+        Kind::Percent => {
+            let percent = i128::from(value.clamp(0, 100));
+            (i128::from(total) * percent / 100) as i64
+        }
+    }
+}
+
+/// Where a coupon stands, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Available,
+    Used,
+    Expired,
+}
+
+/// A coupon used by an order is USED; an unused one past its expiry is EXPIRED.
+pub fn status(used_by_order: Option<&str>, expires_at_ms: Option<i64>, now_ms: i64) -> Status {
+    match (used_by_order, expires_at_ms) {
+        (Some(_), _) => Status::Used,
+        (None, Some(expiry)) if expiry <= now_ms => Status::Expired,
+        _ => Status::Available,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_discount_never_exceeds_the_total() {
+        assert_eq!(discount(Kind::Fixed, 500, 3000), 500);
+        assert_eq!(discount(Kind::Fixed, 5000, 3000), 3000);
+    }
+
+    #[test]
+    fn a_percent_discount_rounds_down() {
+        assert_eq!(discount(Kind::Percent, 10, 3000), 300);
+        assert_eq!(discount(Kind::Percent, 15, 999), 149);
+        assert_eq!(discount(Kind::Percent, 100, 999), 999);
+        assert_eq!(discount(Kind::Percent, 50, i64::MAX), i64::MAX / 2);
+    }
+
+    #[test]
+    fn use_beats_expiry_and_expiry_beats_availability() {
+        assert_eq!(status(Some("o"), Some(0), 10), Status::Used);
+        assert_eq!(status(None, Some(10), 10), Status::Expired);
+        assert_eq!(status(None, Some(11), 10), Status::Available);
+        assert_eq!(status(None, None, 10), Status::Available);
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per consumed topic.
+
+pub mod order_events;

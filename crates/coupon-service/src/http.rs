@@ -1,0 +1,96 @@
+//! The coupon API. Coupons are created here; they are used and restored only by events.
+
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use eventing::{ApiError, ApiJson, ApiPath, Db, now_ms};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{self, Kind, Status};
+use crate::store::{self, Coupon};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    pub db: Db,
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/coupons", post(create))
+        .route("/coupons/{id}", get(show))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCoupon {
+    user_id: i64,
+    kind: Kind,
+    value: i64,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// A coupon as the API shows it.
+#[derive(Debug, Serialize)]
+struct CouponView {
+    coupon_id: i64,
+    user_id: i64,
+    kind: Kind,
+    value: i64,
+    expires_at: Option<DateTime<Utc>>,
+    status: Status,
+    used_by_order: Option<String>,
+}
+
+impl From<Coupon> for CouponView {
+    fn from(c: Coupon) -> Self {
+        CouponView {
+            coupon_id: c.id,
+            user_id: c.user_id,
+            kind: c.kind,
+            value: c.value,
+            expires_at: c.expires_at.and_then(DateTime::from_timestamp_millis),
+            status: domain::status(c.used_by_order.as_deref(), c.expires_at, now_ms()),
+            used_by_order: c.used_by_order,
+        }
+    }
+}
+
+async fn create(
+    Extract(state): Extract<State>,
+    ApiJson(new): ApiJson<NewCoupon>,
+) -> Result<impl IntoResponse, ApiError> {
+    if new.user_id < 1 {
+        return Err(ApiError::unprocessable("invalid_user_id", "user_id must be a positive integer"));
+    }
+    let valid = new.kind.valid_values();
+    if !valid.contains(&new.value) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            format!(
+                "a {} coupon's value must be {} to {}",
+                new.kind.as_str(),
+                valid.start(),
+                valid.end()
+            ),
+        ));
+    }
+    let mut conn = state.db.acquire().await?;
+    let expires_at = new.expires_at.map(|t| t.timestamp_millis());
+    let coupon = store::insert_coupon(&mut conn, new.user_id, new.kind, new.value, expires_at).await?;
+    tracing::info!(coupon_id = coupon.id, "coupon created");
+    Ok((StatusCode::CREATED, Json(CouponView::from(coupon))))
+}
+
+async fn show(Extract(state): Extract<State>, ApiPath(id): ApiPath<i64>) -> Result<Json<CouponView>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    store::find_coupon(&mut conn, id)
+        .await?
+        .map(|c| Json(c.into()))
+        .ok_or_else(|| ApiError::not_found("coupon_not_found", format!("no coupon has id {id}")))
+}

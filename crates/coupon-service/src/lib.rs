@@ -1,0 +1,55 @@
+//! The coupon service: single-use coupons, applied to orders and restored on cancellation.
+//!
+//! - [`http`]: `POST /coupons`, `GET /coupons/{id}`.
+//! - [`handlers::order_events`]: applies the coupon of `OrderCreated` (or refuses it) and
+//!   restores it for `OrderCancelled`.
+//! - [`domain`]: coupon kinds and the discount rule, without I/O.
+//! - [`store`]: every SQL statement of the service.
+
+pub mod domain;
+pub mod handlers;
+pub mod http;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use contract::topics;
+use eventing::db::Migrations;
+use eventing::{App, CommonSettings, Runtime};
+
+/// The service's name: consumer group, envelope `producer`, log field.
+pub const SERVICE: &str = "coupon-service";
+
+/// This service's migrations, per backend.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+};
+
+/// Settings of the coupon service, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = SERVICE, about = "Coupons of the order saga")]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonSettings,
+}
+
+/// Connects, migrates, binds, and assembles the service: HTTP API, outbox relay, and the
+/// consumer of `order.events`.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
+    let listener = App::bind(config.http_addr).await?;
+    let consumer = runtime.consumer(
+        &[topics::ORDER_EVENTS],
+        handlers::order_events::OrderEvents,
+    )?;
+    let router = runtime.router(http::router(http::State {
+        db: runtime.db.clone(),
+    }));
+    Ok(App::new(SERVICE, listener, router)
+        .with_relay(&runtime)
+        .with_consumer(consumer))
+}

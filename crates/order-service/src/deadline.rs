@@ -1,0 +1,72 @@
+//! The saga deadline: a PENDING order past its deadline is cancelled with reason TIMEOUT,
+//! and the usual compensations follow from `OrderCancelled`.
+//!
+//! Deadlines live in the database, so an order whose deadline passed while the service was
+//! down is cancelled at the first sweep after it starts. Several replicas may sweep at once:
+//! the conditional update lets exactly one of them cancel each order.
+
+use std::time::Duration;
+
+use contract::CancelReason;
+use eventing::{Db, Metrics, Outbox, TraceContext, now_ms};
+use tokio_util::sync::CancellationToken;
+
+use crate::saga::{self, Cancel};
+use crate::store;
+
+/// Most orders cancelled per sweep transaction batch.
+const BATCH: i64 = 100;
+
+/// Sweeps for overdue orders every `interval` until `shutdown`.
+pub async fn run(db: Db, outbox: Outbox, metrics: Metrics, timeout: Duration, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match sweep(&db, &outbox, timeout).await {
+            Ok(0) => {}
+            Ok(cancelled) => {
+                metrics.add("orders_timed_out_total", &[], cancelled as u64);
+            }
+            Err(error) => tracing::warn!(%error, "deadline sweep failed; will try again"),
+        }
+    }
+}
+
+/// Cancels every overdue order; returns how many it cancelled.
+pub async fn sweep(db: &Db, outbox: &Outbox, timeout: Duration) -> Result<usize, sqlx::Error> {
+    let mut cancelled = 0;
+    loop {
+        let overdue = {
+            let mut conn = db.acquire().await?;
+            store::overdue_orders(&mut conn, now_ms(), BATCH).await?
+        };
+        if overdue.is_empty() {
+            return Ok(cancelled);
+        }
+        for id in &overdue {
+            let Ok(order_id) = uuid::Uuid::parse_str(id) else {
+                continue;
+            };
+            let mut tx = db.begin().await?;
+            let trace = match store::find_order(&mut tx, id).await? {
+                Some(order) => TraceContext::continue_or_new(Some(&order.traceparent)),
+                None => continue,
+            };
+            let detail = format!(
+                "stock and coupon did not both answer within {} ms",
+                timeout.as_millis()
+            );
+            let outcome = saga::cancel(&mut tx, order_id, CancelReason::Timeout, &detail, None, &trace).await?;
+            tx.commit().await?;
+            if matches!(outcome, Cancel::Cancelled(_)) {
+                cancelled += 1;
+            }
+        }
+        outbox.wake();
+        if (overdue.len() as i64) < BATCH {
+            return Ok(cancelled);
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The order's state machine and the rules of placing an order: pure logic, no I/O.
+
+use contract::CancelReason;
+use serde::Serialize;
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Confirmed => "CONFIRMED",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "PENDING" => Some(Status::Pending),
+            "CONFIRMED" => Some(Status::Confirmed),
+            "CANCELLED" => Some(Status::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What the saga knows of an order: enough to decide its next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub status: Status,
+    pub has_coupon: bool,
+    pub stock_reserved: bool,
+    pub coupon_applied: bool,
+}
+
+impl Progress {
+    /// A PENDING order is confirmed once its stock is reserved and, if it has a coupon, the
+    /// coupon is applied.
+    pub fn ready_to_confirm(&self) -> bool {
+        self.status == Status::Pending
+            && self.stock_reserved
+            && (!self.has_coupon || self.coupon_applied)
+    }
+}
+
+/// The statuses from which an order may be cancelled for `reason`: the saga's own failures
+/// only cancel a PENDING order, while a customer may also cancel a CONFIRMED one.
+pub fn cancellable_from(reason: CancelReason) -> &'static [Status] {
+    match reason {
+        CancelReason::UserCancelled => &[Status::Pending, Status::Confirmed],
+        _ => &[Status::Pending],
+    }
+}
+
+/// Most lines one order may have.
+pub const MAX_LINES: usize = 100;
+/// Most units of one product one order may ask for.
+pub const MAX_QUANTITY: i64 = 10_000;
+
+/// Why an order request cannot be accepted, found before anything is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Machine-readable, as the API's error code.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Checks an order request's shape: a positive user id, 1 to [`MAX_LINES`] lines of distinct
+/// positive product ids with 1 to [`MAX_QUANTITY`] units each, and a positive coupon id if any.
+pub fn validate_request(
+    user_id: i64,
+    lines: &[(i64, i64)],
+    coupon_id: Option<i64>,
+) -> Result<(), Invalid> {
+    if user_id < 1 {
+        return Err(invalid("invalid_user_id", "user_id must be a positive integer"));
+    }
+    if lines.is_empty() {
+        return Err(invalid("no_items", "an order needs at least one item"));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(invalid(
+            "too_many_items",
+            format!("an order may have at most {MAX_LINES} items"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for &(product_id, quantity) in lines {
+        if product_id < 1 {
+            return Err(invalid("invalid_product_id", "product_id must be a positive integer"));
+        }
+        if !(1..=MAX_QUANTITY).contains(&quantity) {
+            return Err(invalid(
+                "invalid_quantity",
+                format!("quantity of product {product_id} must be 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if !seen.insert(product_id) {
+            return Err(invalid(
+                "duplicate_product",
+                format!("product {product_id} appears on more than one line; put its quantities on one"),
+            ));
+        }
+    }
+    if coupon_id.is_some_and(|c| c < 1) {
+        return Err(invalid("invalid_coupon_id", "coupon_id must be a positive integer"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(status: Status, has_coupon: bool, stock: bool, coupon: bool) -> Progress {
+        Progress {
+            status,
+            has_coupon,
+            stock_reserved: stock,
+            coupon_applied: coupon,
+        }
+    }
+
+    #[test]
+    fn an_order_without_coupon_confirms_on_stock_alone() {
+        assert!(progress(Status::Pending, false, true, false).ready_to_confirm());
+        assert!(!progress(Status::Pending, false, false, false).ready_to_confirm());
+    }
+
+    #[test]
+    fn an_order_with_coupon_needs_both_answers() {
+        assert!(!progress(Status::Pending, true, true, false).ready_to_confirm());
+        assert!(!progress(Status::Pending, true, false, true).ready_to_confirm());
+        assert!(progress(Status::Pending, true, true, true).ready_to_confirm());
+    }
+
+    #[test]
+    fn only_a_pending_order_can_be_confirmed() {
+        assert!(!progress(Status::Cancelled, false, true, false).ready_to_confirm());
+        assert!(!progress(Status::Confirmed, false, true, false).ready_to_confirm());
+    }
+
+    #[test]
+    fn only_the_customer_cancels_a_confirmed_order() {
+        assert!(cancellable_from(CancelReason::UserCancelled).contains(&Status::Confirmed));
+        assert!(!cancellable_from(CancelReason::Timeout).contains(&Status::Confirmed));
+        assert!(!cancellable_from(CancelReason::OutOfStock).contains(&Status::Cancelled));
+    }
+
+    #[test]
+    fn bad_requests_are_named_by_their_first_problem() {
+        let code = |user, lines: &[(i64, i64)], coupon| {
+            validate_request(user, lines, coupon).err().map(|e| e.code)
+        };
+        assert_eq!(code(0, &[(1, 1)], None), Some("invalid_user_id"));
+        assert_eq!(code(1, &[], None), Some("no_items"));
+        assert_eq!(code(1, &vec![(1, 1); 101], None), Some("too_many_items"));
+        assert_eq!(code(1, &[(1, 0)], None), Some("invalid_quantity"));
+        assert_eq!(code(1, &[(1, -3)], None), Some("invalid_quantity"));
+        assert_eq!(code(1, &[(0, 1)], None), Some("invalid_product_id"));
+        assert_eq!(code(1, &[(1, 1), (1, 2)], None), Some("duplicate_product"));
+        assert_eq!(code(1, &[(1, 1)], Some(0)), Some("invalid_coupon_id"));
+        assert_eq!(code(1, &[(1, 1), (2, 10_000)], Some(3)), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! `GET /catalog/{product_id}`: the product as this service's replica knows it.
+
+use axum::extract::State as Extract;
+use axum::routing::get;
+use axum::{Json, Router};
+use eventing::{ApiError, ApiPath};
+
+use super::State;
+use crate::store::{self, CatalogProduct};
+
+pub fn router() -> Router<State> {
+    Router::new().route("/catalog/{product_id}", get(show))
+}
+
+async fn show(Extract(state): Extract<State>, ApiPath(id): ApiPath<i64>) -> Result<Json<CatalogProduct>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    store::find_catalog_product(&mut conn, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "product_not_in_catalog",
+                format!("product {id} is not in the catalog (yet)"),
+            )
+        })
+}

@@ -1,0 +1,23 @@
+//! The order service's HTTP API: [`orders`] (place, read, cancel) and [`catalog`] (the
+//! replica's view of a product, to see what orders will be priced at).
+
+pub mod catalog;
+pub mod orders;
+
+use std::time::Duration;
+
+use axum::Router;
+use eventing::{Db, Outbox};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct State {
+    pub db: Db,
+    pub outbox: Outbox,
+    /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT.
+    pub saga_timeout: Duration,
+}
+
+pub fn router(state: State) -> Router {
+    orders::router().merge(catalog::router()).with_state(state)
+}

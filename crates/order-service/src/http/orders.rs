@@ -1,0 +1,316 @@
+//! `POST /orders`, `GET /orders/{id}`, `POST /orders/{id}/cancel`.
+//!
+//! Placing an order is one local transaction: the order, its lines, its first timeline entry,
+//! the idempotency key and the `OrderCreated` outbox row commit together. The response never
+//! waits for stock, coupon or the data platform.
+
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use contract::{CancelReason, OrderCreated, OrderLine};
+use eventing::{ApiError, ApiJson, ApiPath, Conn, RequestTrace, TraceContext, now_ms};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::State;
+use crate::domain::{self, Status};
+use crate::saga::{self, Cancel};
+use crate::store::{self, NewOrder, Order, TimelineEntry};
+
+/// The header that makes `POST /orders` safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/orders", post(place))
+        .route("/orders/{id}", get(show))
+        .route("/orders/{id}/cancel", post(cancel))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrder {
+    user_id: i64,
+    items: Vec<RequestedItem>,
+    #[serde(default)]
+    coupon_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestedItem {
+    product_id: i64,
+    quantity: i64,
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    order_id: Uuid,
+    user_id: i64,
+    status: Status,
+    items: Vec<OrderLine>,
+    total_amount: i64,
+    discount_amount: i64,
+    final_amount: i64,
+    coupon_id: Option<i64>,
+    cancel_reason: Option<String>,
+    cancel_detail: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    timeline: Vec<TimelineView>,
+}
+
+#[derive(Debug, Serialize)]
+struct TimelineView {
+    at: DateTime<Utc>,
+    event: String,
+    detail: Option<String>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+async fn view(conn: &mut Conn, order: Order) -> Result<OrderView, sqlx::Error> {
+    let id = order.id.to_string();
+    let items = store::order_lines(conn, &id).await?;
+    let timeline = store::timeline(conn, &id)
+        .await?
+        .into_iter()
+        .map(|TimelineEntry { at, event, detail }| TimelineView {
+            at: time(at),
+            event,
+            detail,
+        })
+        .collect();
+    Ok(OrderView {
+        order_id: order.id,
+        user_id: order.user_id,
+        status: order.status,
+        items,
+        total_amount: order.total_amount,
+        discount_amount: order.discount_amount,
+        final_amount: order.total_amount - order.discount_amount,
+        coupon_id: order.coupon_id,
+        cancel_reason: order.cancel_reason,
+        cancel_detail: order.cancel_detail,
+        created_at: time(order.created_at),
+        updated_at: time(order.updated_at),
+        timeline,
+    })
+}
+
+/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The SHA-256 of the request as parsed, so that formatting differences do not matter.
+fn request_hash(request: &PlaceOrder) -> String {
+    let canonical = serde_json::to_vec(request).expect("a parsed request always serializes");
+    hex::encode(Sha256::digest(canonical))
+}
+
+async fn place(
+    Extract(state): Extract<State>,
+    RequestTrace(trace): RequestTrace,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let lines: Vec<(i64, i64)> = request.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+    domain::validate_request(request.user_id, &lines, request.coupon_id)
+        .map_err(|invalid| ApiError::unprocessable(invalid.code, invalid.message))?;
+    let hash = request_hash(&request);
+
+    let mut tx = state.db.begin().await?;
+    let order_id = Uuid::now_v7();
+    if let Some(key) = &key {
+        if !store::claim_idempotency_key(&mut tx, key, &hash, &order_id.to_string()).await? {
+            tx.rollback().await?;
+            return replay(&state, key, &hash).await;
+        }
+    }
+    let priced = price_lines(&mut tx, &request.items).await?;
+    if let Some(coupon_id) = request.coupon_id {
+        check_coupon(&mut tx, coupon_id, request.user_id).await?;
+    }
+    let total_amount = priced
+        .iter()
+        .try_fold(0i64, |sum, l| l.quantity.checked_mul(l.unit_price).and_then(|x| sum.checked_add(x)))
+        .ok_or_else(|| ApiError::unprocessable("total_too_large", "the order's total is too large"))?;
+    let created_at = now_ms();
+    let timeout_ms = i64::try_from(state.saga_timeout.as_millis()).unwrap_or(i64::MAX);
+    let id = order_id.to_string();
+    let traceparent = trace.header();
+    store::insert_order(
+        &mut tx,
+        &NewOrder {
+            id: &id,
+            user_id: request.user_id,
+            lines: &priced,
+            total_amount,
+            coupon_id: request.coupon_id,
+            traceparent: &traceparent,
+            deadline_at: created_at.saturating_add(timeout_ms),
+            created_at,
+        },
+    )
+    .await?;
+    store::add_timeline(&mut tx, &id, "OrderCreated", None).await?;
+    let event = OrderCreated {
+        order_id,
+        user_id: request.user_id,
+        items: priced,
+        total_amount,
+        coupon_id: request.coupon_id,
+        created_at: time(created_at),
+    };
+    eventing::outbox::enqueue(&mut tx, &contract::Envelope::new(crate::SERVICE, event, None), &trace).await?;
+    let order = store::find_order(&mut tx, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("order {id} vanished in its own transaction")))?;
+    let body = view(&mut tx, order).await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    tracing::info!(%order_id, total_amount, "order placed");
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Answers a request whose idempotency key was used before: the same order for the same
+/// request, 422 for another.
+async fn replay(state: &State, key: &str, hash: &str) -> Result<Response, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let (stored_hash, order_id) = store::find_idempotency_key(&mut conn, key)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency key {key} claimed but not found")))?;
+    if stored_hash != hash {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new order",
+        ));
+    }
+    let order = store::find_order(&mut conn, &order_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("order {order_id} of an idempotency key is missing")))?;
+    let body = view(&mut conn, order).await?;
+    Ok((StatusCode::OK, [("idempotent-replayed", "true")], Json(body)).into_response())
+}
+
+/// Prices each line from the catalog replica; 422 naming every product it does not have.
+async fn price_lines(conn: &mut Conn, items: &[RequestedItem]) -> Result<Vec<OrderLine>, ApiError> {
+    let mut priced = Vec::with_capacity(items.len());
+    let mut unknown = Vec::new();
+    for item in items {
+        match store::find_catalog_product(conn, item.product_id).await? {
+            Some(product) => priced.push(OrderLine {
+                product_id: item.product_id,
+                quantity: item.quantity,
+                unit_price: product.price,
+            }),
+            None => unknown.push(item.product_id.to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::unprocessable(
+            "unknown_product",
+            format!("no such product: {}", unknown.join(", ")),
+        ));
+    }
+    Ok(priced)
+}
+
+/// Refuses at once a coupon this service already knows cannot work: one held by a live
+/// order, or one the coupon service applied to another user's order. Anything else the
+/// coupon service decides, and a refusal cancels the order with reason COUPON_REJECTED.
+async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(), ApiError> {
+    if store::coupon_owned_by_other(conn, coupon_id, user_id).await? {
+        return Err(ApiError::unprocessable(
+            "coupon_not_owned",
+            format!("coupon {coupon_id} belongs to another user"),
+        ));
+    }
+    if store::coupon_in_use(conn, coupon_id).await? {
+        return Err(ApiError::conflict(
+            "coupon_in_use",
+            format!("coupon {coupon_id} is already used by another order"),
+        ));
+    }
+    Ok(())
+}
+
+fn order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("order_not_found", format!("no order has id {raw}")))
+}
+
+async fn show(Extract(state): Extract<State>, ApiPath(raw): ApiPath<String>) -> Result<Json<OrderView>, ApiError> {
+    let id = order_id(&raw)?;
+    let mut conn = state.db.acquire().await?;
+    let order = store::find_order(&mut conn, &id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order has id {raw}")))?;
+    Ok(Json(view(&mut conn, order).await?))
+}
+
+async fn cancel(
+    Extract(state): Extract<State>,
+    RequestTrace(trace): RequestTrace,
+    headers: HeaderMap,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = order_id(&raw)?;
+    let mut tx = state.db.begin().await?;
+    // Continue the order's own trace, unless the caller sent a trace of its own.
+    let trace = if headers.contains_key(contract::topics::HEADER_TRACEPARENT) {
+        trace
+    } else {
+        store::find_order(&mut tx, &id.to_string())
+            .await?
+            .and_then(|o| TraceContext::parse(&o.traceparent))
+            .map(|t| t.child())
+            .unwrap_or(trace)
+    };
+    let outcome = saga::cancel(
+        &mut tx,
+        id,
+        CancelReason::UserCancelled,
+        "cancelled at the customer's request",
+        None,
+        &trace,
+    )
+    .await?;
+    match outcome {
+        Cancel::Cancelled(order) => {
+            let body = view(&mut tx, order).await?;
+            tx.commit().await?;
+            state.outbox.wake();
+            Ok(Json(body))
+        }
+        Cancel::NotCancellable(status) => Err(ApiError::conflict(
+            "order_already_cancelled",
+            format!("the order is {} and cannot be cancelled again", status.as_str()),
+        )),
+        Cancel::NotFound => Err(ApiError::not_found("order_not_found", format!("no order has id {raw}"))),
+    }
+}

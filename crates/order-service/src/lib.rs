@@ -1,0 +1,74 @@
+//! The order service: places orders and runs each one's saga to CONFIRMED or CANCELLED.
+//!
+//! - [`http`]: `POST /orders`, `GET /orders/{id}`, `POST /orders/{id}/cancel`,
+//!   `GET /catalog/{product_id}`.
+//! - [`handlers`]: `stock.events` and `coupon.events` move orders on; `product.catalog` feeds
+//!   the catalog replica that prices orders.
+//! - [`saga`]: confirming and cancelling, shared by handlers, API and deadline.
+//! - [`deadline`]: cancels orders still PENDING after the saga timeout.
+//! - [`domain`]: the state machine and request rules, without I/O.
+//! - [`store`]: every SQL statement of the service.
+
+pub mod deadline;
+pub mod domain;
+pub mod handlers;
+pub mod http;
+pub mod saga;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use contract::topics;
+use eventing::db::Migrations;
+use eventing::{App, CommonSettings, Runtime};
+
+/// The service's name: consumer group, envelope `producer`, log field.
+pub const SERVICE: &str = "order-service";
+
+/// This service's migrations, per backend.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+};
+
+/// Settings of the order service, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = SERVICE, about = "Orders of the saga: places them and sees each one to its end")]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT, in
+    /// milliseconds.
+    #[arg(long = "saga-timeout-ms", env = "SAGA_TIMEOUT_MS", default_value_t = 30_000)]
+    pub saga_timeout_ms: u64,
+    /// How often PENDING orders are checked against their deadline, in milliseconds.
+    #[arg(long = "deadline-check-interval-ms", env = "DEADLINE_CHECK_INTERVAL_MS", default_value_t = 1_000)]
+    pub deadline_check_interval_ms: u64,
+    #[command(flatten)]
+    pub common: CommonSettings,
+}
+
+/// Connects, migrates, binds, and assembles the service: HTTP API, outbox relay, the consumer
+/// of stock, coupon and catalog events, and the deadline sweeper.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
+    let listener = App::bind(config.http_addr).await?;
+    let consumer = runtime.consumer(
+        &[topics::STOCK_EVENTS, topics::COUPON_EVENTS, topics::PRODUCT_CATALOG],
+        handlers::OrderServiceEvents,
+    )?;
+    let saga_timeout = Duration::from_millis(config.saga_timeout_ms);
+    let interval = Duration::from_millis(config.deadline_check_interval_ms);
+    let router = runtime.router(http::router(http::State {
+        db: runtime.db.clone(),
+        outbox: runtime.outbox.clone(),
+        saga_timeout,
+    }));
+    let (db, outbox, metrics) = (runtime.db.clone(), runtime.outbox.clone(), runtime.metrics.clone());
+    Ok(App::new(SERVICE, listener, router)
+        .with_relay(&runtime)
+        .with_consumer(consumer)
+        .worker(move |shutdown| deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)))
+}

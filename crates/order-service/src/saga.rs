@@ -1,0 +1,99 @@
+//! The two ways an order leaves PENDING, shared by the event handlers, the HTTP API and the
+//! deadline sweeper. Each runs inside the caller's transaction, with the order's row locked,
+//! and writes the resulting event to the outbox.
+
+use contract::{CancelReason, OrderCancelled, OrderConfirmed};
+use eventing::{Conn, TraceContext, now_ms};
+use chrono::DateTime;
+use uuid::Uuid;
+
+use crate::domain::{Status, cancellable_from};
+use crate::store::{self, Order};
+use crate::SERVICE;
+
+fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+async fn emit(
+    conn: &mut Conn,
+    event: impl Into<contract::Event>,
+    cause: Option<Uuid>,
+    trace: &TraceContext,
+) -> Result<(), sqlx::Error> {
+    let envelope = contract::Envelope::new(SERVICE, event, cause);
+    eventing::outbox::enqueue(conn, &envelope, trace).await
+}
+
+/// Confirms `order` (as just read with its row locked) if every step it needs succeeded, and
+/// publishes `OrderConfirmed`. `false` if it is not ready or no longer PENDING.
+pub async fn confirm_if_ready(
+    conn: &mut Conn,
+    order: &Order,
+    cause: Option<Uuid>,
+    trace: &TraceContext,
+) -> Result<bool, sqlx::Error> {
+    if !order.progress().ready_to_confirm() {
+        return Ok(false);
+    }
+    let now = now_ms();
+    let id = order.id.to_string();
+    if !store::confirm(conn, &id, now).await? {
+        return Ok(false);
+    }
+    store::add_timeline(conn, &id, "OrderConfirmed", None).await?;
+    let event = OrderConfirmed {
+        order_id: order.id,
+        user_id: order.user_id,
+        total_amount: order.total_amount,
+        discount_amount: order.discount_amount,
+        final_amount: order.total_amount - order.discount_amount,
+        confirmed_at: at(now),
+    };
+    emit(conn, event, cause, trace).await?;
+    tracing::info!(order_id = %order.id, "order confirmed");
+    Ok(true)
+}
+
+/// What became of a request to cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// It is cancelled now, and `OrderCancelled` is in the outbox.
+    Cancelled(Order),
+    /// Its status does not allow cancelling for that reason.
+    NotCancellable(Status),
+    /// There is no such order.
+    NotFound,
+}
+
+/// Cancels an order for `reason` if its status allows, and publishes `OrderCancelled`; every
+/// service that did something for the order undoes it when that event reaches it.
+pub async fn cancel(
+    conn: &mut Conn,
+    order_id: Uuid,
+    reason: CancelReason,
+    detail: &str,
+    cause: Option<Uuid>,
+    trace: &TraceContext,
+) -> Result<Cancel, sqlx::Error> {
+    let id = order_id.to_string();
+    let Some(order) = store::lock_order(conn, &id).await? else {
+        return Ok(Cancel::NotFound);
+    };
+    let now = now_ms();
+    if !store::cancel(conn, &id, cancellable_from(reason), reason, detail, now).await? {
+        return Ok(Cancel::NotCancellable(order.status));
+    }
+    store::add_timeline(conn, &id, "OrderCancelled", Some(&format!("{}: {detail}", reason.as_str()))).await?;
+    let event = OrderCancelled {
+        order_id,
+        user_id: order.user_id,
+        reason,
+        detail: detail.to_owned(),
+        cancelled_at: at(now),
+    };
+    emit(conn, event, cause, trace).await?;
+    tracing::info!(%order_id, reason = reason.as_str(), %detail, "order cancelled");
+    let cancelled = store::find_order(conn, &id).await?.unwrap_or(order);
+    Ok(Cancel::Cancelled(cancelled))
+}

@@ -1,0 +1,160 @@
+//! `order.events`: reserve stock for new orders, release it for cancelled ones.
+//!
+//! Both decisions hang on the order's `reservation` row, which the first event of an order
+//! creates. `OrderCreated` reserves only if it creates that row; `OrderCancelled` releases
+//! only a RESERVED row, or creates a VOIDED one so that an `OrderCreated` seen later (after a
+//! replay, say) reserves nothing for an order that is already cancelled. Compensation thus
+//! happens only for a reservation that happened, and only once.
+
+use std::collections::BTreeMap;
+
+use contract::{
+    Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine,
+    StockReleased, StockReservationFailed, StockReserved,
+};
+use eventing::{Conn, HandleError, Handler, Inbound};
+use sqlx::Connection;
+
+use crate::{SERVICE, store};
+
+/// The handler of `order.events`.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderEvents;
+
+impl Handler for OrderEvents {
+    async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
+        match &inbound.envelope.event {
+            Event::OrderCreated(order) => reserve(conn, inbound, order).await,
+            Event::OrderCancelled(order) => release(conn, inbound, order).await,
+            // A confirmed order keeps its reservation; nothing else concerns stock.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a reservation could not be made.
+struct Shortage {
+    reason: StockFailureReason,
+    detail: String,
+}
+
+async fn reserve(conn: &mut Conn, inbound: &Inbound, order: &OrderCreated) -> Result<(), HandleError> {
+    let order_id = order.order_id.to_string();
+    if !store::claim_reservation(conn, &order_id, "PENDING").await? {
+        tracing::info!("this order was decided (or cancelled) before; reserving nothing");
+        return Ok(());
+    }
+    let lines = merge_lines(&order.items);
+    match take_all_or_none(conn, &lines).await? {
+        Ok(()) => {
+            store::set_reservation_status(conn, &order_id, "RESERVED").await?;
+            store::insert_reservation_lines(conn, &order_id, &lines).await?;
+            tracing::info!(lines = lines.len(), "stock reserved");
+            inbound
+                .emit(conn, SERVICE, StockReserved { order_id: order.order_id, items: lines })
+                .await?;
+        }
+        Err(shortage) => {
+            store::set_reservation_status(conn, &order_id, "FAILED").await?;
+            tracing::info!(detail = %shortage.detail, "stock reservation failed");
+            inbound
+                .emit(
+                    conn,
+                    SERVICE,
+                    StockReservationFailed {
+                        order_id: order.order_id,
+                        reason: shortage.reason,
+                        detail: shortage.detail,
+                    },
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reserves every line inside a savepoint, rolled back at the first line that cannot be
+/// served, so that an order holds all of its lines or none. Lines are taken in product id
+/// order, so that two orders never wait on each other's rows in opposite orders.
+async fn take_all_or_none(
+    conn: &mut Conn,
+    lines: &[StockLine],
+) -> Result<Result<(), Shortage>, sqlx::Error> {
+    let mut savepoint = conn.begin().await?;
+    for line in lines {
+        if store::take_stock(&mut savepoint, line.product_id, line.quantity).await? {
+            continue;
+        }
+        let shortage = match store::find_product(&mut savepoint, line.product_id).await? {
+            None => Shortage {
+                reason: StockFailureReason::UnknownProduct,
+                detail: format!("product {} does not exist", line.product_id),
+            },
+            Some(product) => Shortage {
+                reason: StockFailureReason::OutOfStock,
+                detail: format!(
+                    "product {} ({}) has {} available, {} requested",
+                    product.product_id, product.name, product.available, line.quantity
+                ),
+            },
+        };
+        savepoint.rollback().await?;
+        return Ok(Err(shortage));
+    }
+    savepoint.commit().await?;
+    Ok(Ok(()))
+}
+
+/// One line per product, quantities summed, in product id order.
+fn merge_lines(items: &[OrderLine]) -> Vec<StockLine> {
+    let mut merged = BTreeMap::<i64, i64>::new();
+    for item in items {
+        *merged.entry(item.product_id).or_default() += item.quantity;
+    }
+    merged
+        .into_iter()
+        .map(|(product_id, quantity)| StockLine { product_id, quantity })
+        .collect()
+}
+
+async fn release(conn: &mut Conn, inbound: &Inbound, order: &OrderCancelled) -> Result<(), HandleError> {
+    let order_id = order.order_id.to_string();
+    if store::claim_reservation(conn, &order_id, "VOIDED").await? {
+        tracing::info!("cancelled before its creation was seen; it will never reserve");
+        return Ok(());
+    }
+    let Some(lines) = store::release_reservation(conn, &order_id).await? else {
+        tracing::info!("the order holds no stock; nothing to release");
+        return Ok(());
+    };
+    for line in &lines {
+        store::give_back_stock(conn, line.product_id, line.quantity).await?;
+    }
+    tracing::info!(lines = lines.len(), "stock released");
+    inbound
+        .emit(conn, SERVICE, StockReleased { order_id: order.order_id, items: lines })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_one_product_are_merged_and_sorted() {
+        let line = |product_id, quantity| OrderLine {
+            product_id,
+            quantity,
+            unit_price: 1,
+        };
+        let merged = merge_lines(&[line(3, 1), line(1, 2), line(3, 4)]);
+        assert_eq!(
+            merged,
+            vec![
+                StockLine { product_id: 1, quantity: 2 },
+                StockLine { product_id: 3, quantity: 5 },
+            ]
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The product service: products, their stock, and the reservations orders hold.
+//!
+//! - [`http`]: `POST /products`, `GET /products/{id}`, `POST /products/{id}/restock`.
+//! - [`handlers::order_events`]: reserves stock for `OrderCreated` (every line or none) and
+//!   releases it for `OrderCancelled`.
+//! - [`store`]: every SQL statement of the service.
+//!
+//! Every product change publishes `ProductUpserted` to `product.catalog`, the feed of the
+//! order service's catalog replica; every reservation decision publishes to `stock.events`.
+
+pub mod handlers;
+pub mod http;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use contract::topics;
+use eventing::db::Migrations;
+use eventing::{App, CommonSettings, Runtime};
+
+/// The service's name: consumer group, envelope `producer`, log field.
+pub const SERVICE: &str = "product-service";
+
+/// This service's migrations, per backend.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+};
+
+/// Settings of the product service, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = SERVICE, about = "Products, stock and reservations of the order saga")]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonSettings,
+}
+
+/// Connects, migrates, binds, and assembles the service: HTTP API, outbox relay, and the
+/// consumer of `order.events`.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
+    let listener = App::bind(config.http_addr).await?;
+    let consumer = runtime.consumer(
+        &[topics::ORDER_EVENTS],
+        handlers::order_events::OrderEvents,
+    )?;
+    let router = runtime.router(http::router(http::State {
+        db: runtime.db.clone(),
+        outbox: runtime.outbox.clone(),
+    }));
+    Ok(App::new(SERVICE, listener, router)
+        .with_relay(&runtime)
+        .with_consumer(consumer))
+}
