@@ -73,6 +73,12 @@ impl Outbox {
         // `notify_one` keeps a permit when the relay is busy, so a wake is never lost.
         self.notify.notify_one();
     }
+
+    /// Waits for the next [`Outbox::wake`]. The relay waits here; so does any other worker
+    /// that drains a table filled by committed transactions.
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
 }
 
 /// How the relay polls and batches.
@@ -159,7 +165,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.outbox.notify.notified() => {}
+                () = self.outbox.woken() => {}
                 () = tokio::time::sleep(poll) => {}
             }
         }

@@ -1,0 +1,23 @@
+-- Every order event to deliver to the data platform, written in the same transaction that
+-- records the event as consumed, so that a crash never loses one and a restart resumes them.
+CREATE TABLE delivery (
+    event_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    -- The event envelope, sent as the request body.
+    body TEXT NOT NULL,
+    -- The trace the event belongs to; the HTTP call continues it.
+    traceparent TEXT NOT NULL,
+    -- PENDING until the data platform accepted it (DELIVERED) or the retry budget ran out or
+    -- it refused the event for good (FAILED).
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    -- Milliseconds since the Unix epoch before which it is not tried (again). A worker that
+    -- claims a row moves this forward, so that another worker does not send it meanwhile.
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+
+CREATE INDEX delivery_due ON delivery (next_attempt_at) WHERE status = 'PENDING';

@@ -1,0 +1,213 @@
+//! The delivery worker: sends due delivery rows to the data platform.
+//!
+//! Each round takes up to `concurrency` due rows, claims each (so that another replica does
+//! not send it at the same time), sends them concurrently with a bounded timeout, and records
+//! the outcome: DELIVERED on 2xx; on 429, 5xx, 408 or no answer, a retry after exponential
+//! backoff with jitter (or the server's `Retry-After`, if longer); FAILED when the data
+//! platform refuses the event for good (another 4xx) or the retry budget is spent, logged as
+//! an error and counted. The event id is the `Idempotency-Key`, so a retry of a delivery that
+//! did arrive is absorbed by the data platform.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use eventing::{Db, Metrics, Outbox, now_ms};
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::store::{self, Due};
+
+/// How deliveries are made.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliverySettings {
+    /// Base URL of the data platform; events are posted to `<url>/v1/orders`.
+    #[arg(long = "data-platform-url", env = "DATA_PLATFORM_URL", default_value = "http://127.0.0.1:8090")]
+    pub data_platform_url: String,
+    /// Longest one delivery attempt may take, in milliseconds.
+    #[arg(long = "data-platform-timeout-ms", env = "DATA_PLATFORM_TIMEOUT_MS", default_value_t = 2_000)]
+    pub timeout_ms: u64,
+    /// Attempts after which a delivery is given up (FAILED, logged, counted).
+    #[arg(long = "delivery-max-attempts", env = "DELIVERY_MAX_ATTEMPTS", default_value_t = 30)]
+    pub max_attempts: i64,
+    /// Longest wait between two attempts of one delivery, in milliseconds.
+    #[arg(long = "delivery-max-backoff-ms", env = "DELIVERY_MAX_BACKOFF_MS", default_value_t = 30_000)]
+    pub max_backoff_ms: u64,
+    /// Most deliveries in flight at once.
+    #[arg(long = "delivery-concurrency", env = "DELIVERY_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: i64,
+    /// How often the worker looks for due deliveries when nothing woke it, in milliseconds.
+    #[arg(long = "delivery-poll-interval-ms", env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = 250)]
+    pub poll_interval_ms: u64,
+}
+
+impl DeliverySettings {
+    /// Settings for a data platform URL, everything else at its default.
+    pub fn new(data_platform_url: impl Into<String>) -> Self {
+        DeliverySettings {
+            data_platform_url: data_platform_url.into(),
+            timeout_ms: 2_000,
+            max_attempts: 30,
+            max_backoff_ms: 30_000,
+            concurrency: 16,
+            poll_interval_ms: 250,
+        }
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+enum Attempt {
+    Delivered,
+    /// Worth trying again, not before `after` if the server said so.
+    Retry { error: String, after: Option<Duration> },
+    /// The data platform will never accept it.
+    Refused { error: String },
+}
+
+/// Sends delivery rows until shutdown.
+pub struct Worker {
+    db: Db,
+    wake: Outbox,
+    metrics: Metrics,
+    settings: DeliverySettings,
+    client: reqwest::Client,
+    endpoint: String,
+}
+
+impl Worker {
+    pub fn new(db: Db, wake: Outbox, metrics: Metrics, settings: DeliverySettings) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.timeout_ms))
+            .build()
+            .context("building the HTTP client")?;
+        let endpoint = format!("{}/v1/orders", settings.data_platform_url.trim_end_matches('/'));
+        Ok(Worker {
+            db,
+            wake,
+            metrics,
+            settings,
+            client,
+            endpoint,
+        })
+    }
+
+    /// Delivers until `shutdown`; a round in flight finishes first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            let busy = match self.round().await {
+                Ok(sent) => sent as i64 >= self.settings.concurrency,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "delivery round failed; will try again");
+                    false
+                }
+            };
+            if busy && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.woken() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// One round; returns how many deliveries it attempted.
+    async fn round(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
+        let due = store::due(&self.db, now, self.settings.concurrency).await?;
+        let lease_until = now + self.settings.timeout_ms as i64 * 2 + 1_000;
+        let mut claimed = Vec::with_capacity(due.len());
+        for delivery in due {
+            if store::claim(&self.db, &delivery, lease_until).await? {
+                claimed.push(delivery);
+            }
+        }
+        let attempts = futures::future::join_all(claimed.iter().map(|d| self.attempt(d))).await;
+        for (delivery, attempt) in claimed.iter().zip(attempts) {
+            self.record(delivery, attempt).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    async fn attempt(&self, delivery: &Due) -> Attempt {
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header("idempotency-key", &delivery.event_id)
+            .header("traceparent", &delivery.traceparent)
+            .body(delivery.body.clone())
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Retry {
+                    error: format!("no answer: {error}"),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Attempt::Delivered;
+        }
+        let after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let error = format!("the data platform answered {status}");
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+            Attempt::Retry { error, after }
+        } else {
+            Attempt::Refused { error }
+        }
+    }
+
+    async fn record(&self, delivery: &Due, attempt: Attempt) -> Result<(), sqlx::Error> {
+        let span = tracing::info_span!(
+            "delivery",
+            event_id = %delivery.event_id,
+            event_type = %delivery.event_type,
+            attempts = delivery.attempts + 1,
+        );
+        self.record_in_span(delivery, attempt).instrument(span).await
+    }
+
+    async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> Result<(), sqlx::Error> {
+        let attempts = delivery.attempts + 1;
+        match attempt {
+            Attempt::Delivered => {
+                store::mark_delivered(&self.db, &delivery.event_id, attempts).await?;
+                self.metrics.inc("deliveries_total", &[("outcome", "delivered")]);
+                tracing::debug!("delivered");
+            }
+            Attempt::Retry { error, .. } if attempts >= self.settings.max_attempts => {
+                store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
+                self.metrics.inc("deliveries_total", &[("outcome", "gave_up")]);
+                tracing::error!(%error, "giving up on a delivery: its retry budget is spent");
+            }
+            Attempt::Retry { error, after } => {
+                let max = Duration::from_millis(self.settings.max_backoff_ms);
+                let backoff = eventing::backoff::delay_between(attempts as u32, Duration::from_millis(200), max);
+                let wait = after.map_or(backoff, |after| after.min(max).max(backoff));
+                store::schedule_retry(&self.db, &delivery.event_id, attempts, now_ms() + wait.as_millis() as i64, &error)
+                    .await?;
+                self.metrics.inc("deliveries_total", &[("outcome", "retry")]);
+                tracing::warn!(%error, ?wait, "delivery failed; will retry");
+            }
+            Attempt::Refused { error } => {
+                store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
+                self.metrics.inc("deliveries_total", &[("outcome", "refused")]);
+                tracing::error!(%error, "the data platform refused a delivery for good");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! The analytics forwarder: delivers every order event to the external data platform.
+//!
+//! The seed's rule is that this side logic never touches an order: it consumes `order.events`
+//! like any other service, records each event as a [`store`] delivery row in the same
+//! transaction that marks the event consumed, and a separate [`deliver`] worker sends the rows
+//! over HTTP with the event id as `Idempotency-Key`, retrying with backoff and honouring 429
+//! and `Retry-After`. A slow or dead data platform delays deliveries, never orders.
+//!
+//! - [`handler`]: `order.events` → delivery rows.
+//! - [`deliver`]: the delivery worker.
+//! - [`store`]: every SQL statement of the service.
+
+pub mod deliver;
+pub mod handler;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use contract::topics;
+use eventing::db::Migrations;
+use eventing::{App, CommonSettings, Runtime};
+
+/// The service's name: consumer group, log field.
+pub const SERVICE: &str = "analytics-forwarder";
+
+/// This service's migrations, per backend.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+};
+
+/// Settings of the forwarder, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = SERVICE, about = "Forwards order events to the data platform")]
+pub struct Config {
+    /// Address the HTTP API (health and metrics) listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8083")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub delivery: deliver::DeliverySettings,
+    #[command(flatten)]
+    pub common: CommonSettings,
+}
+
+/// Connects, migrates, binds, and assembles the service: health and metrics, the consumer of
+/// `order.events`, and the delivery worker.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
+    let listener = App::bind(config.http_addr).await?;
+    let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler::OrderEvents)?;
+    let router = runtime.router(axum::Router::new());
+    // The forwarder publishes nothing, so it runs no outbox relay; the consumer's wake-up
+    // after each commit tells the delivery worker instead that rows are waiting.
+    let worker = deliver::Worker::new(
+        runtime.db.clone(),
+        runtime.outbox.clone(),
+        runtime.metrics.clone(),
+        config.delivery,
+    )?;
+    Ok(App::new(SERVICE, listener, router)
+        .with_consumer(consumer)
+        .worker(move |shutdown| worker.run(shutdown)))
+}

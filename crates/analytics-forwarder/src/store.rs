@@ -1,0 +1,125 @@
+//! Every SQL statement of the analytics forwarder.
+
+use eventing::{Conn, Db, now_ms};
+use sqlx::Row;
+
+/// A delivery due to be sent.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub event_id: String,
+    pub event_type: String,
+    pub body: String,
+    pub traceparent: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+}
+
+/// Records a delivery to make; a second insert of the same event changes nothing.
+pub async fn insert_delivery(
+    conn: &mut Conn,
+    event_id: &str,
+    order_id: &str,
+    event_type: &str,
+    body: &str,
+    traceparent: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO delivery (event_id, order_id, event_type, body, traceparent, status, attempts, \
+         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, $6, $6) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(order_id)
+    .bind(event_type)
+    .bind(body)
+    .bind(traceparent)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` PENDING deliveries due at `now`, oldest first.
+pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, event_type, body, traceparent, attempts, next_attempt_at FROM delivery \
+         WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Due {
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                body: row.try_get("body")?,
+                traceparent: row.try_get("traceparent")?,
+                attempts: row.try_get("attempts")?,
+                next_attempt_at: row.try_get("next_attempt_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Claims a due delivery until `until`, unless another worker claimed it first.
+pub async fn claim(db: &Db, due: &Due, until: i64) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE delivery SET next_attempt_at = $1 \
+         WHERE event_id = $2 AND status = 'PENDING' AND next_attempt_at = $3",
+    )
+    .bind(until)
+    .bind(&due.event_id)
+    .bind(due.next_attempt_at)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(claimed == 1)
+}
+
+pub async fn mark_delivered(db: &Db, event_id: &str, attempts: i64) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE delivery SET status = 'DELIVERED', attempts = $1, delivered_at = $2, last_error = NULL \
+         WHERE event_id = $3",
+    )
+    .bind(attempts)
+    .bind(now)
+    .bind(event_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn schedule_retry(db: &Db, event_id: &str, attempts: i64, at: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE delivery SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4")
+        .bind(attempts)
+        .bind(at)
+        .bind(error)
+        .bind(event_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_failed(db: &Db, event_id: &str, attempts: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE delivery SET status = 'FAILED', attempts = $1, last_error = $2 WHERE event_id = $3")
+        .bind(attempts)
+        .bind(error)
+        .bind(event_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// How many deliveries are in each status.
+pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM delivery GROUP BY status")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+        .collect()
+}

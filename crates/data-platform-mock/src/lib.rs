@@ -1,0 +1,197 @@
+//! A stand-in for the external data platform the analytics forwarder delivers to.
+//!
+//! - `POST /v1/orders`: keeps the JSON body under its `Idempotency-Key` (required); a key seen
+//!   before is answered 200 and counted as a duplicate, not kept twice. With the configured
+//!   probability it answers 503 instead, after the configured latency.
+//! - `GET /v1/orders`: everything kept, in arrival order, with counts of duplicates and
+//!   failures.
+//! - `GET /v1/settings`, `PUT /v1/settings {failure_rate?, latency_ms?}`: read or change the
+//!   failure rate (0.0 to 1.0) and latency while running, so tests can take it down and back.
+//!
+//! It keeps everything in memory: it stands for a system outside ours.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State as Extract;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use eventing::{ApiError, ApiJson, App, Metrics};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Settings of the mock, from flags or environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "data-platform-mock", about = "A stand-in for the external data platform")]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8090")]
+    pub http_addr: SocketAddr,
+    /// Share of `POST /v1/orders` answered 503, from 0.0 to 1.0.
+    #[arg(long = "failure-rate", env = "FAILURE_RATE", default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// Delay before every answer to `POST /v1/orders`, in milliseconds.
+    #[arg(long = "latency-ms", env = "LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+}
+
+/// What the mock can be told to do while running.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub failure_rate: f64,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsChange {
+    failure_rate: Option<f64>,
+    latency_ms: Option<u64>,
+}
+
+/// One kept delivery.
+#[derive(Debug, Clone, Serialize)]
+struct Kept {
+    idempotency_key: String,
+    received_at: DateTime<Utc>,
+    traceparent: Option<String>,
+    body: Value,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    kept: Vec<Kept>,
+    keys: std::collections::HashSet<String>,
+    duplicates: u64,
+    failed: u64,
+}
+
+#[derive(Clone)]
+struct State {
+    inner: Arc<Mutex<Inner>>,
+    metrics: Metrics,
+}
+
+impl State {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Binds and assembles the mock.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let settings = Settings {
+        failure_rate: config.failure_rate,
+        latency_ms: config.latency_ms,
+    };
+    validate(&settings).map_err(anyhow::Error::msg)?;
+    let state = State {
+        inner: Arc::new(Mutex::new(Inner {
+            settings,
+            kept: Vec::new(),
+            keys: Default::default(),
+            duplicates: 0,
+            failed: 0,
+        })),
+        metrics: Metrics::new(),
+    };
+    let listener = App::bind(config.http_addr).await?;
+    Ok(App::new("data-platform-mock", listener, router(state)))
+}
+
+/// Why settings are refused, if they are.
+fn validate(settings: &Settings) -> Result<(), &'static str> {
+    if !(0.0..=1.0).contains(&settings.failure_rate) {
+        return Err("failure_rate must be 0.0 to 1.0");
+    }
+    if settings.latency_ms > 60_000 {
+        return Err("latency_ms must be at most 60000");
+    }
+    Ok(())
+}
+
+fn router(state: State) -> Router {
+    Router::new()
+        .route("/v1/orders", get(list).post(receive))
+        .route("/v1/settings", get(show_settings).put(change_settings))
+        .route("/health/live", get(|| async { Json(json!({ "status": "live" })) }))
+        .route("/health/ready", get(|| async { Json(json!({ "status": "ready" })) }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .with_state(state)
+}
+
+async fn receive(Extract(state): Extract<State>, headers: HeaderMap, ApiJson(body): ApiJson<Value>) -> Response {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+    else {
+        return ApiError::bad_request("missing_idempotency_key", "send an Idempotency-Key header").into_response();
+    };
+    let settings = state.lock().settings;
+    if settings.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
+    }
+    if rand::rng().random_bool(settings.failure_rate) {
+        state.lock().failed += 1;
+        state.metrics.inc("received_total", &[("outcome", "failed")]);
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the data platform is failing on purpose")
+            .into_response();
+    }
+    let mut inner = state.lock();
+    if !inner.keys.insert(key.clone()) {
+        inner.duplicates += 1;
+        state.metrics.inc("received_total", &[("outcome", "duplicate")]);
+        return (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response();
+    }
+    inner.kept.push(Kept {
+        idempotency_key: key,
+        received_at: Utc::now(),
+        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        body,
+    });
+    state.metrics.inc("received_total", &[("outcome", "kept")]);
+    (StatusCode::CREATED, Json(json!({ "status": "kept" }))).into_response()
+}
+
+async fn list(Extract(state): Extract<State>) -> Json<Value> {
+    let inner = state.lock();
+    Json(json!({
+        "received": inner.kept.len(),
+        "duplicates": inner.duplicates,
+        "failed": inner.failed,
+        "orders": inner.kept,
+    }))
+}
+
+async fn show_settings(Extract(state): Extract<State>) -> Json<Settings> {
+    Json(state.lock().settings)
+}
+
+async fn change_settings(
+    Extract(state): Extract<State>,
+    ApiJson(change): ApiJson<SettingsChange>,
+) -> Result<Json<Settings>, ApiError> {
+    let mut inner = state.lock();
+    let settings = Settings {
+        failure_rate: change.failure_rate.unwrap_or(inner.settings.failure_rate),
+        latency_ms: change.latency_ms.unwrap_or(inner.settings.latency_ms),
+    };
+    validate(&settings).map_err(|message| ApiError::unprocessable("invalid_settings", message))?;
+    inner.settings = settings;
+    tracing::info!(?settings, "settings changed");
+    Ok(Json(settings))
+}
+
+async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}

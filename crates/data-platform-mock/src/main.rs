@@ -1,0 +1,11 @@
+//! `data-platform-mock`: see the crate documentation and the README for its settings.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    eventing::telemetry::init();
+    let config = data_platform_mock::Config::parse();
+    let shutdown = eventing::telemetry::shutdown_on_signal();
+    data_platform_mock::build(config).await?.run(shutdown).await
+}
