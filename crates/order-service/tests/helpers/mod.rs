@@ -1,0 +1,288 @@
+//! The whole system for one test: its own Tansu broker, a fresh Postgres database per
+//! service, every service in-process on a free port, and a small HTTP client that speaks
+//! their APIs.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use eventing::{CommonSettings, RunningApp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{Broker, eventually, fresh_database};
+
+/// How long a test waits for the system to settle before it fails.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Knobs a test may turn.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub saga_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { saga_timeout_ms: 30_000 }
+    }
+}
+
+/// Every service of the saga, running.
+pub struct System {
+    pub broker: Broker,
+    pub order: RunningApp,
+    pub product: Option<RunningApp>,
+    pub coupon: RunningApp,
+    pub forwarder: RunningApp,
+    pub platform: RunningApp,
+    pub order_db: String,
+    pub product_db: String,
+    pub options: Options,
+    pub http: reqwest::Client,
+}
+
+pub fn common(db: &str, broker: &Broker) -> CommonSettings {
+    let mut settings = CommonSettings::new(db, &broker.brokers);
+    settings.relay.poll_interval_ms = 100;
+    settings
+}
+
+fn local() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
+}
+
+pub async fn start_order_service(db: &str, broker: &Broker, options: &Options) -> RunningApp {
+    order_service::build(order_service::Config {
+        http_addr: local(),
+        saga_timeout_ms: options.saga_timeout_ms,
+        deadline_check_interval_ms: 200,
+        common: common(db, broker),
+    })
+    .await
+    .expect("order-service starts")
+    .spawn()
+}
+
+pub async fn start_product_service(db: &str, broker: &Broker) -> RunningApp {
+    product_service::build(product_service::Config {
+        http_addr: local(),
+        common: common(db, broker),
+    })
+    .await
+    .expect("product-service starts")
+    .spawn()
+}
+
+impl System {
+    pub async fn start() -> System {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> System {
+        let broker = Broker::start().await.expect("broker");
+        let order_db = fresh_database("order").await.expect("database");
+        let product_db = fresh_database("product").await.expect("database");
+        let coupon_db = fresh_database("coupon").await.expect("database");
+        let forwarder_db = fresh_database("forwarder").await.expect("database");
+        let platform = data_platform_mock::build(data_platform_mock::Config {
+            http_addr: local(),
+            failure_rate: 0.0,
+            latency_ms: 0,
+        })
+        .await
+        .expect("data-platform-mock starts")
+        .spawn();
+        let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(platform.url(""));
+        delivery.max_backoff_ms = 1_000;
+        let forwarder = analytics_forwarder::build(analytics_forwarder::Config {
+            http_addr: local(),
+            delivery,
+            common: common(&forwarder_db, &broker),
+        })
+        .await
+        .expect("analytics-forwarder starts")
+        .spawn();
+        let coupon = coupon_service::build(coupon_service::Config {
+            http_addr: local(),
+            common: common(&coupon_db, &broker),
+        })
+        .await
+        .expect("coupon-service starts")
+        .spawn();
+        let product = start_product_service(&product_db, &broker).await;
+        let order = start_order_service(&order_db, &broker, &options).await;
+        System {
+            broker,
+            order,
+            product: Some(product),
+            coupon,
+            forwarder,
+            platform,
+            order_db,
+            product_db,
+            options,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn product_app(&self) -> &RunningApp {
+        self.product.as_ref().expect("product-service is running")
+    }
+
+    pub async fn stop_product_service(&mut self) {
+        if let Some(product) = self.product.take() {
+            product.stop().await;
+        }
+    }
+
+    pub async fn restart_product_service(&mut self) {
+        self.stop_product_service().await;
+        self.product = Some(start_product_service(&self.product_db, &self.broker).await);
+    }
+
+    pub async fn post(&self, url: String, body: Value) -> (StatusCode, Value) {
+        let response = self.http.post(url).json(&body).send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, url: String) -> (StatusCode, Value) {
+        let response = self.http.get(url).send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a product and waits until the order service's catalog has it.
+    pub async fn create_product(&self, name: &str, price: i64, stock: i64) -> i64 {
+        let (status, body) = self
+            .post(
+                self.product_app().url("/products"),
+                json!({ "name": name, "price": price, "stock": stock }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["product_id"].as_i64().expect("product id");
+        let url = self.order.url(&format!("/catalog/{id}"));
+        eventually("the product in the order service's catalog", SETTLE, || async {
+            (self.get(url.clone()).await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+        id
+    }
+
+    pub async fn create_coupon(&self, user_id: i64, kind: &str, value: i64) -> i64 {
+        let (status, body) = self
+            .post(
+                self.coupon.url("/coupons"),
+                json!({ "user_id": user_id, "kind": kind, "value": value }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["coupon_id"].as_i64().expect("coupon id")
+    }
+
+    /// `POST /orders` with `items` as `(product_id, quantity)` pairs.
+    /// The body is built before the request is sent, so the future borrows only `self`.
+    pub fn place_order(
+        &self,
+        user_id: i64,
+        items: &[(i64, i64)],
+        coupon_id: Option<i64>,
+    ) -> impl std::future::Future<Output = (StatusCode, Value)> + use<'_> {
+        self.post(self.order.url("/orders"), order_body(user_id, items, coupon_id))
+    }
+
+    /// Places an order that must be accepted, and returns its id.
+    pub async fn place_accepted_order(&self, user_id: i64, items: &[(i64, i64)], coupon_id: Option<i64>) -> String {
+        let (status, body) = self.place_order(user_id, items, coupon_id).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "PENDING");
+        body["order_id"].as_str().expect("order id").to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let (status, body) = self.get(self.order.url(&format!("/orders/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until the order leaves PENDING and returns it.
+    pub async fn settled_order(&self, id: &str) -> Value {
+        eventually("the order to leave PENDING", SETTLE, || async {
+            let order = self.order(id).await;
+            (order["status"] != "PENDING").then_some(order)
+        })
+        .await
+    }
+
+    pub async fn product(&self, id: i64) -> Value {
+        let (status, body) = self.get(self.product_app().url(&format!("/products/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn coupon(&self, id: i64) -> Value {
+        let (status, body) = self.get(self.coupon.url(&format!("/coupons/{id}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits until a product shows exactly `available` and `reserved` units.
+    pub async fn product_settles_at(&self, id: i64, available: i64, reserved: i64) -> Value {
+        eventually(&format!("product {id} at {available} available, {reserved} reserved"), SETTLE, || async {
+            let product = self.product(id).await;
+            (product["available"] == available && product["reserved"] == reserved).then_some(product)
+        })
+        .await
+    }
+
+    /// What the data platform kept.
+    pub async fn platform_orders(&self) -> Value {
+        self.get(self.platform.url("/v1/orders")).await.1
+    }
+
+    pub async fn set_platform_failure_rate(&self, rate: f64) {
+        let response = self
+            .http
+            .put(self.platform.url("/v1/settings"))
+            .json(&json!({ "failure_rate": rate }))
+            .send()
+            .await
+            .expect("request");
+        assert!(response.status().is_success());
+    }
+
+    pub async fn stop(self) {
+        self.order.stop().await;
+        if let Some(product) = self.product {
+            product.stop().await;
+        }
+        self.coupon.stop().await;
+        self.forwarder.stop().await;
+        self.platform.stop().await;
+    }
+}
+
+pub fn order_body(user_id: i64, items: &[(i64, i64)], coupon_id: Option<i64>) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(product_id, quantity)| json!({ "product_id": product_id, "quantity": quantity }))
+        .collect();
+    let mut body = json!({ "user_id": user_id, "items": items });
+    if let Some(coupon_id) = coupon_id {
+        body["coupon_id"] = json!(coupon_id);
+    }
+    body
+}
+
+/// The names of the events on an order's timeline, in order.
+pub fn timeline(order: &Value) -> Vec<String> {
+    order["timeline"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["event"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,534 @@
+//! The order saga end to end: every service running against a real Tansu broker and real
+//! Postgres databases, driven over HTTP as a storefront would.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use contract::topics;
+use helpers::{Options, SETTLE, System, order_body, start_order_service, timeline};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{eventually, produce_raw, read_topic};
+
+#[tokio::test]
+async fn an_order_without_coupon_is_confirmed_and_holds_its_stock() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let id = system.place_accepted_order(7, &[(mug, 2)], None).await;
+
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(order["total_amount"], 3000);
+    assert_eq!(order["discount_amount"], 0);
+    assert_eq!(order["final_amount"], 3000);
+    assert_eq!(timeline(&order), ["OrderCreated", "StockReserved", "OrderConfirmed"]);
+    system.product_settles_at(mug, 8, 2).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_with_a_percent_coupon_is_confirmed_with_its_discount() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let tea = system.create_product("Tea", 999, 10).await;
+    let coupon = system.create_coupon(7, "PERCENT", 10).await;
+    let id = system.place_accepted_order(7, &[(mug, 2), (tea, 1)], Some(coupon)).await;
+
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(order["total_amount"], 3999);
+    assert_eq!(order["discount_amount"], 399);
+    assert_eq!(order["final_amount"], 3600);
+    let used = system.coupon(coupon).await;
+    assert_eq!(used["status"], "USED");
+    assert_eq!(used["used_by_order"], id.as_str());
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_fixed_coupon_never_takes_more_than_the_total() {
+    let system = System::start().await;
+    let pen = system.create_product("Pen", 300, 10).await;
+    let coupon = system.create_coupon(3, "FIXED", 1000).await;
+    let id = system.place_accepted_order(3, &[(pen, 1)], Some(coupon)).await;
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(order["discount_amount"], 300);
+    assert_eq!(order["final_amount"], 0);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn out_of_stock_on_one_line_cancels_the_order_and_reserves_nothing() {
+    let system = System::start().await;
+    let plenty = system.create_product("Plenty", 100, 50).await;
+    let scarce = system.create_product("Scarce", 100, 1).await;
+    let id = system.place_accepted_order(1, &[(plenty, 5), (scarce, 2)], None).await;
+
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    assert_eq!(order["cancel_reason"], "OUT_OF_STOCK");
+    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains(&format!("product {scarce}")));
+    system.product_settles_at(plenty, 50, 0).await;
+    system.product_settles_at(scarce, 1, 0).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_coupon_cancels_the_order_and_releases_the_reserved_stock() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    // The coupon belongs to user 2; user 1 tries it. The order service has never seen it,
+    // so the coupon service decides, and the order is cancelled after stock was reserved.
+    let coupon = system.create_coupon(2, "FIXED", 500).await;
+    let id = system.place_accepted_order(1, &[(mug, 3)], Some(coupon)).await;
+
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    assert_eq!(order["cancel_reason"], "COUPON_REJECTED");
+    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains("another user"));
+    system.product_settles_at(mug, 10, 0).await;
+    let restored = eventually("the release on the timeline", SETTLE, || async {
+        let order = system.order(&id).await;
+        timeline(&order).contains(&"StockReleased".to_owned()).then_some(order)
+    })
+    .await;
+    assert_eq!(restored["status"], "CANCELLED");
+    assert_eq!(system.coupon(coupon).await["status"], "AVAILABLE");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten() {
+    let system = System::start().await;
+    let lamp = system.create_product("Lamp", 4000, 10).await;
+    let placed = futures::future::join_all((0..50).map(|user| system.place_order(user + 1, &[(lamp, 1)], None))).await;
+    let ids: Vec<String> = placed
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            body["order_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    let mut confirmed = 0;
+    let mut out_of_stock = 0;
+    for id in &ids {
+        let order = system.settled_order(id).await;
+        match (order["status"].as_str(), order["cancel_reason"].as_str()) {
+            (Some("CONFIRMED"), _) => confirmed += 1,
+            (Some("CANCELLED"), Some("OUT_OF_STOCK")) => out_of_stock += 1,
+            _ => panic!("unexpected end: {order}"),
+        }
+    }
+    assert_eq!((confirmed, out_of_stock), (10, 40));
+    system.product_settles_at(lamp, 0, 10).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn two_orders_racing_for_one_coupon_let_exactly_one_use_it() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let coupon = system.create_coupon(5, "FIXED", 500).await;
+    let (a, b) = tokio::join!(
+        system.place_order(5, &[(mug, 1)], Some(coupon)),
+        system.place_order(5, &[(mug, 1)], Some(coupon)),
+    );
+    let mut winners = 0;
+    for (status, body) in [a, b] {
+        match status {
+            StatusCode::ACCEPTED => {
+                let order = system.settled_order(body["order_id"].as_str().expect("id")).await;
+                match order["status"].as_str() {
+                    Some("CONFIRMED") => winners += 1,
+                    _ => assert_eq!(order["cancel_reason"], "COUPON_REJECTED", "{order}"),
+                }
+            }
+            // The order service saw the other order holding the coupon first.
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "coupon_in_use"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    // One unit stays reserved by the winner; the loser's unit, if reserved, came back.
+    system.product_settles_at(mug, 9, 1).await;
+    assert_eq!(system.coupon(coupon).await["status"], "USED");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_cancelling_a_confirmed_order_gets_stock_and_coupon_back() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 4).await;
+    let coupon = system.create_coupon(9, "PERCENT", 50).await;
+    let id = system.place_accepted_order(9, &[(mug, 4)], Some(coupon)).await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+
+    let (status, body) = system.post(system.order.url(&format!("/orders/{id}/cancel")), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    assert_eq!(body["cancel_reason"], "USER_CANCELLED");
+    system.product_settles_at(mug, 4, 0).await;
+    eventually("the coupon restored", SETTLE, || async {
+        (system.coupon(coupon).await["status"] == "AVAILABLE").then_some(())
+    })
+    .await;
+    let (again, body) = system.post(system.order.url(&format!("/orders/{id}/cancel")), json!({})).await;
+    assert_eq!(again, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "order_already_cancelled");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_events_delivered_twice_change_nothing() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let coupon = system.create_coupon(4, "FIXED", 100).await;
+    let id = system.place_accepted_order(4, &[(mug, 2)], Some(coupon)).await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    eventually("both order events at the data platform", SETTLE, || async {
+        (system.platform_orders().await["received"] == 2).then_some(())
+    })
+    .await;
+    let before = system.order(&id).await;
+
+    // Publish every event of the order again, exactly as it was published the first time.
+    let mut republished = 0;
+    for (topic, expected) in [(topics::ORDER_EVENTS, 2), (topics::STOCK_EVENTS, 1), (topics::COUPON_EVENTS, 1)] {
+        let wanted = |r: &testkit::Received| r.key == id;
+        let read = read_topic(&system.broker.brokers, topic, SETTLE, |all| {
+            all.iter().filter(|r| wanted(r)).count() >= expected
+        })
+        .await
+        .expect("read");
+        for message in read.iter().filter(|r| wanted(r)) {
+            let envelope = message.envelope.as_ref().expect("a contract event");
+            let headers: Vec<(&str, &str)> = message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            produce_raw(&system.broker.brokers, topic, &message.key, envelope.to_json().as_bytes(), &headers)
+                .await
+                .expect("produce");
+            republished += 1;
+        }
+    }
+    assert_eq!(republished, 4, "OrderCreated, StockReserved, CouponApplied, OrderConfirmed");
+
+    // Wait until the product service has seen the repeated OrderCreated and OrderConfirmed.
+    let metrics_url = system.product.as_ref().expect("running").url("/metrics");
+    eventually("duplicates seen by the product service", SETTLE, || async {
+        let text = system.http.get(metrics_url.clone()).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("events_duplicate_total") && l.contains("OrderConfirmed"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = system.order(&id).await;
+    assert_eq!(before, after, "the order did not change");
+    system.product_settles_at(mug, 8, 2).await;
+    assert_eq!(system.coupon(coupon).await["used_by_order"], id.as_str());
+    let platform = system.platform_orders().await;
+    assert_eq!(platform["received"], 2, "nothing new reached the data platform: {platform}");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_committed_by_a_service_killed_before_publishing_is_published_after_restart() {
+    let mut system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    // Stop the in-process order service; its database keeps the catalog.
+    std::mem::replace(&mut system.order, placeholder_app().await).stop().await;
+
+    // The real binary, with a broker address nobody answers: it commits orders but can never
+    // publish them.
+    let port = testkit::free_port();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_order-service"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &system.order_db)
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{}", testkit::free_port()))
+            .env("RUST_LOG", "error")
+            .spawn()
+            .expect("order-service binary starts"),
+    );
+    let url = format!("http://127.0.0.1:{port}/orders");
+    let (status, body) = eventually("the binary to accept orders", SETTLE, || async {
+        let response = system.http.post(&url).json(&order_body(1, &[(mug, 1)], None)).send().await.ok()?;
+        Some((response.status(), response.json::<Value>().await.ok()?))
+    })
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["order_id"].as_str().expect("id").to_owned();
+    let unsent: i64 = {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&system.order_db).await.expect("db");
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox_message WHERE sent_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+    assert_eq!(unsent, 1, "the order's event is committed and not published");
+    // SIGKILL: no shutdown hook, no flush.
+    child.0.kill().expect("kill");
+    child.0.wait().expect("reaped");
+
+    let restarted = start_order_service(&system.order_db, &system.broker, &Options::default()).await;
+    std::mem::replace(&mut system.order, restarted).stop().await;
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    system.product_settles_at(mug, 9, 1).await;
+    system.stop().await;
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An empty app standing in for a stopped service, so that [`System`] stays whole.
+async fn placeholder_app() -> eventing::RunningApp {
+    eventing::App::new(
+        "placeholder",
+        eventing::App::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind"),
+        axum::Router::new(),
+    )
+    .spawn()
+}
+
+#[tokio::test]
+async fn orders_confirm_while_the_data_platform_is_down_and_reach_it_once_when_it_is_back() {
+    let system = System::start().await;
+    system.set_platform_failure_rate(1.0).await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let mut ids = Vec::new();
+    for user in 1..=3 {
+        ids.push(system.place_accepted_order(user, &[(mug, 1)], None).await);
+    }
+    for id in &ids {
+        assert_eq!(system.settled_order(id).await["status"], "CONFIRMED");
+    }
+    eventually("failed deliveries", SETTLE, || async {
+        (system.platform_orders().await["failed"].as_i64() >= Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(system.platform_orders().await["received"], 0);
+
+    system.set_platform_failure_rate(0.0).await;
+    let platform = eventually("every order event delivered", SETTLE, || async {
+        let platform = system.platform_orders().await;
+        (platform["received"] == 6).then_some(platform)
+    })
+    .await;
+    let kept = platform["orders"].as_array().expect("orders");
+    let keys: HashSet<&str> = kept.iter().filter_map(|o| o["idempotency_key"].as_str()).collect();
+    assert_eq!(keys.len(), 6, "each event kept once");
+    for id in &ids {
+        let types: Vec<&str> = kept
+            .iter()
+            .filter(|o| o["body"]["order_id"] == id.as_str())
+            .filter_map(|o| o["body"]["event_type"].as_str())
+            .collect();
+        assert_eq!(types.len(), 2, "{types:?}");
+        assert!(types.contains(&"OrderCreated") && types.contains(&"OrderConfirmed"));
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_product_service_down_an_order_times_out_and_its_late_reservation_is_released() {
+    let mut system = System::start_with(Options { saga_timeout_ms: 1_500 }).await;
+    let mug = system.create_product("Mug", 1500, 5).await;
+    system.stop_product_service().await;
+
+    let id = system.place_accepted_order(1, &[(mug, 2)], None).await;
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    assert_eq!(order["cancel_reason"], "TIMEOUT");
+
+    // Back up, the product service handles OrderCreated (and reserves), then OrderCancelled
+    // (and releases): the stock ends where it started.
+    system.restart_product_service().await;
+    let order = eventually("the late reservation released", SETTLE, || async {
+        let order = system.order(&id).await;
+        timeline(&order).contains(&"StockReleased".to_owned()).then_some(order)
+    })
+    .await;
+    assert_eq!(order["status"], "CANCELLED", "a late reservation never revives an order");
+    system.product_settles_at(mug, 5, 0).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_order_for_the_same_request_only() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let send = |key: &'static str, body: Value| {
+        let request = system.http.post(system.order.url("/orders")).header("Idempotency-Key", key).json(&body);
+        async move {
+            let response = request.send().await.expect("request");
+            (response.status(), response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (first, created) = send("checkout-42", order_body(1, &[(mug, 1)], None)).await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    let (second, replayed) = send("checkout-42", order_body(1, &[(mug, 1)], None)).await;
+    assert_eq!(second, StatusCode::OK);
+    assert_eq!(replayed["order_id"], created["order_id"]);
+    let (other, refused) = send("checkout-42", order_body(1, &[(mug, 2)], None)).await;
+    assert_eq!(other, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused["error"]["code"], "idempotency_key_reused");
+    let (bad, invalid) = send("has space", order_body(1, &[(mug, 1)], None)).await;
+    assert_eq!(bad, StatusCode::BAD_REQUEST);
+    assert_eq!(invalid["error"]["code"], "invalid_idempotency_key");
+    // Only one order was made: one unit reserved.
+    system.product_settles_at(mug, 9, 1).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn the_trace_of_the_request_reaches_every_event_and_the_data_platform() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = system
+        .http
+        .post(system.order.url("/orders"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&order_body(1, &[(mug, 1)], None))
+        .send()
+        .await
+        .expect("request");
+    let id = response.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").to_owned();
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    for topic in [topics::ORDER_EVENTS, topics::STOCK_EVENTS] {
+        let read = read_topic(&system.broker.brokers, topic, SETTLE, |r| r.iter().any(|m| m.key == id)).await.expect("read");
+        for message in read.iter().filter(|m| m.key == id) {
+            let traceparent = message.header("traceparent").expect("traceparent header");
+            assert!(traceparent.contains(trace_id), "{topic}: {traceparent}");
+        }
+    }
+    let platform = eventually("deliveries", SETTLE, || async {
+        let platform = system.platform_orders().await;
+        (platform["received"] == 2).then_some(platform)
+    })
+    .await;
+    for kept in platform["orders"].as_array().expect("orders") {
+        assert!(kept["traceparent"].as_str().unwrap_or_default().contains(trace_id), "{kept}");
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn bad_orders_get_a_4xx_with_a_code_and_change_nothing() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let other_users_coupon = system.create_coupon(2, "FIXED", 100).await;
+    let url = system.order.url("/orders");
+    let raw = |body: &'static str, content_type: &'static str| {
+        let request = system.http.post(url.clone()).header("content-type", content_type).body(body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cases: Vec<(&str, (StatusCode, Value), StatusCode, &str)> = vec![
+        ("malformed JSON", raw("{\"user_id\": 1,", "application/json").await, StatusCode::BAD_REQUEST, "malformed_json"),
+        ("not JSON", raw("user_id=1", "application/x-www-form-urlencoded").await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("a field of the wrong type", system.post(url.clone(), json!({"user_id": "one", "items": []})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("an unknown field", system.post(url.clone(), json!({"user_id": 1, "items": [{"product_id": mug, "quantity": 1}], "gift": true})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("a fractional quantity", system.post(url.clone(), json!({"user_id": 1, "items": [{"product_id": mug, "quantity": 1.5}]})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("no items", system.place_order(1, &[], None).await, StatusCode::UNPROCESSABLE_ENTITY, "no_items"),
+        ("too many items", system.place_order(1, &(1..=101).map(|p| (p, 1)).collect::<Vec<_>>(), None).await, StatusCode::UNPROCESSABLE_ENTITY, "too_many_items"),
+        ("a zero quantity", system.place_order(1, &[(mug, 0)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity"),
+        ("a negative quantity", system.place_order(1, &[(mug, -2)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity"),
+        ("a huge quantity", system.place_order(1, &[(mug, 1_000_000)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_quantity"),
+        ("a product twice", system.place_order(1, &[(mug, 1), (mug, 1)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "duplicate_product"),
+        ("an unknown product", system.place_order(1, &[(mug, 1), (987_654, 1)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "unknown_product"),
+        ("a zero user", system.place_order(0, &[(mug, 1)], None).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_id"),
+        ("a negative coupon", system.place_order(1, &[(mug, 1)], Some(-1)).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_coupon_id"),
+    ];
+    for (what, (status, body), expected_status, expected_code) in cases {
+        assert_eq!(status, expected_status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], expected_code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+
+    let huge = format!("{{\"user_id\": 1, \"items\": [{}]}}", vec!["{\"product_id\": 1, \"quantity\": 1}"; 5000].join(","));
+    let response = system.http.post(url.clone()).header("content-type", "application/json").body(huge).send().await.expect("request");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.json::<Value>().await.expect("json")["error"]["code"], "body_too_large");
+
+    // A coupon known to be held by a live order is refused at once.
+    let holder = system.place_accepted_order(2, &[(mug, 1)], Some(other_users_coupon)).await;
+    assert_eq!(system.settled_order(&holder).await["status"], "CONFIRMED");
+    let (status, body) = system.place_order(1, &[(mug, 1)], Some(other_users_coupon)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "coupon_not_owned");
+    let (status, body) = system.place_order(2, &[(mug, 1)], Some(other_users_coupon)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "coupon_in_use");
+
+    for (path, code) in [("/orders/not-a-uuid", "order_not_found"), ("/orders/0193a0c4-0000-7000-8000-000000000000", "order_not_found"), ("/nowhere", "not_found")] {
+        let (status, body) = system.get(system.order.url(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], code, "{path}");
+    }
+    // Only the holder's unit is reserved: no refused request reserved anything.
+    system.product_settles_at(mug, 9, 1).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn bad_products_and_coupons_get_a_4xx_with_a_code() {
+    let system = System::start().await;
+    let product_url = system.product.as_ref().expect("running").url("/products");
+    let coupon_url = system.coupon.url("/coupons");
+    let cases = vec![
+        (system.post(product_url.clone(), json!({"name": "", "price": 1, "stock": 1})).await, "invalid_name"),
+        (system.post(product_url.clone(), json!({"name": "X", "price": -1, "stock": 1})).await, "invalid_price"),
+        (system.post(product_url.clone(), json!({"name": "X", "price": 1, "stock": -5})).await, "invalid_stock"),
+        (system.post(product_url.clone(), json!({"name": "X", "price": "1", "stock": 1})).await, "invalid_body"),
+        (system.post(format!("{product_url}/1/restock"), json!({"quantity": 0})).await, "invalid_quantity"),
+        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "BOGUS", "value": 1})).await, "invalid_body"),
+        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "PERCENT", "value": 150})).await, "invalid_value"),
+        (system.post(coupon_url.clone(), json!({"user_id": 0, "kind": "FIXED", "value": 10})).await, "invalid_user_id"),
+        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "FIXED", "value": 10, "expires_at": "tomorrow"})).await, "invalid_body"),
+    ];
+    for ((status, body), code) in cases {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let (status, body) = system.get(format!("{product_url}/424242")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("product_not_found")));
+    let (status, body) = system.get(format!("{coupon_url}/abc")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_coupon_cancels_the_order() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let (status, body) = system
+        .post(
+            system.coupon.url("/coupons"),
+            json!({"user_id": 1, "kind": "FIXED", "value": 100, "expires_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(body["status"], "EXPIRED");
+    let coupon = body["coupon_id"].as_i64().expect("id");
+    let id = system.place_accepted_order(1, &[(mug, 1)], Some(coupon)).await;
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["cancel_reason"], "COUPON_REJECTED", "{order}");
+    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains("expired"));
+    system.product_settles_at(mug, 10, 0).await;
+    system.stop().await;
+}
