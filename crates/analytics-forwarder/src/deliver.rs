@@ -22,22 +22,46 @@ use crate::store::{self, Due};
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeliverySettings {
     /// Base URL of the data platform; events are posted to `<url>/v1/orders`.
-    #[arg(long = "data-platform-url", env = "DATA_PLATFORM_URL", default_value = "http://127.0.0.1:8090")]
+    #[arg(
+        long = "data-platform-url",
+        env = "DATA_PLATFORM_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
     pub data_platform_url: String,
     /// Longest one delivery attempt may take, in milliseconds.
-    #[arg(long = "data-platform-timeout-ms", env = "DATA_PLATFORM_TIMEOUT_MS", default_value_t = 2_000)]
+    #[arg(
+        long = "data-platform-timeout-ms",
+        env = "DATA_PLATFORM_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
     pub timeout_ms: u64,
     /// Attempts after which a delivery is given up (FAILED, logged, counted).
-    #[arg(long = "delivery-max-attempts", env = "DELIVERY_MAX_ATTEMPTS", default_value_t = 30)]
+    #[arg(
+        long = "delivery-max-attempts",
+        env = "DELIVERY_MAX_ATTEMPTS",
+        default_value_t = 30
+    )]
     pub max_attempts: i64,
     /// Longest wait between two attempts of one delivery, in milliseconds.
-    #[arg(long = "delivery-max-backoff-ms", env = "DELIVERY_MAX_BACKOFF_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "delivery-max-backoff-ms",
+        env = "DELIVERY_MAX_BACKOFF_MS",
+        default_value_t = 30_000
+    )]
     pub max_backoff_ms: u64,
     /// Most deliveries in flight at once.
-    #[arg(long = "delivery-concurrency", env = "DELIVERY_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        long = "delivery-concurrency",
+        env = "DELIVERY_CONCURRENCY",
+        default_value_t = 16
+    )]
     pub concurrency: i64,
     /// How often the worker looks for due deliveries when nothing woke it, in milliseconds.
-    #[arg(long = "delivery-poll-interval-ms", env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = 250)]
+    #[arg(
+        long = "delivery-poll-interval-ms",
+        env = "DELIVERY_POLL_INTERVAL_MS",
+        default_value_t = 250
+    )]
     pub poll_interval_ms: u64,
 }
 
@@ -60,9 +84,14 @@ impl DeliverySettings {
 enum Attempt {
     Delivered,
     /// Worth trying again, not before `after` if the server said so.
-    Retry { error: String, after: Option<Duration> },
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
     /// The data platform will never accept it.
-    Refused { error: String },
+    Refused {
+        error: String,
+    },
 }
 
 /// Sends delivery rows until shutdown.
@@ -76,13 +105,21 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(db: Db, wake: Outbox, metrics: Metrics, settings: DeliverySettings) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        wake: Outbox,
+        metrics: Metrics,
+        settings: DeliverySettings,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms))
             .build()
             .context("building the HTTP client")?;
-        let endpoint = format!("{}/v1/orders", settings.data_platform_url.trim_end_matches('/'));
+        let endpoint = format!(
+            "{}/v1/orders",
+            settings.data_platform_url.trim_end_matches('/')
+        );
         Ok(Worker {
             db,
             wake,
@@ -100,7 +137,10 @@ impl Worker {
             let busy = match self.round().await {
                 Ok(sent) => sent as i64 >= self.settings.concurrency,
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "delivery round failed; will try again");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "delivery round failed; will try again"
+                    );
                     false
                 }
             };
@@ -163,7 +203,10 @@ impl Worker {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let error = format!("the data platform answered {status}");
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
             Attempt::Retry { error, after }
         } else {
             Attempt::Refused { error }
@@ -177,7 +220,9 @@ impl Worker {
             event_type = %delivery.event_type,
             attempts = delivery.attempts + 1,
         );
-        self.record_in_span(delivery, attempt).instrument(span).await
+        self.record_in_span(delivery, attempt)
+            .instrument(span)
+            .await
     }
 
     async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> Result<(), sqlx::Error> {
@@ -185,26 +230,40 @@ impl Worker {
         match attempt {
             Attempt::Delivered => {
                 store::mark_delivered(&self.db, &delivery.event_id, attempts).await?;
-                self.metrics.inc("deliveries_total", &[("outcome", "delivered")]);
+                self.metrics
+                    .inc("deliveries_total", &[("outcome", "delivered")]);
                 tracing::debug!("delivered");
             }
             Attempt::Retry { error, .. } if attempts >= self.settings.max_attempts => {
                 store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
-                self.metrics.inc("deliveries_total", &[("outcome", "gave_up")]);
+                self.metrics
+                    .inc("deliveries_total", &[("outcome", "gave_up")]);
                 tracing::error!(%error, "giving up on a delivery: its retry budget is spent");
             }
             Attempt::Retry { error, after } => {
                 let max = Duration::from_millis(self.settings.max_backoff_ms);
-                let backoff = eventing::backoff::delay_between(attempts as u32, Duration::from_millis(200), max);
+                let backoff = eventing::backoff::delay_between(
+                    attempts as u32,
+                    Duration::from_millis(200),
+                    max,
+                );
                 let wait = after.map_or(backoff, |after| after.min(max).max(backoff));
-                store::schedule_retry(&self.db, &delivery.event_id, attempts, now_ms() + wait.as_millis() as i64, &error)
-                    .await?;
-                self.metrics.inc("deliveries_total", &[("outcome", "retry")]);
+                store::schedule_retry(
+                    &self.db,
+                    &delivery.event_id,
+                    attempts,
+                    now_ms() + wait.as_millis() as i64,
+                    &error,
+                )
+                .await?;
+                self.metrics
+                    .inc("deliveries_total", &[("outcome", "retry")]);
                 tracing::warn!(%error, ?wait, "delivery failed; will retry");
             }
             Attempt::Refused { error } => {
                 store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
-                self.metrics.inc("deliveries_total", &[("outcome", "refused")]);
+                self.metrics
+                    .inc("deliveries_total", &[("outcome", "refused")]);
                 tracing::error!(%error, "the data platform refused a delivery for good");
             }
         }

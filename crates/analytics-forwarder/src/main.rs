@@ -7,5 +7,8 @@ async fn main() -> anyhow::Result<()> {
     eventing::telemetry::init();
     let config = analytics_forwarder::Config::parse();
     let shutdown = eventing::telemetry::shutdown_on_signal();
-    analytics_forwarder::build(config).await?.run(shutdown).await
+    analytics_forwarder::build(config)
+        .await?
+        .run(shutdown)
+        .await
 }

@@ -93,7 +93,13 @@ pub async fn mark_delivered(db: &Db, event_id: &str, attempts: i64) -> Result<()
     Ok(())
 }
 
-pub async fn schedule_retry(db: &Db, event_id: &str, attempts: i64, at: i64, error: &str) -> Result<(), sqlx::Error> {
+pub async fn schedule_retry(
+    db: &Db,
+    event_id: &str,
+    attempts: i64,
+    at: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE delivery SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4")
         .bind(attempts)
         .bind(at)
@@ -104,13 +110,20 @@ pub async fn schedule_retry(db: &Db, event_id: &str, attempts: i64, at: i64, err
     Ok(())
 }
 
-pub async fn mark_failed(db: &Db, event_id: &str, attempts: i64, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE delivery SET status = 'FAILED', attempts = $1, last_error = $2 WHERE event_id = $3")
-        .bind(attempts)
-        .bind(error)
-        .bind(event_id)
-        .execute(db)
-        .await?;
+pub async fn mark_failed(
+    db: &Db,
+    event_id: &str,
+    attempts: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE delivery SET status = 'FAILED', attempts = $1, last_error = $2 WHERE event_id = $3",
+    )
+    .bind(attempts)
+    .bind(error)
+    .bind(event_id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

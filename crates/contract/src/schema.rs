@@ -48,10 +48,7 @@ pub(crate) fn envelope_schema<P: JsonSchema>(event_type: &str) -> Schema {
         .cloned()
         .unwrap_or_else(|| json!(format!("The {event_type} event.")));
     schema.insert("description".into(), description);
-    if let Some(properties) = schema
-        .get_mut("properties")
-        .and_then(|p| p.as_object_mut())
-    {
+    if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
         properties.insert("event_type".into(), json!({ "const": event_type }));
         properties.insert("schema_version".into(), json!({ "const": SCHEMA_VERSION }));
     }

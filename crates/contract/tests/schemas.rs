@@ -60,5 +60,8 @@ fn an_encoded_event_validates_shape_against_its_schema() {
         let field = required.as_str().expect("field name");
         assert!(value.get(field).is_some(), "encoded event lacks {field}");
     }
-    assert_eq!(schema["properties"]["event_type"]["const"], "ProductUpserted");
+    assert_eq!(
+        schema["properties"]["event_type"]["const"],
+        "ProductUpserted"
+    );
 }

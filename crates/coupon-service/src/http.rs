@@ -66,7 +66,10 @@ async fn create(
     ApiJson(new): ApiJson<NewCoupon>,
 ) -> Result<impl IntoResponse, ApiError> {
     if new.user_id < 1 {
-        return Err(ApiError::unprocessable("invalid_user_id", "user_id must be a positive integer"));
+        return Err(ApiError::unprocessable(
+            "invalid_user_id",
+            "user_id must be a positive integer",
+        ));
     }
     let valid = new.kind.valid_values();
     if !valid.contains(&new.value) {
@@ -82,12 +85,16 @@ async fn create(
     }
     let mut conn = state.db.acquire().await?;
     let expires_at = new.expires_at.map(|t| t.timestamp_millis());
-    let coupon = store::insert_coupon(&mut conn, new.user_id, new.kind, new.value, expires_at).await?;
+    let coupon =
+        store::insert_coupon(&mut conn, new.user_id, new.kind, new.value, expires_at).await?;
     tracing::info!(coupon_id = coupon.id, "coupon created");
     Ok((StatusCode::CREATED, Json(CouponView::from(coupon))))
 }
 
-async fn show(Extract(state): Extract<State>, ApiPath(id): ApiPath<i64>) -> Result<Json<CouponView>, ApiError> {
+async fn show(
+    Extract(state): Extract<State>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<CouponView>, ApiError> {
     let mut conn = state.db.acquire().await?;
     store::find_coupon(&mut conn, id)
         .await?

@@ -23,7 +23,8 @@ fn coupon(row: &sqlx::any::AnyRow) -> Result<Coupon, sqlx::Error> {
     Ok(Coupon {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
-        kind: Kind::parse(&kind).ok_or_else(|| sqlx::Error::Decode(format!("unknown coupon kind {kind}").into()))?,
+        kind: Kind::parse(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown coupon kind {kind}").into()))?,
         value: row.try_get("value")?,
         expires_at: row.try_get("expires_at")?,
         used_by_order: row.try_get("used_by_order")?,
@@ -84,7 +85,11 @@ pub async fn use_coupon(
 }
 
 /// Makes the coupon available again if `order_id` is the order using it.
-pub async fn unuse_coupon(conn: &mut Conn, coupon_id: i64, order_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn unuse_coupon(
+    conn: &mut Conn,
+    coupon_id: i64,
+    order_id: &str,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE coupon SET used_by_order = NULL, updated_at = $1 WHERE id = $2 AND used_by_order = $3",
     )
@@ -118,7 +123,11 @@ pub async fn claim_use(
     Ok(inserted == 1)
 }
 
-pub async fn set_use_status(conn: &mut Conn, order_id: &str, status: &str) -> Result<(), sqlx::Error> {
+pub async fn set_use_status(
+    conn: &mut Conn,
+    order_id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE coupon_use SET status = $1, updated_at = $2 WHERE order_id = $3")
         .bind(status)
         .bind(now_ms())

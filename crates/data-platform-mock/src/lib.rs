@@ -27,7 +27,10 @@ use serde_json::{Value, json};
 
 /// Settings of the mock, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "data-platform-mock", about = "A stand-in for the external data platform")]
+#[command(
+    name = "data-platform-mock",
+    about = "A stand-in for the external data platform"
+)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8090")]
@@ -121,21 +124,32 @@ fn router(state: State) -> Router {
     Router::new()
         .route("/v1/orders", get(list).post(receive))
         .route("/v1/settings", get(show_settings).put(change_settings))
-        .route("/health/live", get(|| async { Json(json!({ "status": "live" })) }))
-        .route("/health/ready", get(|| async { Json(json!({ "status": "ready" })) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({ "status": "live" })) }),
+        )
+        .route(
+            "/health/ready",
+            get(|| async { Json(json!({ "status": "ready" })) }),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .with_state(state)
 }
 
-async fn receive(Extract(state): Extract<State>, headers: HeaderMap, ApiJson(body): ApiJson<Value>) -> Response {
+async fn receive(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Response {
     let Some(key) = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
     else {
-        return ApiError::bad_request("missing_idempotency_key", "send an Idempotency-Key header").into_response();
+        return ApiError::bad_request("missing_idempotency_key", "send an Idempotency-Key header")
+            .into_response();
     };
     let settings = state.lock().settings;
     if settings.latency_ms > 0 {
@@ -143,20 +157,31 @@ async fn receive(Extract(state): Extract<State>, headers: HeaderMap, ApiJson(bod
     }
     if rand::rng().random_bool(settings.failure_rate) {
         state.lock().failed += 1;
-        state.metrics.inc("received_total", &[("outcome", "failed")]);
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the data platform is failing on purpose")
-            .into_response();
+        state
+            .metrics
+            .inc("received_total", &[("outcome", "failed")]);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the data platform is failing on purpose",
+        )
+        .into_response();
     }
     let mut inner = state.lock();
     if !inner.keys.insert(key.clone()) {
         inner.duplicates += 1;
-        state.metrics.inc("received_total", &[("outcome", "duplicate")]);
+        state
+            .metrics
+            .inc("received_total", &[("outcome", "duplicate")]);
         return (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response();
     }
     inner.kept.push(Kept {
         idempotency_key: key,
         received_at: Utc::now(),
-        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         body,
     });
     state.metrics.inc("received_total", &[("outcome", "kept")]);
@@ -193,5 +218,8 @@ async fn change_settings(
 }
 
 async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

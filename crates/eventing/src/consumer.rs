@@ -142,17 +142,18 @@ impl<H: Handler> ConsumerRunner<H> {
             if !self.process(&message, &shutdown).await {
                 break;
             }
-            if let Err(error) = self.consumer.store_offset(
-                message.topic(),
-                message.partition(),
-                message.offset(),
-            ) {
+            if let Err(error) =
+                self.consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
                 tracing::warn!(consumer = self.name, %error, "could not store an offset");
             }
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::debug!(consumer = self.name, "committed offsets on shutdown"),
-            Err(error) => tracing::debug!(consumer = self.name, %error, "no offsets committed on shutdown"),
+            Err(error) => {
+                tracing::debug!(consumer = self.name, %error, "no offsets committed on shutdown")
+            }
         }
     }
 
@@ -162,7 +163,10 @@ impl<H: Handler> ConsumerRunner<H> {
         let payload = message.payload().unwrap_or_default();
         let envelope = match Envelope::decode(payload) {
             Ok(Decoded::Known(envelope)) => envelope,
-            Ok(Decoded::Unknown { event_type, event_id }) => {
+            Ok(Decoded::Unknown {
+                event_type,
+                event_id,
+            }) => {
                 tracing::debug!(consumer = self.name, %event_type, %event_id, "ignoring an event type this service does not handle");
                 self.metrics
                     .inc("events_ignored_total", &[("consumer", self.name)]);
@@ -235,7 +239,12 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 Err(HandleError::Transient(error)) => {
                     let delay = crate::backoff::delay(attempt);
-                    tracing::warn!(error = format!("{error:#}"), attempt, ?delay, "handling failed; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        attempt,
+                        ?delay,
+                        "handling failed; retrying"
+                    );
                     self.metrics.inc(
                         "events_retried_total",
                         &[("consumer", self.name), ("event_type", event_type)],

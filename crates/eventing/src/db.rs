@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn the_backend_comes_from_the_scheme() {
-        assert_eq!(Backend::of_url("postgres://x").ok(), Some(Backend::Postgres));
+        assert_eq!(
+            Backend::of_url("postgres://x").ok(),
+            Some(Backend::Postgres)
+        );
         assert_eq!(Backend::of_url("sqlite://a.db").ok(), Some(Backend::Sqlite));
         assert!(Backend::of_url("mysql://x").is_err());
     }

@@ -26,10 +26,18 @@ use crate::trace::TraceContext;
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpSettings {
     /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(long = "http-body-limit-bytes", env = "HTTP_BODY_LIMIT_BYTES", default_value_t = 65_536)]
+    #[arg(
+        long = "http-body-limit-bytes",
+        env = "HTTP_BODY_LIMIT_BYTES",
+        default_value_t = 65_536
+    )]
     pub body_limit_bytes: usize,
     /// Longest a request may take before it is answered 408, in milliseconds.
-    #[arg(long = "http-request-timeout-ms", env = "HTTP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "http-request-timeout-ms",
+        env = "HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub request_timeout_ms: u64,
 }
 
@@ -211,7 +219,10 @@ pub struct Observed {
 /// `GET /health/live`, `GET /health/ready` and `GET /metrics`.
 pub fn health_routes(observed: Observed) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { Json(json!({ "status": "live" })) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({ "status": "live" })) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(observed)

@@ -22,7 +22,11 @@ use rdkafka::types::RDKafkaErrorCode;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list of brokers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     /// Consumer group id; defaults to the service's name.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
@@ -102,7 +106,10 @@ impl KafkaSettings {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                self.heartbeat_interval_ms.to_string(),
+            )
             .create()?;
         consumer.subscribe(topics)?;
         Ok(consumer)

@@ -121,6 +121,9 @@ mod tests {
         assert!(text.contains("# TYPE events_handled_total counter"));
         assert!(text.contains("events_handled_total{event_type=\"OrderCreated\"} 2"));
         assert!(text.contains("# TYPE outbox_backlog gauge\noutbox_backlog 3"));
-        assert_eq!(metrics.get("events_handled_total", &[("event_type", "OrderCreated")]), 2.0);
+        assert_eq!(
+            metrics.get("events_handled_total", &[("event_type", "OrderCreated")]),
+            2.0
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contract::Envelope;
-use contract::topics::{CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT};
+use contract::topics::{
+    CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
+};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::Row;
@@ -86,14 +88,26 @@ impl Outbox {
 pub struct RelaySettings {
     /// How often the relay looks for unsent rows when nothing woke it, in milliseconds.
     /// Rows committed by another replica of the service are found this way.
-    #[arg(long = "outbox-poll-interval-ms", env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 200)]
+    #[arg(
+        long = "outbox-poll-interval-ms",
+        env = "OUTBOX_POLL_INTERVAL_MS",
+        default_value_t = 200
+    )]
     pub poll_interval_ms: u64,
     /// Most rows published per round trip to the database.
-    #[arg(long = "outbox-batch-size", env = "OUTBOX_BATCH_SIZE", default_value_t = 256)]
+    #[arg(
+        long = "outbox-batch-size",
+        env = "OUTBOX_BATCH_SIZE",
+        default_value_t = 256
+    )]
     pub batch_size: i64,
     /// How long the lease of the publishing relay lasts without renewal, in milliseconds.
     /// When a replica dies, another takes over publishing after this.
-    #[arg(long = "outbox-lease-ms", env = "OUTBOX_LEASE_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "outbox-lease-ms",
+        env = "OUTBOX_LEASE_MS",
+        default_value_t = 10_000
+    )]
     pub lease_ms: i64,
 }
 

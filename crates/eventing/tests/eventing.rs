@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use contract::{Envelope, OrderConfirmed, topics};
 use eventing::db::{DatabaseSettings, Migrations, connect_and_migrate};
-use eventing::{CommonSettings, Conn, HandleError, Handler, Inbound, Runtime, TraceContext, outbox};
+use eventing::{
+    CommonSettings, Conn, HandleError, Handler, Inbound, Runtime, TraceContext, outbox,
+};
 use sqlx::migrate::Migrator;
 use testkit::{Broker, eventually, fresh_database, produce_raw, read_topic};
 use tokio_util::sync::CancellationToken;
@@ -75,9 +77,12 @@ async fn committed_outbox_rows_are_published_in_order_per_key_and_marked_sent() 
         enqueue_committed(&runtime, chunk).await;
     }
 
-    let read = read_topic(&broker.brokers, topics::ORDER_EVENTS, Duration::from_secs(20), |r| {
-        r.len() >= 60
-    })
+    let read = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| r.len() >= 60,
+    )
     .await
     .expect("read");
     assert_eq!(read.len(), 60, "every committed row is published once");
@@ -93,12 +98,19 @@ async fn committed_outbox_rows_are_published_in_order_per_key_and_marked_sent() 
             .collect();
         let mut sorted = published.clone();
         sorted.sort();
-        assert_eq!(published, sorted, "events of one key arrive in the order they were committed");
+        assert_eq!(
+            published, sorted,
+            "events of one key arrive in the order they were committed"
+        );
     }
     let first = &read[0];
     assert_eq!(first.header("event_type"), Some("OrderConfirmed"));
     assert_eq!(first.header("content-type"), Some("application/json"));
-    assert!(first.header("traceparent").is_some_and(|t| TraceContext::parse(t).is_some()));
+    assert!(
+        first
+            .header("traceparent")
+            .is_some_and(|t| TraceContext::parse(t).is_some())
+    );
     eventually("every row marked sent", Duration::from_secs(5), || async {
         (unsent(&runtime).await == 0).then_some(())
     })
@@ -111,9 +123,13 @@ async fn a_rolled_back_transaction_leaves_nothing_to_publish() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("relay_rollback", &broker).await;
     let mut tx = runtime.db.begin().await.expect("begin");
-    outbox::enqueue(&mut tx, &confirmed(Uuid::now_v7(), 1), &TraceContext::new_root())
-        .await
-        .expect("enqueue");
+    outbox::enqueue(
+        &mut tx,
+        &confirmed(Uuid::now_v7(), 1),
+        &TraceContext::new_root(),
+    )
+    .await
+    .expect("enqueue");
     tx.rollback().await.expect("rollback");
     assert_eq!(unsent(&runtime).await, 0);
 }
@@ -128,18 +144,17 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
     assert_eq!(unsent(&runtime).await, 1);
 
     // A relay of a new process (a new instance id) finds the row by polling.
-    let restarted = Runtime::connect(
-        "eventing-test",
-        runtime.settings.clone(),
-        &NO_MIGRATIONS,
-    )
-    .await
-    .expect("runtime");
+    let restarted = Runtime::connect("eventing-test", runtime.settings.clone(), &NO_MIGRATIONS)
+        .await
+        .expect("runtime");
     let stop = CancellationToken::new();
     tokio::spawn(restarted.relay().run(stop.clone()));
-    let read = read_topic(&broker.brokers, topics::ORDER_EVENTS, Duration::from_secs(20), |r| {
-        !r.is_empty()
-    })
+    let read = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
     .await
     .expect("read");
     assert_eq!(read.len(), 1);
@@ -157,7 +172,9 @@ struct CountingHandler {
 impl Handler for CountingHandler {
     async fn handle(&self, conn: &mut Conn, event: &Inbound) -> Result<(), HandleError> {
         if self.attempts.fetch_add(1, Ordering::SeqCst) < self.fail_first {
-            return Err(HandleError::Transient(anyhow::anyhow!("the database hiccupped")));
+            return Err(HandleError::Transient(anyhow::anyhow!(
+                "the database hiccupped"
+            )));
         }
         sqlx::query("INSERT INTO effect (event_id) VALUES ($1)")
             .bind(event.envelope.event_id.to_string())
@@ -167,7 +184,11 @@ impl Handler for CountingHandler {
     }
 }
 
-async fn consuming_runtime(label: &str, broker: &Broker, handler: CountingHandler) -> (Runtime, CancellationToken) {
+async fn consuming_runtime(
+    label: &str,
+    broker: &Broker,
+    handler: CountingHandler,
+) -> (Runtime, CancellationToken) {
     let runtime = runtime(label, broker).await;
     sqlx::query("CREATE TABLE effect (event_id TEXT NOT NULL)")
         .execute(&runtime.db)
@@ -206,19 +227,30 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     let envelope = confirmed(Uuid::now_v7(), 7);
     let marker = confirmed(Uuid::now_v7(), 8);
     for e in [&envelope, &envelope, &marker] {
-        produce_raw(&broker.brokers, topics::ORDER_EVENTS, &e.key(), e.to_json().as_bytes(), &[])
-            .await
-            .expect("produce");
+        produce_raw(
+            &broker.brokers,
+            topics::ORDER_EVENTS,
+            &e.key(),
+            e.to_json().as_bytes(),
+            &[],
+        )
+        .await
+        .expect("produce");
     }
-    eventually("both distinct events handled", Duration::from_secs(30), || async {
-        (handled(&runtime).await == 2).then_some(())
-    })
+    eventually(
+        "both distinct events handled",
+        Duration::from_secs(30),
+        || async { (handled(&runtime).await == 2).then_some(()) },
+    )
     .await;
     // Give the duplicate, wherever it is in its partition, time to be seen too.
     eventually("the duplicate counted", Duration::from_secs(10), || async {
         (runtime.metrics.get(
             "events_duplicate_total",
-            &[("consumer", "eventing-test"), ("event_type", "OrderConfirmed")],
+            &[
+                ("consumer", "eventing-test"),
+                ("event_type", "OrderConfirmed"),
+            ],
         ) == 1.0)
             .then_some(())
     })
@@ -238,7 +270,11 @@ async fn an_unreadable_message_is_skipped_and_the_partition_moves_on() {
     let good = confirmed(Uuid::now_v7(), 1);
     let key = good.key();
     // Same key, so same partition: the good event sits behind the bad ones.
-    for bad in [&b"\xff\x00 not json"[..], b"{\"event_type\":\"OrderConfirmed\"}", b"[]"] {
+    for bad in [
+        &b"\xff\x00 not json"[..],
+        b"{\"event_type\":\"OrderConfirmed\"}",
+        b"[]",
+    ] {
         produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, bad, &[])
             .await
             .expect("produce");
@@ -247,15 +283,33 @@ async fn an_unreadable_message_is_skipped_and_the_partition_moves_on() {
     produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, unknown, &[])
         .await
         .expect("produce");
-    produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, good.to_json().as_bytes(), &[])
-        .await
-        .expect("produce");
-    eventually("the good event handled", Duration::from_secs(30), || async {
-        (effects(&runtime).await == 1).then_some(())
-    })
+    produce_raw(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        &key,
+        good.to_json().as_bytes(),
+        &[],
+    )
+    .await
+    .expect("produce");
+    eventually(
+        "the good event handled",
+        Duration::from_secs(30),
+        || async { (effects(&runtime).await == 1).then_some(()) },
+    )
     .await;
-    assert_eq!(runtime.metrics.get("events_rejected_total", &[("consumer", "eventing-test")]), 3.0);
-    assert_eq!(runtime.metrics.get("events_ignored_total", &[("consumer", "eventing-test")]), 1.0);
+    assert_eq!(
+        runtime
+            .metrics
+            .get("events_rejected_total", &[("consumer", "eventing-test")]),
+        3.0
+    );
+    assert_eq!(
+        runtime
+            .metrics
+            .get("events_ignored_total", &[("consumer", "eventing-test")]),
+        1.0
+    );
     stop.cancel();
 }
 
@@ -268,15 +322,29 @@ async fn a_transient_failure_is_retried_until_the_event_is_applied() {
     };
     let (runtime, stop) = consuming_runtime("retry", &broker, handler.clone()).await;
     let envelope = confirmed(Uuid::now_v7(), 3);
-    produce_raw(&broker.brokers, topics::ORDER_EVENTS, &envelope.key(), envelope.to_json().as_bytes(), &[])
-        .await
-        .expect("produce");
+    produce_raw(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        &envelope.key(),
+        envelope.to_json().as_bytes(),
+        &[],
+    )
+    .await
+    .expect("produce");
     eventually("the event applied", Duration::from_secs(30), || async {
         (effects(&runtime).await == 1).then_some(())
     })
     .await;
-    assert_eq!(handler.attempts.load(Ordering::SeqCst), 4, "three failures, then success");
-    assert_eq!(handled(&runtime).await, 1, "failed attempts left no record behind");
+    assert_eq!(
+        handler.attempts.load(Ordering::SeqCst),
+        4,
+        "three failures, then success"
+    );
+    assert_eq!(
+        handled(&runtime).await,
+        1,
+        "failed attempts left no record behind"
+    );
     stop.cancel();
 }
 

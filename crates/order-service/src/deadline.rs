@@ -18,7 +18,14 @@ use crate::store;
 const BATCH: i64 = 100;
 
 /// Sweeps for overdue orders every `interval` until `shutdown`.
-pub async fn run(db: Db, outbox: Outbox, metrics: Metrics, timeout: Duration, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    db: Db,
+    outbox: Outbox,
+    metrics: Metrics,
+    timeout: Duration,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -58,7 +65,15 @@ pub async fn sweep(db: &Db, outbox: &Outbox, timeout: Duration) -> Result<usize,
                 "stock and coupon did not both answer within {} ms",
                 timeout.as_millis()
             );
-            let outcome = saga::cancel(&mut tx, order_id, CancelReason::Timeout, &detail, None, &trace).await?;
+            let outcome = saga::cancel(
+                &mut tx,
+                order_id,
+                CancelReason::Timeout,
+                &detail,
+                None,
+                &trace,
+            )
+            .await?;
             tx.commit().await?;
             if matches!(outcome, Cancel::Cancelled(_)) {
                 cancelled += 1;

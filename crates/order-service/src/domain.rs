@@ -88,7 +88,10 @@ pub fn validate_request(
     coupon_id: Option<i64>,
 ) -> Result<(), Invalid> {
     if user_id < 1 {
-        return Err(invalid("invalid_user_id", "user_id must be a positive integer"));
+        return Err(invalid(
+            "invalid_user_id",
+            "user_id must be a positive integer",
+        ));
     }
     if lines.is_empty() {
         return Err(invalid("no_items", "an order needs at least one item"));
@@ -102,7 +105,10 @@ pub fn validate_request(
     let mut seen = std::collections::BTreeSet::new();
     for &(product_id, quantity) in lines {
         if product_id < 1 {
-            return Err(invalid("invalid_product_id", "product_id must be a positive integer"));
+            return Err(invalid(
+                "invalid_product_id",
+                "product_id must be a positive integer",
+            ));
         }
         if !(1..=MAX_QUANTITY).contains(&quantity) {
             return Err(invalid(
@@ -113,12 +119,17 @@ pub fn validate_request(
         if !seen.insert(product_id) {
             return Err(invalid(
                 "duplicate_product",
-                format!("product {product_id} appears on more than one line; put its quantities on one"),
+                format!(
+                    "product {product_id} appears on more than one line; put its quantities on one"
+                ),
             ));
         }
     }
     if coupon_id.is_some_and(|c| c < 1) {
-        return Err(invalid("invalid_coupon_id", "coupon_id must be a positive integer"));
+        return Err(invalid(
+            "invalid_coupon_id",
+            "coupon_id must be a positive integer",
+        ));
     }
     Ok(())
 }

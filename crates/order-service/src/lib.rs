@@ -41,10 +41,18 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT, in
     /// milliseconds.
-    #[arg(long = "saga-timeout-ms", env = "SAGA_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(
+        long = "saga-timeout-ms",
+        env = "SAGA_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
     pub saga_timeout_ms: u64,
     /// How often PENDING orders are checked against their deadline, in milliseconds.
-    #[arg(long = "deadline-check-interval-ms", env = "DEADLINE_CHECK_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(
+        long = "deadline-check-interval-ms",
+        env = "DEADLINE_CHECK_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
     pub deadline_check_interval_ms: u64,
     #[command(flatten)]
     pub common: CommonSettings,
@@ -56,7 +64,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(
-        &[topics::STOCK_EVENTS, topics::COUPON_EVENTS, topics::PRODUCT_CATALOG],
+        &[
+            topics::STOCK_EVENTS,
+            topics::COUPON_EVENTS,
+            topics::PRODUCT_CATALOG,
+        ],
         handlers::OrderServiceEvents,
     )?;
     let saga_timeout = Duration::from_millis(config.saga_timeout_ms);
@@ -66,9 +78,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         outbox: runtime.outbox.clone(),
         saga_timeout,
     }));
-    let (db, outbox, metrics) = (runtime.db.clone(), runtime.outbox.clone(), runtime.metrics.clone());
+    let (db, outbox, metrics) = (
+        runtime.db.clone(),
+        runtime.outbox.clone(),
+        runtime.metrics.clone(),
+    );
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)
         .with_consumer(consumer)
-        .worker(move |shutdown| deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)))
+        .worker(move |shutdown| {
+            deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)
+        }))
 }

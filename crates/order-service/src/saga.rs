@@ -2,14 +2,14 @@
 //! deadline sweeper. Each runs inside the caller's transaction, with the order's row locked,
 //! and writes the resulting event to the outbox.
 
+use chrono::DateTime;
 use contract::{CancelReason, OrderCancelled, OrderConfirmed};
 use eventing::{Conn, TraceContext, now_ms};
-use chrono::DateTime;
 use uuid::Uuid;
 
+use crate::SERVICE;
 use crate::domain::{Status, cancellable_from};
 use crate::store::{self, Order};
-use crate::SERVICE;
 
 fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -84,7 +84,13 @@ pub async fn cancel(
     if !store::cancel(conn, &id, cancellable_from(reason), reason, detail, now).await? {
         return Ok(Cancel::NotCancellable(order.status));
     }
-    store::add_timeline(conn, &id, "OrderCancelled", Some(&format!("{}: {detail}", reason.as_str()))).await?;
+    store::add_timeline(
+        conn,
+        &id,
+        "OrderCancelled",
+        Some(&format!("{}: {detail}", reason.as_str())),
+    )
+    .await?;
     let event = OrderCancelled {
         order_id,
         user_id: order.user_id,

@@ -15,7 +15,10 @@ pub struct CatalogProduct {
     pub price: i64,
 }
 
-pub async fn upsert_catalog_product(conn: &mut Conn, product: &CatalogProduct) -> Result<(), sqlx::Error> {
+pub async fn upsert_catalog_product(
+    conn: &mut Conn,
+    product: &CatalogProduct,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO catalog_product (product_id, name, price, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, price = excluded.price, \
@@ -30,11 +33,15 @@ pub async fn upsert_catalog_product(conn: &mut Conn, product: &CatalogProduct) -
     Ok(())
 }
 
-pub async fn find_catalog_product(conn: &mut Conn, product_id: i64) -> Result<Option<CatalogProduct>, sqlx::Error> {
-    let row = sqlx::query("SELECT product_id, name, price FROM catalog_product WHERE product_id = $1")
-        .bind(product_id)
-        .fetch_optional(conn)
-        .await?;
+pub async fn find_catalog_product(
+    conn: &mut Conn,
+    product_id: i64,
+) -> Result<Option<CatalogProduct>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT product_id, name, price FROM catalog_product WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_optional(conn)
+            .await?;
     row.map(|row| {
         Ok(CatalogProduct {
             product_id: row.try_get("product_id")?,
@@ -144,10 +151,12 @@ pub async fn insert_order(conn: &mut Conn, new: &NewOrder<'_>) -> Result<(), sql
 }
 
 pub async fn find_order(conn: &mut Conn, id: &str) -> Result<Option<Order>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM customer_order WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM customer_order WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(order).transpose()
 }
 
@@ -256,7 +265,11 @@ pub async fn cancel(
 }
 
 /// PENDING orders whose deadline has passed at `now`, oldest deadline first.
-pub async fn overdue_orders(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+pub async fn overdue_orders(
+    conn: &mut Conn,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM customer_order WHERE status = 'PENDING' AND deadline_at <= $1 \
          ORDER BY deadline_at LIMIT $2",
@@ -280,7 +293,11 @@ pub async fn coupon_in_use(conn: &mut Conn, coupon_id: i64) -> Result<bool, sqlx
 
 /// Whether the coupon service has applied the coupon to an order of another user, which
 /// proves that the coupon is not `user_id`'s: coupons never change hands.
-pub async fn coupon_owned_by_other(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<bool, sqlx::Error> {
+pub async fn coupon_owned_by_other(
+    conn: &mut Conn,
+    coupon_id: i64,
+    user_id: i64,
+) -> Result<bool, sqlx::Error> {
     let found: Option<String> = sqlx::query_scalar(
         "SELECT id FROM customer_order WHERE coupon_id = $1 AND coupon_applied = 1 AND user_id <> $2 LIMIT 1",
     )
@@ -299,7 +316,12 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
-pub async fn add_timeline(conn: &mut Conn, order_id: &str, event: &str, detail: Option<&str>) -> Result<(), sqlx::Error> {
+pub async fn add_timeline(
+    conn: &mut Conn,
+    order_id: &str,
+    event: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO order_timeline (order_id, at, event, detail) VALUES ($1, $2, $3, $4)")
         .bind(order_id)
         .bind(now_ms())
@@ -311,10 +333,11 @@ pub async fn add_timeline(conn: &mut Conn, order_id: &str, event: &str, detail: 
 }
 
 pub async fn timeline(conn: &mut Conn, order_id: &str) -> Result<Vec<TimelineEntry>, sqlx::Error> {
-    let rows = sqlx::query("SELECT at, event, detail FROM order_timeline WHERE order_id = $1 ORDER BY id")
-        .bind(order_id)
-        .fetch_all(conn)
-        .await?;
+    let rows =
+        sqlx::query("SELECT at, event, detail FROM order_timeline WHERE order_id = $1 ORDER BY id")
+            .bind(order_id)
+            .fetch_all(conn)
+            .await?;
     rows.iter()
         .map(|row| {
             Ok(TimelineEntry {
@@ -349,11 +372,16 @@ pub async fn claim_idempotency_key(
 }
 
 /// The request hash and order id an idempotency key was used for.
-pub async fn find_idempotency_key(conn: &mut Conn, key: &str) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT request_hash, order_id FROM idempotency_key WHERE idempotency_key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
+pub async fn find_idempotency_key(
+    conn: &mut Conn,
+    key: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT request_hash, order_id FROM idempotency_key WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
     row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("order_id")?)))
         .transpose()
 }

@@ -23,7 +23,10 @@ async fn an_order_without_coupon_is_confirmed_and_holds_its_stock() {
     assert_eq!(order["total_amount"], 3000);
     assert_eq!(order["discount_amount"], 0);
     assert_eq!(order["final_amount"], 3000);
-    assert_eq!(timeline(&order), ["OrderCreated", "StockReserved", "OrderConfirmed"]);
+    assert_eq!(
+        timeline(&order),
+        ["OrderCreated", "StockReserved", "OrderConfirmed"]
+    );
     system.product_settles_at(mug, 8, 2).await;
     system.stop().await;
 }
@@ -34,7 +37,9 @@ async fn an_order_with_a_percent_coupon_is_confirmed_with_its_discount() {
     let mug = system.create_product("Mug", 1500, 10).await;
     let tea = system.create_product("Tea", 999, 10).await;
     let coupon = system.create_coupon(7, "PERCENT", 10).await;
-    let id = system.place_accepted_order(7, &[(mug, 2), (tea, 1)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(7, &[(mug, 2), (tea, 1)], Some(coupon))
+        .await;
 
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
@@ -52,7 +57,9 @@ async fn a_fixed_coupon_never_takes_more_than_the_total() {
     let system = System::start().await;
     let pen = system.create_product("Pen", 300, 10).await;
     let coupon = system.create_coupon(3, "FIXED", 1000).await;
-    let id = system.place_accepted_order(3, &[(pen, 1)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(3, &[(pen, 1)], Some(coupon))
+        .await;
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["discount_amount"], 300);
@@ -65,12 +72,19 @@ async fn out_of_stock_on_one_line_cancels_the_order_and_reserves_nothing() {
     let system = System::start().await;
     let plenty = system.create_product("Plenty", 100, 50).await;
     let scarce = system.create_product("Scarce", 100, 1).await;
-    let id = system.place_accepted_order(1, &[(plenty, 5), (scarce, 2)], None).await;
+    let id = system
+        .place_accepted_order(1, &[(plenty, 5), (scarce, 2)], None)
+        .await;
 
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CANCELLED", "{order}");
     assert_eq!(order["cancel_reason"], "OUT_OF_STOCK");
-    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains(&format!("product {scarce}")));
+    assert!(
+        order["cancel_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("product {scarce}"))
+    );
     system.product_settles_at(plenty, 50, 0).await;
     system.product_settles_at(scarce, 1, 0).await;
     system.stop().await;
@@ -83,16 +97,25 @@ async fn a_rejected_coupon_cancels_the_order_and_releases_the_reserved_stock() {
     // The coupon belongs to user 2; user 1 tries it. The order service has never seen it,
     // so the coupon service decides, and the order is cancelled after stock was reserved.
     let coupon = system.create_coupon(2, "FIXED", 500).await;
-    let id = system.place_accepted_order(1, &[(mug, 3)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(1, &[(mug, 3)], Some(coupon))
+        .await;
 
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CANCELLED", "{order}");
     assert_eq!(order["cancel_reason"], "COUPON_REJECTED");
-    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains("another user"));
+    assert!(
+        order["cancel_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another user")
+    );
     system.product_settles_at(mug, 10, 0).await;
     let restored = eventually("the release on the timeline", SETTLE, || async {
         let order = system.order(&id).await;
-        timeline(&order).contains(&"StockReleased".to_owned()).then_some(order)
+        timeline(&order)
+            .contains(&"StockReleased".to_owned())
+            .then_some(order)
     })
     .await;
     assert_eq!(restored["status"], "CANCELLED");
@@ -104,7 +127,10 @@ async fn a_rejected_coupon_cancels_the_order_and_releases_the_reserved_stock() {
 async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten() {
     let system = System::start().await;
     let lamp = system.create_product("Lamp", 4000, 10).await;
-    let placed = futures::future::join_all((0..50).map(|user| system.place_order(user + 1, &[(lamp, 1)], None))).await;
+    let placed = futures::future::join_all(
+        (0..50).map(|user| system.place_order(user + 1, &[(lamp, 1)], None)),
+    )
+    .await;
     let ids: Vec<String> = placed
         .into_iter()
         .map(|(status, body)| {
@@ -140,7 +166,9 @@ async fn two_orders_racing_for_one_coupon_let_exactly_one_use_it() {
     for (status, body) in [a, b] {
         match status {
             StatusCode::ACCEPTED => {
-                let order = system.settled_order(body["order_id"].as_str().expect("id")).await;
+                let order = system
+                    .settled_order(body["order_id"].as_str().expect("id"))
+                    .await;
                 match order["status"].as_str() {
                     Some("CONFIRMED") => winners += 1,
                     _ => assert_eq!(order["cancel_reason"], "COUPON_REJECTED", "{order}"),
@@ -163,10 +191,14 @@ async fn a_customer_cancelling_a_confirmed_order_gets_stock_and_coupon_back() {
     let system = System::start().await;
     let mug = system.create_product("Mug", 1500, 4).await;
     let coupon = system.create_coupon(9, "PERCENT", 50).await;
-    let id = system.place_accepted_order(9, &[(mug, 4)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(9, &[(mug, 4)], Some(coupon))
+        .await;
     assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
 
-    let (status, body) = system.post(system.order.url(&format!("/orders/{id}/cancel")), json!({})).await;
+    let (status, body) = system
+        .post(system.order.url(&format!("/orders/{id}/cancel")), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "CANCELLED");
     assert_eq!(body["cancel_reason"], "USER_CANCELLED");
@@ -175,7 +207,9 @@ async fn a_customer_cancelling_a_confirmed_order_gets_stock_and_coupon_back() {
         (system.coupon(coupon).await["status"] == "AVAILABLE").then_some(())
     })
     .await;
-    let (again, body) = system.post(system.order.url(&format!("/orders/{id}/cancel")), json!({})).await;
+    let (again, body) = system
+        .post(system.order.url(&format!("/orders/{id}/cancel")), json!({}))
+        .await;
     assert_eq!(again, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "order_already_cancelled");
     system.stop().await;
@@ -186,7 +220,9 @@ async fn the_same_events_delivered_twice_change_nothing() {
     let system = System::start().await;
     let mug = system.create_product("Mug", 1500, 10).await;
     let coupon = system.create_coupon(4, "FIXED", 100).await;
-    let id = system.place_accepted_order(4, &[(mug, 2)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(4, &[(mug, 2)], Some(coupon))
+        .await;
     assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
     eventually("both order events at the data platform", SETTLE, || async {
         (system.platform_orders().await["received"] == 2).then_some(())
@@ -196,7 +232,11 @@ async fn the_same_events_delivered_twice_change_nothing() {
 
     // Publish every event of the order again, exactly as it was published the first time.
     let mut republished = 0;
-    for (topic, expected) in [(topics::ORDER_EVENTS, 2), (topics::STOCK_EVENTS, 1), (topics::COUPON_EVENTS, 1)] {
+    for (topic, expected) in [
+        (topics::ORDER_EVENTS, 2),
+        (topics::STOCK_EVENTS, 1),
+        (topics::COUPON_EVENTS, 1),
+    ] {
         let wanted = |r: &testkit::Received| r.key == id;
         let read = read_topic(&system.broker.brokers, topic, SETTLE, |all| {
             all.iter().filter(|r| wanted(r)).count() >= expected
@@ -205,19 +245,40 @@ async fn the_same_events_delivered_twice_change_nothing() {
         .expect("read");
         for message in read.iter().filter(|r| wanted(r)) {
             let envelope = message.envelope.as_ref().expect("a contract event");
-            let headers: Vec<(&str, &str)> = message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            produce_raw(&system.broker.brokers, topic, &message.key, envelope.to_json().as_bytes(), &headers)
-                .await
-                .expect("produce");
+            let headers: Vec<(&str, &str)> = message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            produce_raw(
+                &system.broker.brokers,
+                topic,
+                &message.key,
+                envelope.to_json().as_bytes(),
+                &headers,
+            )
+            .await
+            .expect("produce");
             republished += 1;
         }
     }
-    assert_eq!(republished, 4, "OrderCreated, StockReserved, CouponApplied, OrderConfirmed");
+    assert_eq!(
+        republished, 4,
+        "OrderCreated, StockReserved, CouponApplied, OrderConfirmed"
+    );
 
     // Wait until the product service has seen the repeated OrderCreated and OrderConfirmed.
     let metrics_url = system.product.as_ref().expect("running").url("/metrics");
     eventually("duplicates seen by the product service", SETTLE, || async {
-        let text = system.http.get(metrics_url.clone()).send().await.ok()?.text().await.ok()?;
+        let text = system
+            .http
+            .get(metrics_url.clone())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.lines()
             .any(|l| l.starts_with("events_duplicate_total") && l.contains("OrderConfirmed"))
             .then_some(())
@@ -229,7 +290,10 @@ async fn the_same_events_delivered_twice_change_nothing() {
     system.product_settles_at(mug, 8, 2).await;
     assert_eq!(system.coupon(coupon).await["used_by_order"], id.as_str());
     let platform = system.platform_orders().await;
-    assert_eq!(platform["received"], 2, "nothing new reached the data platform: {platform}");
+    assert_eq!(
+        platform["received"], 2,
+        "nothing new reached the data platform: {platform}"
+    );
     system.stop().await;
 }
 
@@ -238,7 +302,9 @@ async fn an_order_committed_by_a_service_killed_before_publishing_is_published_a
     let mut system = System::start().await;
     let mug = system.create_product("Mug", 1500, 10).await;
     // Stop the in-process order service; its database keeps the catalog.
-    std::mem::replace(&mut system.order, placeholder_app().await).stop().await;
+    std::mem::replace(&mut system.order, placeholder_app().await)
+        .stop()
+        .await;
 
     // The real binary, with a broker address nobody answers: it commits orders but can never
     // publish them.
@@ -247,14 +313,23 @@ async fn an_order_committed_by_a_service_killed_before_publishing_is_published_a
         std::process::Command::new(env!("CARGO_BIN_EXE_order-service"))
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &system.order_db)
-            .env("KAFKA_BROKERS", format!("127.0.0.1:{}", testkit::free_port()))
+            .env(
+                "KAFKA_BROKERS",
+                format!("127.0.0.1:{}", testkit::free_port()),
+            )
             .env("RUST_LOG", "error")
             .spawn()
             .expect("order-service binary starts"),
     );
     let url = format!("http://127.0.0.1:{port}/orders");
     let (status, body) = eventually("the binary to accept orders", SETTLE, || async {
-        let response = system.http.post(&url).json(&order_body(1, &[(mug, 1)], None)).send().await.ok()?;
+        let response = system
+            .http
+            .post(&url)
+            .json(&order_body(1, &[(mug, 1)], None))
+            .send()
+            .await
+            .ok()?;
         Some((response.status(), response.json::<Value>().await.ok()?))
     })
     .await;
@@ -268,12 +343,16 @@ async fn an_order_committed_by_a_service_killed_before_publishing_is_published_a
             .await
             .expect("count")
     };
-    assert_eq!(unsent, 1, "the order's event is committed and not published");
+    assert_eq!(
+        unsent, 1,
+        "the order's event is committed and not published"
+    );
     // SIGKILL: no shutdown hook, no flush.
     child.0.kill().expect("kill");
     child.0.wait().expect("reaped");
 
-    let restarted = start_order_service(&system.order_db, &system.broker, &Options::default()).await;
+    let restarted =
+        start_order_service(&system.order_db, &system.broker, &Options::default()).await;
     std::mem::replace(&mut system.order, restarted).stop().await;
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
@@ -295,7 +374,9 @@ impl Drop for KillOnDrop {
 async fn placeholder_app() -> eventing::RunningApp {
     eventing::App::new(
         "placeholder",
-        eventing::App::bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind"),
+        eventing::App::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind"),
         axum::Router::new(),
     )
     .spawn()
@@ -326,7 +407,10 @@ async fn orders_confirm_while_the_data_platform_is_down_and_reach_it_once_when_i
     })
     .await;
     let kept = platform["orders"].as_array().expect("orders");
-    let keys: HashSet<&str> = kept.iter().filter_map(|o| o["idempotency_key"].as_str()).collect();
+    let keys: HashSet<&str> = kept
+        .iter()
+        .filter_map(|o| o["idempotency_key"].as_str())
+        .collect();
     assert_eq!(keys.len(), 6, "each event kept once");
     for id in &ids {
         let types: Vec<&str> = kept
@@ -342,7 +426,10 @@ async fn orders_confirm_while_the_data_platform_is_down_and_reach_it_once_when_i
 
 #[tokio::test]
 async fn with_the_product_service_down_an_order_times_out_and_its_late_reservation_is_released() {
-    let mut system = System::start_with(Options { saga_timeout_ms: 1_500 }).await;
+    let mut system = System::start_with(Options {
+        saga_timeout_ms: 1_500,
+    })
+    .await;
     let mug = system.create_product("Mug", 1500, 5).await;
     system.stop_product_service().await;
 
@@ -356,10 +443,15 @@ async fn with_the_product_service_down_an_order_times_out_and_its_late_reservati
     system.restart_product_service().await;
     let order = eventually("the late reservation released", SETTLE, || async {
         let order = system.order(&id).await;
-        timeline(&order).contains(&"StockReleased".to_owned()).then_some(order)
+        timeline(&order)
+            .contains(&"StockReleased".to_owned())
+            .then_some(order)
     })
     .await;
-    assert_eq!(order["status"], "CANCELLED", "a late reservation never revives an order");
+    assert_eq!(
+        order["status"], "CANCELLED",
+        "a late reservation never revives an order"
+    );
     system.product_settles_at(mug, 5, 0).await;
     system.stop().await;
 }
@@ -369,10 +461,17 @@ async fn an_idempotency_key_returns_the_same_order_for_the_same_request_only() {
     let system = System::start().await;
     let mug = system.create_product("Mug", 1500, 10).await;
     let send = |key: &'static str, body: Value| {
-        let request = system.http.post(system.order.url("/orders")).header("Idempotency-Key", key).json(&body);
+        let request = system
+            .http
+            .post(system.order.url("/orders"))
+            .header("Idempotency-Key", key)
+            .json(&body);
         async move {
             let response = request.send().await.expect("request");
-            (response.status(), response.json::<Value>().await.expect("json"))
+            (
+                response.status(),
+                response.json::<Value>().await.expect("json"),
+            )
         }
     };
     let (first, created) = send("checkout-42", order_body(1, &[(mug, 1)], None)).await;
@@ -404,10 +503,17 @@ async fn the_trace_of_the_request_reaches_every_event_and_the_data_platform() {
         .send()
         .await
         .expect("request");
-    let id = response.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").to_owned();
+    let id = response.json::<Value>().await.expect("json")["order_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
     for topic in [topics::ORDER_EVENTS, topics::STOCK_EVENTS] {
-        let read = read_topic(&system.broker.brokers, topic, SETTLE, |r| r.iter().any(|m| m.key == id)).await.expect("read");
+        let read = read_topic(&system.broker.brokers, topic, SETTLE, |r| {
+            r.iter().any(|m| m.key == id)
+        })
+        .await
+        .expect("read");
         for message in read.iter().filter(|m| m.key == id) {
             let traceparent = message.header("traceparent").expect("traceparent header");
             assert!(traceparent.contains(trace_id), "{topic}: {traceparent}");
@@ -419,7 +525,13 @@ async fn the_trace_of_the_request_reaches_every_event_and_the_data_platform() {
     })
     .await;
     for kept in platform["orders"].as_array().expect("orders") {
-        assert!(kept["traceparent"].as_str().unwrap_or_default().contains(trace_id), "{kept}");
+        assert!(
+            kept["traceparent"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(trace_id),
+            "{kept}"
+        );
     }
     system.stop().await;
 }
@@ -431,11 +543,18 @@ async fn bad_orders_get_a_4xx_with_a_code_and_change_nothing() {
     let other_users_coupon = system.create_coupon(2, "FIXED", 100).await;
     let url = system.order.url("/orders");
     let raw = |body: &'static str, content_type: &'static str| {
-        let request = system.http.post(url.clone()).header("content-type", content_type).body(body);
+        let request = system
+            .http
+            .post(url.clone())
+            .header("content-type", content_type)
+            .body(body);
         async move {
             let response = request.send().await.expect("request");
             let status = response.status();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let cases: Vec<(&str, (StatusCode, Value), StatusCode, &str)> = vec![
@@ -457,25 +576,56 @@ async fn bad_orders_get_a_4xx_with_a_code_and_change_nothing() {
     for (what, (status, body), expected_status, expected_code) in cases {
         assert_eq!(status, expected_status, "{what}: {body}");
         assert_eq!(body["error"]["code"], expected_code, "{what}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
     }
 
-    let huge = format!("{{\"user_id\": 1, \"items\": [{}]}}", vec!["{\"product_id\": 1, \"quantity\": 1}"; 5000].join(","));
-    let response = system.http.post(url.clone()).header("content-type", "application/json").body(huge).send().await.expect("request");
+    let huge = format!(
+        "{{\"user_id\": 1, \"items\": [{}]}}",
+        vec!["{\"product_id\": 1, \"quantity\": 1}"; 5000].join(",")
+    );
+    let response = system
+        .http
+        .post(url.clone())
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(response.json::<Value>().await.expect("json")["error"]["code"], "body_too_large");
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["error"]["code"],
+        "body_too_large"
+    );
 
     // A coupon known to be held by a live order is refused at once.
-    let holder = system.place_accepted_order(2, &[(mug, 1)], Some(other_users_coupon)).await;
+    let holder = system
+        .place_accepted_order(2, &[(mug, 1)], Some(other_users_coupon))
+        .await;
     assert_eq!(system.settled_order(&holder).await["status"], "CONFIRMED");
-    let (status, body) = system.place_order(1, &[(mug, 1)], Some(other_users_coupon)).await;
+    let (status, body) = system
+        .place_order(1, &[(mug, 1)], Some(other_users_coupon))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "coupon_not_owned");
-    let (status, body) = system.place_order(2, &[(mug, 1)], Some(other_users_coupon)).await;
+    let (status, body) = system
+        .place_order(2, &[(mug, 1)], Some(other_users_coupon))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "coupon_in_use");
 
-    for (path, code) in [("/orders/not-a-uuid", "order_not_found"), ("/orders/0193a0c4-0000-7000-8000-000000000000", "order_not_found"), ("/nowhere", "not_found")] {
+    for (path, code) in [
+        ("/orders/not-a-uuid", "order_not_found"),
+        (
+            "/orders/0193a0c4-0000-7000-8000-000000000000",
+            "order_not_found",
+        ),
+        ("/nowhere", "not_found"),
+    ] {
         let (status, body) = system.get(system.order.url(path)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert_eq!(body["error"]["code"], code, "{path}");
@@ -491,24 +641,99 @@ async fn bad_products_and_coupons_get_a_4xx_with_a_code() {
     let product_url = system.product.as_ref().expect("running").url("/products");
     let coupon_url = system.coupon.url("/coupons");
     let cases = vec![
-        (system.post(product_url.clone(), json!({"name": "", "price": 1, "stock": 1})).await, "invalid_name"),
-        (system.post(product_url.clone(), json!({"name": "X", "price": -1, "stock": 1})).await, "invalid_price"),
-        (system.post(product_url.clone(), json!({"name": "X", "price": 1, "stock": -5})).await, "invalid_stock"),
-        (system.post(product_url.clone(), json!({"name": "X", "price": "1", "stock": 1})).await, "invalid_body"),
-        (system.post(format!("{product_url}/1/restock"), json!({"quantity": 0})).await, "invalid_quantity"),
-        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "BOGUS", "value": 1})).await, "invalid_body"),
-        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "PERCENT", "value": 150})).await, "invalid_value"),
-        (system.post(coupon_url.clone(), json!({"user_id": 0, "kind": "FIXED", "value": 10})).await, "invalid_user_id"),
-        (system.post(coupon_url.clone(), json!({"user_id": 1, "kind": "FIXED", "value": 10, "expires_at": "tomorrow"})).await, "invalid_body"),
+        (
+            system
+                .post(
+                    product_url.clone(),
+                    json!({"name": "", "price": 1, "stock": 1}),
+                )
+                .await,
+            "invalid_name",
+        ),
+        (
+            system
+                .post(
+                    product_url.clone(),
+                    json!({"name": "X", "price": -1, "stock": 1}),
+                )
+                .await,
+            "invalid_price",
+        ),
+        (
+            system
+                .post(
+                    product_url.clone(),
+                    json!({"name": "X", "price": 1, "stock": -5}),
+                )
+                .await,
+            "invalid_stock",
+        ),
+        (
+            system
+                .post(
+                    product_url.clone(),
+                    json!({"name": "X", "price": "1", "stock": 1}),
+                )
+                .await,
+            "invalid_body",
+        ),
+        (
+            system
+                .post(format!("{product_url}/1/restock"), json!({"quantity": 0}))
+                .await,
+            "invalid_quantity",
+        ),
+        (
+            system
+                .post(
+                    coupon_url.clone(),
+                    json!({"user_id": 1, "kind": "BOGUS", "value": 1}),
+                )
+                .await,
+            "invalid_body",
+        ),
+        (
+            system
+                .post(
+                    coupon_url.clone(),
+                    json!({"user_id": 1, "kind": "PERCENT", "value": 150}),
+                )
+                .await,
+            "invalid_value",
+        ),
+        (
+            system
+                .post(
+                    coupon_url.clone(),
+                    json!({"user_id": 0, "kind": "FIXED", "value": 10}),
+                )
+                .await,
+            "invalid_user_id",
+        ),
+        (
+            system
+                .post(
+                    coupon_url.clone(),
+                    json!({"user_id": 1, "kind": "FIXED", "value": 10, "expires_at": "tomorrow"}),
+                )
+                .await,
+            "invalid_body",
+        ),
     ];
     for ((status, body), code) in cases {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{code}: {body}");
         assert_eq!(body["error"]["code"], code, "{body}");
     }
     let (status, body) = system.get(format!("{product_url}/424242")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("product_not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("product_not_found"))
+    );
     let (status, body) = system.get(format!("{coupon_url}/abc")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     system.stop().await;
 }
 
@@ -525,10 +750,17 @@ async fn an_expired_coupon_cancels_the_order() {
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["status"], "EXPIRED");
     let coupon = body["coupon_id"].as_i64().expect("id");
-    let id = system.place_accepted_order(1, &[(mug, 1)], Some(coupon)).await;
+    let id = system
+        .place_accepted_order(1, &[(mug, 1)], Some(coupon))
+        .await;
     let order = system.settled_order(&id).await;
     assert_eq!(order["cancel_reason"], "COUPON_REJECTED", "{order}");
-    assert!(order["cancel_detail"].as_str().unwrap_or_default().contains("expired"));
+    assert!(
+        order["cancel_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired")
+    );
     system.product_settles_at(mug, 10, 0).await;
     system.stop().await;
 }

@@ -43,10 +43,8 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(
-        &[topics::ORDER_EVENTS],
-        handlers::order_events::OrderEvents,
-    )?;
+    let consumer =
+        runtime.consumer(&[topics::ORDER_EVENTS], handlers::order_events::OrderEvents)?;
     let router = runtime.router(http::router(http::State {
         db: runtime.db.clone(),
         outbox: runtime.outbox.clone(),

@@ -48,10 +48,12 @@ pub async fn insert_product(
 }
 
 pub async fn find_product(conn: &mut Conn, id: i64) -> Result<Option<Product>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} FROM product WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM product WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(product).transpose()
 }
 
@@ -109,7 +111,11 @@ pub async fn set_reservation_status(
 
 /// Moves `quantity` from available to reserved if that many are available. `false` when the
 /// product is missing or short; the row is locked by this transaction either way.
-pub async fn take_stock(conn: &mut Conn, product_id: i64, quantity: i64) -> Result<bool, sqlx::Error> {
+pub async fn take_stock(
+    conn: &mut Conn,
+    product_id: i64,
+    quantity: i64,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query(
         "UPDATE product SET available = available - $1, reserved = reserved + $1, updated_at = $2 \
          WHERE id = $3 AND available >= $1",
@@ -124,7 +130,11 @@ pub async fn take_stock(conn: &mut Conn, product_id: i64, quantity: i64) -> Resu
 }
 
 /// Moves `quantity` back from reserved to available.
-pub async fn give_back_stock(conn: &mut Conn, product_id: i64, quantity: i64) -> Result<(), sqlx::Error> {
+pub async fn give_back_stock(
+    conn: &mut Conn,
+    product_id: i64,
+    quantity: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE product SET available = available + $1, reserved = reserved - $1, updated_at = $2 \
          WHERE id = $3",
@@ -191,7 +201,10 @@ pub async fn release_reservation(
 }
 
 /// The status of an order's reservation, if this service has heard of the order.
-pub async fn reservation_status(conn: &mut Conn, order_id: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn reservation_status(
+    conn: &mut Conn,
+    order_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT status FROM reservation WHERE order_id = $1")
         .bind(order_id)
         .fetch_optional(conn)

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use contract::{Decoded, Envelope};
 use rdkafka::ClientConfig;
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
 
 /// The Postgres server tests create their databases on.
 pub fn admin_database_url() -> String {
@@ -37,7 +37,9 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
     );
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
         .await
-        .with_context(|| format!("connecting to Postgres at {admin}; is it running? (scripts/start-postgres.sh)"))?;
+        .with_context(|| {
+            format!("connecting to Postgres at {admin}; is it running? (scripts/start-postgres.sh)")
+        })?;
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut conn)
         .await

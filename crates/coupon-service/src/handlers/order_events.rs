@@ -28,7 +28,11 @@ impl Handler for OrderEvents {
     }
 }
 
-async fn apply(conn: &mut Conn, inbound: &Inbound, order: &OrderCreated) -> Result<(), HandleError> {
+async fn apply(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order: &OrderCreated,
+) -> Result<(), HandleError> {
     let Some(coupon_id) = order.coupon_id else {
         return Ok(());
     };
@@ -39,37 +43,74 @@ async fn apply(conn: &mut Conn, inbound: &Inbound, order: &OrderCreated) -> Resu
     }
     // The coupon's expiry is judged at the time the order was placed, so that a slow saga
     // does not refuse a coupon that was valid when the customer used it.
-    let placed_at = order.created_at.timestamp_millis().min(Utc::now().timestamp_millis());
-    if let Some(coupon) = store::use_coupon(conn, coupon_id, order.user_id, &order_id, placed_at).await? {
+    let placed_at = order
+        .created_at
+        .timestamp_millis()
+        .min(Utc::now().timestamp_millis());
+    if let Some(coupon) =
+        store::use_coupon(conn, coupon_id, order.user_id, &order_id, placed_at).await?
+    {
         let discount_amount = domain::discount(coupon.kind, coupon.value, order.total_amount);
         store::set_use_status(conn, &order_id, "APPLIED").await?;
         tracing::info!(coupon_id, discount_amount, "coupon applied");
         inbound
-            .emit(conn, SERVICE, CouponApplied { order_id: order.order_id, coupon_id, discount_amount })
+            .emit(
+                conn,
+                SERVICE,
+                CouponApplied {
+                    order_id: order.order_id,
+                    coupon_id,
+                    discount_amount,
+                },
+            )
             .await?;
         return Ok(());
     }
     let (reason, detail) = match store::find_coupon(conn, coupon_id).await? {
-        None => (CouponRejection::NotFound, format!("coupon {coupon_id} does not exist")),
+        None => (
+            CouponRejection::NotFound,
+            format!("coupon {coupon_id} does not exist"),
+        ),
         Some(c) if c.user_id != order.user_id => (
             CouponRejection::NotOwner,
             format!("coupon {coupon_id} belongs to another user"),
         ),
-        Some(c) if domain::status(c.used_by_order.as_deref(), c.expires_at, placed_at) == Status::Used => (
-            CouponRejection::AlreadyUsed,
-            format!("coupon {coupon_id} is already used by another order"),
+        Some(c)
+            if domain::status(c.used_by_order.as_deref(), c.expires_at, placed_at)
+                == Status::Used =>
+        {
+            (
+                CouponRejection::AlreadyUsed,
+                format!("coupon {coupon_id} is already used by another order"),
+            )
+        }
+        Some(_) => (
+            CouponRejection::Expired,
+            format!("coupon {coupon_id} has expired"),
         ),
-        Some(_) => (CouponRejection::Expired, format!("coupon {coupon_id} has expired")),
     };
     store::set_use_status(conn, &order_id, "REJECTED").await?;
     tracing::info!(coupon_id, %detail, "coupon refused");
     inbound
-        .emit(conn, SERVICE, CouponApplyFailed { order_id: order.order_id, coupon_id, reason, detail })
+        .emit(
+            conn,
+            SERVICE,
+            CouponApplyFailed {
+                order_id: order.order_id,
+                coupon_id,
+                reason,
+                detail,
+            },
+        )
         .await?;
     Ok(())
 }
 
-async fn restore(conn: &mut Conn, inbound: &Inbound, order: &OrderCancelled) -> Result<(), HandleError> {
+async fn restore(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order: &OrderCancelled,
+) -> Result<(), HandleError> {
     let order_id = order.order_id.to_string();
     if store::claim_use(conn, &order_id, None, "VOIDED").await? {
         return Ok(());
@@ -80,7 +121,14 @@ async fn restore(conn: &mut Conn, inbound: &Inbound, order: &OrderCancelled) -> 
     store::unuse_coupon(conn, coupon_id, &order_id).await?;
     tracing::info!(coupon_id, "coupon restored");
     inbound
-        .emit(conn, SERVICE, CouponReleased { order_id: order.order_id, coupon_id })
+        .emit(
+            conn,
+            SERVICE,
+            CouponReleased {
+                order_id: order.order_id,
+                coupon_id,
+            },
+        )
         .await?;
     Ok(())
 }

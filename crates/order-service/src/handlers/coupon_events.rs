@@ -12,11 +12,16 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
     match &inbound.envelope.event {
         Event::CouponApplied(applied) => {
             let id = applied.order_id.to_string();
-            let Some(order) = store::mark_coupon_applied(conn, &id, applied.discount_amount).await? else {
+            let Some(order) =
+                store::mark_coupon_applied(conn, &id, applied.discount_amount).await?
+            else {
                 tracing::warn!("coupon applied to an order this service does not have");
                 return Ok(());
             };
-            let detail = format!("coupon {} takes {} off", applied.coupon_id, applied.discount_amount);
+            let detail = format!(
+                "coupon {} takes {} off",
+                applied.coupon_id, applied.discount_amount
+            );
             store::add_timeline(conn, &id, "CouponApplied", Some(&detail)).await?;
             saga::confirm_if_ready(conn, &order, cause, &inbound.trace).await?;
         }
@@ -27,8 +32,15 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
                 return Ok(());
             }
             store::add_timeline(conn, &id, "CouponApplyFailed", Some(&failed.detail)).await?;
-            saga::cancel(conn, failed.order_id, CancelReason::CouponRejected, &failed.detail, cause, &inbound.trace)
-                .await?;
+            saga::cancel(
+                conn,
+                failed.order_id,
+                CancelReason::CouponRejected,
+                &failed.detail,
+                cause,
+                &inbound.trace,
+            )
+            .await?;
         }
         Event::CouponReleased(released) => {
             let id = released.order_id.to_string();

@@ -16,9 +16,9 @@ pub struct OrderServiceEvents;
 impl Handler for OrderServiceEvents {
     async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
         match &inbound.envelope.event {
-            Event::StockReserved(_) | Event::StockReservationFailed(_) | Event::StockReleased(_) => {
-                stock_events::handle(conn, inbound).await
-            }
+            Event::StockReserved(_)
+            | Event::StockReservationFailed(_)
+            | Event::StockReleased(_) => stock_events::handle(conn, inbound).await,
             Event::CouponApplied(_) | Event::CouponApplyFailed(_) | Event::CouponReleased(_) => {
                 coupon_events::handle(conn, inbound).await
             }

@@ -25,8 +25,15 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
                 return Ok(());
             }
             store::add_timeline(conn, &id, "StockReservationFailed", Some(&failed.detail)).await?;
-            saga::cancel(conn, failed.order_id, CancelReason::OutOfStock, &failed.detail, cause, &inbound.trace)
-                .await?;
+            saga::cancel(
+                conn,
+                failed.order_id,
+                CancelReason::OutOfStock,
+                &failed.detail,
+                cause,
+                &inbound.trace,
+            )
+            .await?;
         }
         Event::StockReleased(released) => {
             let id = released.order_id.to_string();

@@ -12,7 +12,10 @@ pub fn router() -> Router<State> {
     Router::new().route("/catalog/{product_id}", get(show))
 }
 
-async fn show(Extract(state): Extract<State>, ApiPath(id): ApiPath<i64>) -> Result<Json<CatalogProduct>, ApiError> {
+async fn show(
+    Extract(state): Extract<State>,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<CatalogProduct>, ApiError> {
     let mut conn = state.db.acquire().await?;
     store::find_catalog_product(&mut conn, id)
         .await?

@@ -115,7 +115,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "invalid_idempotency_key",
-            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ),
         )
     };
     let key = value.to_str().map_err(|_| invalid())?;
@@ -139,18 +141,22 @@ async fn place(
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let lines: Vec<(i64, i64)> = request.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+    let lines: Vec<(i64, i64)> = request
+        .items
+        .iter()
+        .map(|i| (i.product_id, i.quantity))
+        .collect();
     domain::validate_request(request.user_id, &lines, request.coupon_id)
         .map_err(|invalid| ApiError::unprocessable(invalid.code, invalid.message))?;
     let hash = request_hash(&request);
 
     let mut tx = state.db.begin().await?;
     let order_id = Uuid::now_v7();
-    if let Some(key) = &key {
-        if !store::claim_idempotency_key(&mut tx, key, &hash, &order_id.to_string()).await? {
-            tx.rollback().await?;
-            return replay(&state, key, &hash).await;
-        }
+    if let Some(key) = &key
+        && !store::claim_idempotency_key(&mut tx, key, &hash, &order_id.to_string()).await?
+    {
+        tx.rollback().await?;
+        return replay(&state, key, &hash).await;
     }
     let priced = price_lines(&mut tx, &request.items).await?;
     if let Some(coupon_id) = request.coupon_id {
@@ -158,8 +164,14 @@ async fn place(
     }
     let total_amount = priced
         .iter()
-        .try_fold(0i64, |sum, l| l.quantity.checked_mul(l.unit_price).and_then(|x| sum.checked_add(x)))
-        .ok_or_else(|| ApiError::unprocessable("total_too_large", "the order's total is too large"))?;
+        .try_fold(0i64, |sum, l| {
+            l.quantity
+                .checked_mul(l.unit_price)
+                .and_then(|x| sum.checked_add(x))
+        })
+        .ok_or_else(|| {
+            ApiError::unprocessable("total_too_large", "the order's total is too large")
+        })?;
     let created_at = now_ms();
     let timeout_ms = i64::try_from(state.saga_timeout.as_millis()).unwrap_or(i64::MAX);
     let id = order_id.to_string();
@@ -187,10 +199,17 @@ async fn place(
         coupon_id: request.coupon_id,
         created_at: time(created_at),
     };
-    eventing::outbox::enqueue(&mut tx, &contract::Envelope::new(crate::SERVICE, event, None), &trace).await?;
-    let order = store::find_order(&mut tx, &id)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("order {id} vanished in its own transaction")))?;
+    eventing::outbox::enqueue(
+        &mut tx,
+        &contract::Envelope::new(crate::SERVICE, event, None),
+        &trace,
+    )
+    .await?;
+    let order = store::find_order(&mut tx, &id).await?.ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "order {id} vanished in its own transaction"
+        ))
+    })?;
     let body = view(&mut tx, order).await?;
     tx.commit().await?;
     state.outbox.wake();
@@ -204,7 +223,11 @@ async fn replay(state: &State, key: &str, hash: &str) -> Result<Response, ApiErr
     let mut conn = state.db.acquire().await?;
     let (stored_hash, order_id) = store::find_idempotency_key(&mut conn, key)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("idempotency key {key} claimed but not found")))?;
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "idempotency key {key} claimed but not found"
+            ))
+        })?;
     if stored_hash != hash {
         return Err(ApiError::unprocessable(
             "idempotency_key_reused",
@@ -213,9 +236,18 @@ async fn replay(state: &State, key: &str, hash: &str) -> Result<Response, ApiErr
     }
     let order = store::find_order(&mut conn, &order_id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("order {order_id} of an idempotency key is missing")))?;
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "order {order_id} of an idempotency key is missing"
+            ))
+        })?;
     let body = view(&mut conn, order).await?;
-    Ok((StatusCode::OK, [("idempotent-replayed", "true")], Json(body)).into_response())
+    Ok((
+        StatusCode::OK,
+        [("idempotent-replayed", "true")],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Prices each line from the catalog replica; 422 naming every product it does not have.
@@ -261,10 +293,14 @@ async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(
 }
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("order_not_found", format!("no order has id {raw}")))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::not_found("order_not_found", format!("no order has id {raw}")))
 }
 
-async fn show(Extract(state): Extract<State>, ApiPath(raw): ApiPath<String>) -> Result<Json<OrderView>, ApiError> {
+async fn show(
+    Extract(state): Extract<State>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<OrderView>, ApiError> {
     let id = order_id(&raw)?;
     let mut conn = state.db.acquire().await?;
     let order = store::find_order(&mut conn, &id.to_string())
@@ -309,8 +345,14 @@ async fn cancel(
         }
         Cancel::NotCancellable(status) => Err(ApiError::conflict(
             "order_already_cancelled",
-            format!("the order is {} and cannot be cancelled again", status.as_str()),
+            format!(
+                "the order is {} and cannot be cancelled again",
+                status.as_str()
+            ),
         )),
-        Cancel::NotFound => Err(ApiError::not_found("order_not_found", format!("no order has id {raw}"))),
+        Cancel::NotFound => Err(ApiError::not_found(
+            "order_not_found",
+            format!("no order has id {raw}"),
+        )),
     }
 }

@@ -22,7 +22,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { saga_timeout_ms: 30_000 }
+        Options {
+            saga_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -140,7 +142,13 @@ impl System {
     }
 
     pub async fn post(&self, url: String, body: Value) -> (StatusCode, Value) {
-        let response = self.http.post(url).json(&body).send().await.expect("request");
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -162,9 +170,11 @@ impl System {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["product_id"].as_i64().expect("product id");
         let url = self.order.url(&format!("/catalog/{id}"));
-        eventually("the product in the order service's catalog", SETTLE, || async {
-            (self.get(url.clone()).await.0 == StatusCode::OK).then_some(())
-        })
+        eventually(
+            "the product in the order service's catalog",
+            SETTLE,
+            || async { (self.get(url.clone()).await.0 == StatusCode::OK).then_some(()) },
+        )
         .await;
         id
     }
@@ -188,11 +198,19 @@ impl System {
         items: &[(i64, i64)],
         coupon_id: Option<i64>,
     ) -> impl std::future::Future<Output = (StatusCode, Value)> + use<'_> {
-        self.post(self.order.url("/orders"), order_body(user_id, items, coupon_id))
+        self.post(
+            self.order.url("/orders"),
+            order_body(user_id, items, coupon_id),
+        )
     }
 
     /// Places an order that must be accepted, and returns its id.
-    pub async fn place_accepted_order(&self, user_id: i64, items: &[(i64, i64)], coupon_id: Option<i64>) -> String {
+    pub async fn place_accepted_order(
+        &self,
+        user_id: i64,
+        items: &[(i64, i64)],
+        coupon_id: Option<i64>,
+    ) -> String {
         let (status, body) = self.place_order(user_id, items, coupon_id).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["status"], "PENDING");
@@ -215,7 +233,9 @@ impl System {
     }
 
     pub async fn product(&self, id: i64) -> Value {
-        let (status, body) = self.get(self.product_app().url(&format!("/products/{id}"))).await;
+        let (status, body) = self
+            .get(self.product_app().url(&format!("/products/{id}")))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -228,10 +248,15 @@ impl System {
 
     /// Waits until a product shows exactly `available` and `reserved` units.
     pub async fn product_settles_at(&self, id: i64, available: i64, reserved: i64) -> Value {
-        eventually(&format!("product {id} at {available} available, {reserved} reserved"), SETTLE, || async {
-            let product = self.product(id).await;
-            (product["available"] == available && product["reserved"] == reserved).then_some(product)
-        })
+        eventually(
+            &format!("product {id} at {available} available, {reserved} reserved"),
+            SETTLE,
+            || async {
+                let product = self.product(id).await;
+                (product["available"] == available && product["reserved"] == reserved)
+                    .then_some(product)
+            },
+        )
         .await
     }
 

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use contract::{
-    Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine,
-    StockReleased, StockReservationFailed, StockReserved,
+    Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine, StockReleased,
+    StockReservationFailed, StockReserved,
 };
 use eventing::{Conn, HandleError, Handler, Inbound};
 use sqlx::Connection;
@@ -38,7 +38,11 @@ struct Shortage {
     detail: String,
 }
 
-async fn reserve(conn: &mut Conn, inbound: &Inbound, order: &OrderCreated) -> Result<(), HandleError> {
+async fn reserve(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order: &OrderCreated,
+) -> Result<(), HandleError> {
     let order_id = order.order_id.to_string();
     if !store::claim_reservation(conn, &order_id, "PENDING").await? {
         tracing::info!("this order was decided (or cancelled) before; reserving nothing");
@@ -51,7 +55,14 @@ async fn reserve(conn: &mut Conn, inbound: &Inbound, order: &OrderCreated) -> Re
             store::insert_reservation_lines(conn, &order_id, &lines).await?;
             tracing::info!(lines = lines.len(), "stock reserved");
             inbound
-                .emit(conn, SERVICE, StockReserved { order_id: order.order_id, items: lines })
+                .emit(
+                    conn,
+                    SERVICE,
+                    StockReserved {
+                        order_id: order.order_id,
+                        items: lines,
+                    },
+                )
                 .await?;
         }
         Err(shortage) => {
@@ -113,11 +124,18 @@ fn merge_lines(items: &[OrderLine]) -> Vec<StockLine> {
     }
     merged
         .into_iter()
-        .map(|(product_id, quantity)| StockLine { product_id, quantity })
+        .map(|(product_id, quantity)| StockLine {
+            product_id,
+            quantity,
+        })
         .collect()
 }
 
-async fn release(conn: &mut Conn, inbound: &Inbound, order: &OrderCancelled) -> Result<(), HandleError> {
+async fn release(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order: &OrderCancelled,
+) -> Result<(), HandleError> {
     let order_id = order.order_id.to_string();
     if store::claim_reservation(conn, &order_id, "VOIDED").await? {
         tracing::info!("cancelled before its creation was seen; it will never reserve");
@@ -132,7 +150,14 @@ async fn release(conn: &mut Conn, inbound: &Inbound, order: &OrderCancelled) -> 
     }
     tracing::info!(lines = lines.len(), "stock released");
     inbound
-        .emit(conn, SERVICE, StockReleased { order_id: order.order_id, items: lines })
+        .emit(
+            conn,
+            SERVICE,
+            StockReleased {
+                order_id: order.order_id,
+                items: lines,
+            },
+        )
         .await?;
     Ok(())
 }
@@ -152,8 +177,14 @@ mod tests {
         assert_eq!(
             merged,
             vec![
-                StockLine { product_id: 1, quantity: 2 },
-                StockLine { product_id: 3, quantity: 5 },
+                StockLine {
+                    product_id: 1,
+                    quantity: 2
+                },
+                StockLine {
+                    product_id: 3,
+                    quantity: 5
+                },
             ]
         );
     }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: starts what the tests need (Postgres; Tansu is installed if missing and
+# started by each test on its own port), then checks formatting and lints and runs every test
+# of the workspace against the real broker and database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+bash scripts/install-tansu.sh
+bash scripts/start-postgres.sh
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/postgres}"
+
+# Databases left by earlier runs: each test makes its own, named t_<label>_<uuid>.
+psql "$TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" |
+  while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy -j2 --workspace --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test -j2 --workspace
