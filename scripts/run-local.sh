@@ -24,10 +24,21 @@ echo "==> building (the first build takes a few minutes)"
 cargo build -j2 --bins
 
 pids=()
+broker_pid=
 stop() {
   echo
   echo "==> stopping"
+  # Services first, so that they commit their offsets and leave their groups while the
+  # broker is still there; then the broker.
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 150); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  [ -n "$broker_pid" ] && kill -TERM "$broker_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   exit 0
 }
@@ -39,10 +50,11 @@ start() { # name, then the command; logs go to .local/logs/<name>.log
   pids+=($!)
 }
 
-start tansu tansu broker \
+tansu broker \
   --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --storage-engine "sqlite://$STATE/tansu/tansu.db"
+  --storage-engine "sqlite://$STATE/tansu/tansu.db" >"$LOGS/tansu.log" 2>&1 &
+broker_pid=$!
 export KAFKA_BROKERS=127.0.0.1:$BROKER_PORT
 for _ in $(seq 1 100); do
   target/debug/shopctl topics create >/dev/null 2>&1 && break
@@ -75,4 +87,5 @@ cat <<INFO
     data-platform-mock   http://127.0.0.1:8090
     tail a topic:        target/debug/shopctl tail order.events --from-beginning
 INFO
-wait
+# Sleep in short steps rather than `wait`, so that Ctrl-C is handled at once.
+while true; do sleep 1; done

@@ -62,7 +62,7 @@ pub struct DeliverySettings {
         env = "DELIVERY_POLL_INTERVAL_MS",
         default_value_t = 250
     )]
-    pub poll_interval_ms: u64,
+    pub delivery_poll_interval_ms: u64,
 }
 
 impl DeliverySettings {
@@ -74,7 +74,7 @@ impl DeliverySettings {
             max_attempts: 30,
             max_backoff_ms: 30_000,
             concurrency: 16,
-            poll_interval_ms: 250,
+            delivery_poll_interval_ms: 250,
         }
     }
 }
@@ -132,7 +132,7 @@ impl Worker {
 
     /// Delivers until `shutdown`; a round in flight finishes first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let poll = Duration::from_millis(self.settings.delivery_poll_interval_ms);
         loop {
             let busy = match self.round().await {
                 Ok(sent) => sent as i64 >= self.settings.concurrency,

@@ -61,3 +61,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_consumer(consumer)
         .worker(move |shutdown| worker.run(shutdown)))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_settings_are_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}

@@ -51,3 +51,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_relay(&runtime)
         .with_consumer(consumer))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_settings_are_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}

@@ -223,3 +223,13 @@ async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
         state.metrics.render(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_settings_are_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}

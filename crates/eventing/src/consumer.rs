@@ -149,12 +149,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 tracing::warn!(consumer = self.name, %error, "could not store an offset");
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::debug!(consumer = self.name, "committed offsets on shutdown"),
-            Err(error) => {
-                tracing::debug!(consumer = self.name, %error, "no offsets committed on shutdown")
-            }
-        }
+        close(self.name, self.consumer).await;
     }
 
     /// Handles one message until it is done; `false` if shutdown came first, in which case
@@ -281,6 +276,35 @@ impl<H: Handler> ConsumerRunner<H> {
         tx.commit().await?;
         self.outbox.wake();
         Ok(Outcome::Handled)
+    }
+}
+
+/// Longest a consumer may take to commit its offsets and leave its group on shutdown.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Commits the stored offsets and closes the consumer, which leaves the group so that its
+/// partitions move to other members at once. librdkafka blocks while doing so, and blocks
+/// for as long as the broker is unreachable; it runs on a thread of its own, and shutdown
+/// goes on without it after [`CLOSE_TIMEOUT`]: uncommitted offsets only mean redelivery,
+/// which the processed-event record absorbs.
+async fn close(name: &'static str, consumer: StreamConsumer) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-close"))
+        .spawn(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::debug!(consumer = name, "committed offsets on shutdown"),
+                Err(error) => tracing::debug!(consumer = name, %error, "no offsets committed on shutdown"),
+            }
+            drop(consumer);
+            let _ = done.send(());
+        });
+    if spawned.is_err() {
+        tracing::warn!(consumer = name, "could not start a thread to close the consumer");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
+        tracing::warn!(consumer = name, "the consumer did not close in time (is the broker down?); going on without it");
     }
 }
 

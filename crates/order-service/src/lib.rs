@@ -90,3 +90,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)
         }))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_settings_are_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}
