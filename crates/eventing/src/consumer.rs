@@ -294,17 +294,25 @@ async fn close(name: &'static str, consumer: StreamConsumer) {
         .spawn(move || {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::debug!(consumer = name, "committed offsets on shutdown"),
-                Err(error) => tracing::debug!(consumer = name, %error, "no offsets committed on shutdown"),
+                Err(error) => {
+                    tracing::debug!(consumer = name, %error, "no offsets committed on shutdown")
+                }
             }
             drop(consumer);
             let _ = done.send(());
         });
     if spawned.is_err() {
-        tracing::warn!(consumer = name, "could not start a thread to close the consumer");
+        tracing::warn!(
+            consumer = name,
+            "could not start a thread to close the consumer"
+        );
         return;
     }
     if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
-        tracing::warn!(consumer = name, "the consumer did not close in time (is the broker down?); going on without it");
+        tracing::warn!(
+            consumer = name,
+            "the consumer did not close in time (is the broker down?); going on without it"
+        );
     }
 }
 
