@@ -24,10 +24,7 @@ use eventing::{App, CommonSettings, Runtime};
 pub const SERVICE: &str = "analytics-forwarder";
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: sqlx::migrate!("migrations/postgres"),
-    sqlite: sqlx::migrate!("migrations/sqlite"),
-};
+pub static MIGRATIONS: Migrations = eventing::migrations!();
 
 /// Settings of the forwarder, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]

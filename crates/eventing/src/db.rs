@@ -75,7 +75,7 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-/// The migrations of one service, one migrator per backend (built with `sqlx::migrate!`).
+/// The migrations of one service, one migrator per backend: see [`crate::migrations!`].
 #[derive(Debug)]
 pub struct Migrations {
     pub postgres: Migrator,
@@ -136,6 +136,18 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The [`Migrations`] of the calling crate, embedded from its `migrations/postgres` and
+/// `migrations/sqlite` folders (the crate must depend on `sqlx`).
+#[macro_export]
+macro_rules! migrations {
+    () => {
+        $crate::db::Migrations {
+            postgres: ::sqlx::migrate!("migrations/postgres"),
+            sqlite: ::sqlx::migrate!("migrations/sqlite"),
+        }
+    };
 }
 
 #[cfg(test)]

@@ -27,10 +27,7 @@ use eventing::{App, CommonSettings, Runtime};
 pub const SERVICE: &str = "order-service";
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: sqlx::migrate!("migrations/postgres"),
-    sqlite: sqlx::migrate!("migrations/sqlite"),
-};
+pub static MIGRATIONS: Migrations = eventing::migrations!();
 
 /// Settings of the order service, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]

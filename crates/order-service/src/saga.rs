@@ -1,10 +1,11 @@
 //! The two ways an order leaves PENDING, shared by the event handlers, the HTTP API and the
-//! deadline sweeper. Each runs inside the caller's transaction, with the order's row locked,
-//! and writes the resulting event to the outbox.
+//! deadline sweeper, and how a handler records a step of the saga. Each runs inside the
+//! caller's transaction, with the order's row locked, and writes the resulting event to the
+//! outbox.
 
 use chrono::DateTime;
 use contract::{CancelReason, OrderCancelled, OrderConfirmed};
-use eventing::{Conn, TraceContext, now_ms};
+use eventing::{Conn, Inbound, TraceContext, now_ms};
 use uuid::Uuid;
 
 use crate::SERVICE;
@@ -102,4 +103,65 @@ pub async fn cancel(
     tracing::info!(%order_id, reason = reason.as_str(), %detail, "order cancelled");
     let cancelled = store::find_order(conn, &id).await?.unwrap_or(order);
     Ok(Cancel::Cancelled(cancelled))
+}
+
+/// Adds the inbound event to its order's timeline; `false` for an order this service does not
+/// have, which is logged and otherwise ignored.
+pub async fn note(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order_id: Uuid,
+    detail: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let id = order_id.to_string();
+    if store::lock_order(conn, &id).await?.is_none() {
+        tracing::warn!(%order_id, "an event for an order this service does not have");
+        return Ok(false);
+    }
+    store::add_timeline(conn, &id, inbound.envelope.event_type(), detail).await?;
+    Ok(true)
+}
+
+/// A step succeeded and `marked` is the order after recording it (`None`: no such order):
+/// note it, and confirm the order if that was its last missing step.
+pub async fn step_succeeded(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    marked: Option<Order>,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let Some(order) = marked else {
+        tracing::warn!("an event for an order this service does not have");
+        return Ok(());
+    };
+    store::add_timeline(
+        conn,
+        &order.id.to_string(),
+        inbound.envelope.event_type(),
+        detail,
+    )
+    .await?;
+    confirm_if_ready(
+        conn,
+        &order,
+        Some(inbound.envelope.event_id),
+        &inbound.trace,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A step failed: note it, and cancel the order for `reason` if it is still PENDING.
+pub async fn step_failed(
+    conn: &mut Conn,
+    inbound: &Inbound,
+    order_id: Uuid,
+    reason: CancelReason,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    if note(conn, inbound, order_id, Some(detail)).await? {
+        let cause = Some(inbound.envelope.event_id);
+        cancel(conn, order_id, reason, detail, cause, &inbound.trace).await?;
+    }
+    Ok(())
 }

@@ -317,7 +317,7 @@ async fn an_order_committed_by_a_service_killed_before_publishing_is_published_a
                 "KAFKA_BROKERS",
                 format!("127.0.0.1:{}", testkit::free_port()),
             )
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "off")
             .spawn()
             .expect("order-service binary starts"),
     );

@@ -22,10 +22,7 @@ use eventing::{App, CommonSettings, Runtime};
 pub const SERVICE: &str = "product-service";
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = Migrations {
-    postgres: sqlx::migrate!("migrations/postgres"),
-    sqlite: sqlx::migrate!("migrations/sqlite"),
-};
+pub static MIGRATIONS: Migrations = eventing::migrations!();
 
 /// Settings of the product service, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]

@@ -140,30 +140,10 @@ fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
 }
 
 async fn create_topics(brokers: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let mut specs: Vec<(String, i32, bool)> = contract::topics::TOPICS
-        .iter()
-        .map(|t| (t.name.to_owned(), t.partitions, t.compacted))
-        .collect();
-    specs.extend(
-        contract::topics::dlq_topics()
-            .into_iter()
-            .map(|(name, partitions)| (name, partitions, false)),
-    );
-    let topics: Vec<NewTopic<'_>> = specs
-        .iter()
-        .map(|(name, partitions, _)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&topics, &options).await? {
-        if let Err((topic, code)) = result {
-            bail!("creating {topic}: {code:?}");
-        }
-    }
-    Ok(())
+    let settings = eventing::kafka::KafkaSettings::new(brokers);
+    eventing::kafka::ensure_topics(&settings, &eventing::kafka::contract_topics())
+        .await
+        .context("creating the contract's topics")
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, or fails after `within`.
