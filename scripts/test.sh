@@ -18,5 +18,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy -j2 --workspace --all-targets -- -D warnings
-echo "==> cargo test"
+echo "==> cargo test (services on Postgres)"
 cargo test -j2 --workspace
+echo "==> the integration suites again, services on SQLite"
+TEST_BACKEND=sqlite cargo test -j2 -p eventing -p order-service

@@ -69,7 +69,7 @@ impl Runtime {
         settings: CommonSettings,
         migrations: &Migrations,
     ) -> anyhow::Result<Self> {
-        let db = connect_and_migrate(&settings.database, migrations)
+        let db = connect_and_migrate(name, &settings.database, migrations)
             .await
             .context("setting up the database")?;
         let producer = settings

@@ -255,7 +255,7 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// One attempt: record the event and apply its effect in one transaction.
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = crate::db::begin(&self.db).await?;
         let first_time = sqlx::query(
             "INSERT INTO processed_event (event_id, event_type, topic, processed_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",

@@ -3,8 +3,14 @@
 //! Services talk to their database through sqlx's `Any` driver, so that one set of queries
 //! serves Postgres and SQLite alike. That keeps the SQL plain: integer and text columns,
 //! `$1` placeholders, `ON CONFLICT … DO NOTHING`, `RETURNING`, and times as milliseconds since
-//! the Unix epoch passed in from Rust. What must differ between the two lives in the
-//! migrations, one folder per backend.
+//! the Unix epoch passed in from Rust. What must differ between the two lives here and in the
+//! migrations, one folder per backend:
+//!
+//! - SQLite files are opened in WAL mode (readers never wait for the writer) with a busy
+//!   timeout, and their folder is created if missing.
+//! - [`begin`] starts SQLite transactions with `BEGIN IMMEDIATE`, taking the write lock up
+//!   front: a transaction that reads and then writes can then never fail on a lock upgrade.
+//!   On Postgres it is a plain `BEGIN`, and row locks order concurrent writers.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -22,9 +28,10 @@ pub type Conn = sqlx::AnyConnection;
 /// Where a service's database is and how many connections it may hold.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseSettings {
-    /// `postgres://user:password@host:port/db`.
+    /// `postgres://user:password@host:port/db`, or `sqlite://path/to/file.db` (created, with
+    /// its folder, if missing). Default: `sqlite://data/<service>.db`.
     #[arg(long = "database-url", env = "DATABASE_URL")]
-    pub url: String,
+    pub url: Option<String>,
     /// Most connections the service opens to its database.
     #[arg(
         long = "database-max-connections",
@@ -38,7 +45,7 @@ impl DatabaseSettings {
     /// Settings for a database URL with the default pool size.
     pub fn new(url: impl Into<String>) -> Self {
         DatabaseSettings {
-            url: url.into(),
+            url: Some(url.into()),
             max_connections: 10,
         }
     }
@@ -71,6 +78,10 @@ pub enum DbError {
     UnsupportedUrl,
     #[error("could not connect to the database")]
     Connect(#[source] sqlx::Error),
+    #[error("an in-memory SQLite database cannot be shared by a pool; give it a file path")]
+    MemorySqlite,
+    #[error("could not create the folder of the SQLite file")]
+    Folder(#[source] std::io::Error),
     #[error("could not migrate the database")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -82,22 +93,83 @@ pub struct Migrations {
     pub sqlite: Migrator,
 }
 
-/// Connects to the database, then applies this crate's migrations (outbox and processed
-/// events) and the service's own, in version order.
+/// Connects to the database (`sqlite://data/<service>.db` when no URL is set), then applies
+/// this crate's migrations (outbox and processed events) and the service's own, in version
+/// order.
 pub async fn connect_and_migrate(
+    service_name: &str,
     settings: &DatabaseSettings,
     service: &Migrations,
 ) -> Result<Db, DbError> {
-    let backend = Backend::of_url(&settings.url)?;
+    let url = settings
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://data/{service_name}.db"));
+    let backend = Backend::of_url(&url)?;
     sqlx::any::install_default_drivers();
+    let url = match backend {
+        Backend::Postgres => url,
+        Backend::Sqlite => prepare_sqlite(&url)?,
+    };
     let pool = AnyPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&settings.url)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
         .await
         .map_err(DbError::Connect)?;
     migrate(&pool, backend, service).await?;
     Ok(pool)
+}
+
+/// Creates the folder of a SQLite file and asks for the file to be created if missing.
+fn prepare_sqlite(url: &str) -> Result<String, DbError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Err(DbError::MemorySqlite);
+    }
+    if let Some(folder) = std::path::Path::new(path).parent()
+        && !folder.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(folder).map_err(DbError::Folder)?;
+    }
+    let query = if query.split('&').any(|p| p.starts_with("mode=")) {
+        query.to_owned()
+    } else if query.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{query}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Starts a transaction: `BEGIN IMMEDIATE` on SQLite, so that the write lock is taken before
+/// the first read, and `BEGIN` on Postgres.
+pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
+    if db.connect_options().database_url.scheme() == "sqlite" {
+        db.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        db.begin().await
+    }
 }
 
 async fn migrate(pool: &Db, backend: Backend, service: &Migrations) -> Result<(), DbError> {
@@ -158,6 +230,17 @@ mod tests {
     fn placeholders_number_from_the_first() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn a_sqlite_url_gets_its_file_created() {
+        let dir = std::env::temp_dir().join(format!("eventing-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/sub/x.db", dir.display());
+        let prepared = prepare_sqlite(&url).expect("prepared");
+        assert!(prepared.ends_with("/sub/x.db?mode=rwc"), "{prepared}");
+        assert!(dir.join("sub").is_dir());
+        assert!(prepare_sqlite("sqlite::memory:").is_err());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn confirmed(order_id: Uuid, n: i64) -> Envelope {
 }
 
 async fn enqueue_committed(runtime: &Runtime, envelopes: &[Envelope]) {
-    let mut tx = runtime.db.begin().await.expect("begin");
+    let mut tx = eventing::db::begin(&runtime.db).await.expect("begin");
     for envelope in envelopes {
         outbox::enqueue(&mut tx, envelope, &TraceContext::new_root())
             .await
@@ -122,7 +122,7 @@ async fn committed_outbox_rows_are_published_in_order_per_key_and_marked_sent() 
 async fn a_rolled_back_transaction_leaves_nothing_to_publish() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("relay_rollback", &broker).await;
-    let mut tx = runtime.db.begin().await.expect("begin");
+    let mut tx = eventing::db::begin(&runtime.db).await.expect("begin");
     outbox::enqueue(
         &mut tx,
         &confirmed(Uuid::now_v7(), 1),
@@ -350,8 +350,12 @@ async fn a_transient_failure_is_retried_until_the_event_is_applied() {
 
 #[tokio::test]
 async fn a_database_url_of_another_kind_is_refused_clearly() {
-    let error = connect_and_migrate(&DatabaseSettings::new("mysql://x/y"), &NO_MIGRATIONS)
-        .await
-        .expect_err("refused");
+    let error = connect_and_migrate(
+        "test",
+        &DatabaseSettings::new("mysql://x/y"),
+        &NO_MIGRATIONS,
+    )
+    .await
+    .expect_err("refused");
     assert!(error.to_string().contains("postgres://"), "{error}");
 }

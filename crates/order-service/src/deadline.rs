@@ -56,7 +56,7 @@ pub async fn sweep(db: &Db, outbox: &Outbox, timeout: Duration) -> Result<usize,
             let Ok(order_id) = uuid::Uuid::parse_str(id) else {
                 continue;
             };
-            let mut tx = db.begin().await?;
+            let mut tx = eventing::db::begin(db).await?;
             let trace = match store::find_order(&mut tx, id).await? {
                 Some(order) => TraceContext::continue_or_new(Some(&order.traceparent)),
                 None => continue,

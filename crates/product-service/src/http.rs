@@ -73,7 +73,7 @@ async fn create(
             format!("stock must be 0 to {MAX_QUANTITY}"),
         ));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = eventing::db::begin(&state.db).await?;
     let product = store::insert_product(&mut tx, name, new.price, new.stock).await?;
     publish_upsert(&mut tx, &product, &trace).await?;
     tx.commit().await?;

@@ -3,9 +3,10 @@
 //! database.
 //!
 //! - Tansu must be on `PATH` (`scripts/install-tansu.sh` puts it there).
-//! - Postgres is reached through `TEST_DATABASE_URL` (default
+//! - `TEST_BACKEND` picks the database of every service: `postgres` (the default) or
+//!   `sqlite`. Postgres is reached through `TEST_DATABASE_URL` (default
 //!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
-//!   `scripts/start-postgres.sh` sets it up.
+//!   `scripts/start-postgres.sh` sets it up. SQLite files go to a fresh temporary folder.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,15 +27,27 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// Creates an empty database named after `label` and returns its URL.
+/// Whether tests run on SQLite (`TEST_BACKEND=sqlite`) rather than Postgres.
+pub fn sqlite_backend() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "sqlite")
+}
+
+/// Creates an empty database named after `label`, on the backend `TEST_BACKEND` names, and
+/// returns its URL.
 pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
-    sqlx::any::install_default_drivers();
-    let admin = admin_database_url();
     let name = format!(
         "t_{}_{}",
         label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
         uuid::Uuid::new_v4().simple()
     );
+    if sqlite_backend() {
+        let path = std::env::temp_dir()
+            .join("saga-tests")
+            .join(format!("{name}.db"));
+        return Ok(format!("sqlite://{}", path.display()));
+    }
+    sqlx::any::install_default_drivers();
+    let admin = admin_database_url();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
         .await
         .with_context(|| {

@@ -150,7 +150,7 @@ async fn place(
         .map_err(|invalid| ApiError::unprocessable(invalid.code, invalid.message))?;
     let hash = request_hash(&request);
 
-    let mut tx = state.db.begin().await?;
+    let mut tx = eventing::db::begin(&state.db).await?;
     let order_id = Uuid::now_v7();
     if let Some(key) = &key
         && !store::claim_idempotency_key(&mut tx, key, &hash, &order_id.to_string()).await?
@@ -316,7 +316,7 @@ async fn cancel(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = order_id(&raw)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = eventing::db::begin(&state.db).await?;
     // Continue the order's own trace, unless the caller sent a trace of its own.
     let trace = if headers.contains_key(contract::topics::HEADER_TRACEPARENT) {
         trace
