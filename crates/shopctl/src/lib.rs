@@ -1,23 +1,30 @@
-//! The operations CLI of the order saga.
+//! `shopctl`, the command line of the order saga.
 //!
-//! - `shopctl topics create`: creates every topic of the contract with its partition count
-//!   (dead-letter topics included); topics that exist are left alone.
-//! - `shopctl tail <topic>`: prints each message as `key value` (the value is the JSON
-//!   envelope), optionally with partition, offset and headers; from the end by default, from
-//!   the start with `--from-beginning`. It reads with a throwaway consumer group and commits
-//!   nothing, so it never disturbs the services.
+//! - [`up`]: `shopctl up` runs the whole system locally.
+//! - [`kafka`]: `shopctl tail` follows a topic; reading topics to their end for `trace`.
+//! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
+//! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
+//! - `shopctl topics create|list` creates or lists the contract's topics.
+//!
+//! Everything that reads topics uses a consumer group of its own and commits nothing, so it
+//! never disturbs the services. It works against Tansu and against Apache Kafka.
+
+pub mod api;
+pub mod kafka;
+pub mod trace;
+pub mod up;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
+use reqwest::Method;
+use serde_json::{Value, json};
 
-/// Operations on the order saga.
+use crate::api::{Call, call};
+
+/// The order saga's command line.
 #[derive(Debug, Parser)]
 #[command(name = "shopctl", version, about)]
 pub struct Cli {
@@ -29,17 +36,38 @@ pub struct Cli {
         global = true
     )]
     pub brokers: String,
+    /// Base URL of the order service.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub order_url: String,
+    /// Base URL of the product service.
+    #[arg(
+        long,
+        env = "PRODUCT_SERVICE_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    pub product_url: String,
+    /// Base URL of the coupon service.
+    #[arg(
+        long,
+        env = "COUPON_SERVICE_URL",
+        default_value = "http://127.0.0.1:8082",
+        global = true
+    )]
+    pub coupon_url: String,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Topic administration.
-    Topics {
-        #[command(subcommand)]
-        command: TopicsCommand,
-    },
+    /// Runs the whole system locally: Tansu, every service on SQLite, the data-platform mock.
+    Up(up::UpArgs),
     /// Follows a topic and prints every message as `key value`.
     Tail {
         /// The topic, such as `order.events`.
@@ -54,6 +82,31 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Every event of one order across all saga topics, in time order.
+    Trace {
+        /// The order id.
+        order_id: String,
+    },
+    /// Topic administration.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Orders, over the order service's API.
+    Order {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
+    /// Products, over the product service's API.
+    Product {
+        #[command(subcommand)]
+        command: ProductCommand,
+    },
+    /// Coupons, over the coupon service's API.
+    Coupon {
+        #[command(subcommand)]
+        command: CouponCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,18 +117,99 @@ pub enum TopicsCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Places an order.
+    Place {
+        #[arg(long)]
+        user: i64,
+        /// `PRODUCT_ID:QUANTITY`; repeat for more lines.
+        #[arg(long = "item", required = true, value_parser = api::parse_item)]
+        items: Vec<(i64, i64)>,
+        #[arg(long)]
+        coupon: Option<i64>,
+        /// Makes the request safe to repeat.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait until the order is CONFIRMED or CANCELLED and print it then.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Shows an order.
+    Get { id: String },
+    /// Cancels an order.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Creates a product.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Minor units.
+        #[arg(long)]
+        price: i64,
+        #[arg(long)]
+        stock: i64,
+    },
+    /// Shows a product with its available and reserved stock.
+    Get { id: i64 },
+    /// Adds stock.
+    Restock {
+        id: i64,
+        #[arg(long)]
+        quantity: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CouponCommand {
+    /// Creates a coupon.
+    Create {
+        #[arg(long)]
+        user: i64,
+        /// FIXED or PERCENT.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        value: i64,
+        /// RFC 3339, such as 2026-12-31T23:59:59Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Shows a coupon.
+    Get { id: i64 },
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = KafkaSettings::new(&cli.brokers);
     match cli.command {
+        Command::Up(args) => up::up(args).await,
+        Command::Tail {
+            ref topic,
+            from_beginning,
+            headers,
+            limit,
+        } => kafka::tail(&cli.brokers, topic, from_beginning, headers, limit).await,
+        Command::Trace { ref order_id } => {
+            let (brokers, id) = (cli.brokers.clone(), order_id.clone());
+            let steps =
+                tokio::task::spawn_blocking(move || trace::collect(&brokers, &id)).await??;
+            trace::print(order_id, &steps);
+            Ok(())
+        }
         Command::Topics {
             command: TopicsCommand::Create,
         } => {
             let topics = contract_topics();
-            tokio::time::timeout(Duration::from_secs(30), ensure_topics(&settings, &topics))
-                .await
-                .with_context(|| format!("no broker answered at {} within 30 s", cli.brokers))?
-                .with_context(|| format!("creating topics at {}", cli.brokers))?;
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                ensure_topics(&KafkaSettings::new(&cli.brokers), &topics),
+            )
+            .await
+            .with_context(|| format!("no Kafka broker answered at {} within 30 s", cli.brokers))?
+            .with_context(|| format!("creating topics at {}", cli.brokers))?;
             for (name, partitions, _) in topics {
                 println!("{name} ({partitions} partitions)");
             }
@@ -90,68 +224,146 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Tail {
-            topic,
-            from_beginning,
-            headers,
-            limit,
-        } => tail(&cli.brokers, &topic, from_beginning, headers, limit).await,
+        Command::Order { ref command } => order(&cli, command).await,
+        Command::Product { ref command } => product(&cli, command).await,
+        Command::Coupon { ref command } => coupon(&cli, command).await,
     }
 }
 
-async fn tail(
-    brokers: &str,
-    topic: &str,
-    from_beginning: bool,
-    show_headers: bool,
-    limit: Option<usize>,
-) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("shopctl-tail-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set(
-            "auto.offset.reset",
-            if from_beginning { "earliest" } else { "latest" },
-        )
-        .set("fetch.wait.max.ms", "50")
-        .create()
-        .context("creating a consumer")?;
-    consumer
-        .subscribe(&[topic])
-        .with_context(|| format!("subscribing to {topic}"))?;
-    let mut printed = 0;
-    while limit.is_none_or(|limit| printed < limit) {
-        let message = consumer
-            .recv()
-            .await
-            .with_context(|| format!("reading {topic} from {brokers}"))?;
-        let key = String::from_utf8_lossy(message.key().unwrap_or_default());
-        let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
-        if show_headers {
-            let headers: Vec<String> = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            format!(
-                                "{}={}",
-                                h.key,
-                                String::from_utf8_lossy(h.value.unwrap_or_default())
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            println!(
-                "# partition={} offset={} {}",
-                message.partition(),
-                message.offset(),
-                headers.join(" ")
-            );
+fn show(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
+    let base = cli.order_url.trim_end_matches('/');
+    let get = |id: &str| Call {
+        service: "order-service",
+        method: Method::GET,
+        url: format!("{base}/orders/{id}"),
+        body: None,
+        idempotency_key: None,
+    };
+    let answer = match command {
+        OrderCommand::Place {
+            user,
+            items,
+            coupon,
+            idempotency_key,
+            wait,
+        } => {
+            let items: Vec<Value> = items
+                .iter()
+                .map(|(p, q)| json!({ "product_id": p, "quantity": q }))
+                .collect();
+            let mut body = json!({ "user_id": user, "items": items });
+            if let Some(coupon) = coupon {
+                body["coupon_id"] = json!(coupon);
+            }
+            let placed = call(Call {
+                service: "order-service",
+                method: Method::POST,
+                url: format!("{base}/orders"),
+                body: Some(body),
+                idempotency_key: idempotency_key.as_deref(),
+            })
+            .await?;
+            if *wait {
+                let id = placed["order_id"].as_str().unwrap_or_default().to_owned();
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let order = call(get(&id)).await?;
+                    if order["status"] != "PENDING" || std::time::Instant::now() > deadline {
+                        break order;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } else {
+                placed
+            }
         }
-        println!("{key} {value}");
-        printed += 1;
-    }
+        OrderCommand::Get { id } => call(get(id)).await?,
+        OrderCommand::Cancel { id } => {
+            call(Call {
+                service: "order-service",
+                method: Method::POST,
+                url: format!("{base}/orders/{id}/cancel"),
+                body: None,
+                idempotency_key: None,
+            })
+            .await?
+        }
+    };
+    show(&answer);
     Ok(())
+}
+
+async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> {
+    let base = cli.product_url.trim_end_matches('/');
+    let (method, url, body) = match command {
+        ProductCommand::Create { name, price, stock } => (
+            Method::POST,
+            format!("{base}/products"),
+            Some(json!({ "name": name, "price": price, "stock": stock })),
+        ),
+        ProductCommand::Get { id } => (Method::GET, format!("{base}/products/{id}"), None),
+        ProductCommand::Restock { id, quantity } => (
+            Method::POST,
+            format!("{base}/products/{id}/restock"),
+            Some(json!({ "quantity": quantity })),
+        ),
+    };
+    show(
+        &call(Call {
+            service: "product-service",
+            method,
+            url,
+            body,
+            idempotency_key: None,
+        })
+        .await?,
+    );
+    Ok(())
+}
+
+async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
+    let base = cli.coupon_url.trim_end_matches('/');
+    let (method, url, body) = match command {
+        CouponCommand::Create {
+            user,
+            kind,
+            value,
+            expires_at,
+        } => {
+            let mut body = json!({ "user_id": user, "kind": kind, "value": value });
+            if let Some(expires_at) = expires_at {
+                body["expires_at"] = json!(expires_at);
+            }
+            (Method::POST, format!("{base}/coupons"), Some(body))
+        }
+        CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
+    };
+    show(
+        &call(Call {
+            service: "coupon-service",
+            method,
+            url,
+            body,
+            idempotency_key: None,
+        })
+        .await?,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

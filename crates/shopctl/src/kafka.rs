@@ -1,0 +1,143 @@
+//! Reading topics: `shopctl tail` follows one, `shopctl trace` reads several to their end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// A consumer in a group of its own that commits nothing, so it never disturbs the services.
+fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("shopctl-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if from_beginning { "earliest" } else { "latest" },
+        )
+        .set("fetch.wait.max.ms", "50");
+    config
+}
+
+/// Fails clearly when no broker answers, instead of waiting forever.
+pub fn check_broker(brokers: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = reader(brokers, true).create()?;
+    consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map(|_| ())
+        .with_context(|| {
+            format!("no Kafka broker answers at {brokers}; is the system up? (shopctl up)")
+        })
+}
+
+/// The headers of a message as `(name, value)` pairs.
+pub fn headers(message: &impl Message) -> Vec<(String, String)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prints each message of `topic` as `key value`, optionally preceded by a `#` line with its
+/// partition, offset and headers.
+pub async fn tail(
+    brokers: &str,
+    topic: &str,
+    from_beginning: bool,
+    show_headers: bool,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    let brokers_owned = brokers.to_owned();
+    tokio::task::spawn_blocking(move || check_broker(&brokers_owned)).await??;
+    let consumer: StreamConsumer = reader(brokers, from_beginning)
+        .create()
+        .context("creating a consumer")?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    let mut printed = 0;
+    while limit.is_none_or(|limit| printed < limit) {
+        let message = consumer
+            .recv()
+            .await
+            .with_context(|| format!("reading {topic} from {brokers}"))?;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default());
+        if show_headers {
+            let headers: Vec<String> = headers(&message)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            println!(
+                "# partition={} offset={} {}",
+                message.partition(),
+                message.offset(),
+                headers.join(" ")
+            );
+        }
+        println!("{key} {value}");
+        printed += 1;
+    }
+    Ok(())
+}
+
+/// Reads every message already on `topics`, from the start to the end each partition had
+/// when reading began.
+pub fn read_to_end(
+    brokers: &str,
+    topics: &[&str],
+    within: Duration,
+) -> anyhow::Result<Vec<OwnedMessage>> {
+    let consumer: BaseConsumer = reader(brokers, true).create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .with_context(|| {
+                format!("no Kafka broker answers at {brokers}; is the system up? (shopctl up)")
+            })?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(5))?;
+            if high > low {
+                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+                ends.push((topic.to_string(), partition.id(), high));
+            }
+        }
+    }
+    let mut read = Vec::new();
+    if ends.is_empty() {
+        return Ok(read);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + within;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            bail!("could not read {topics:?} to their end within {within:?}");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?.detach();
+        ends.retain(|(topic, partition, high)| {
+            !(message.topic() == topic
+                && message.partition() == *partition
+                && message.offset() + 1 >= *high)
+        });
+        read.push(message);
+    }
+    Ok(read)
+}

@@ -1,0 +1,240 @@
+//! `shopctl up` run as a person runs it, in a temporary folder on free ports: it brings the
+//! system up, keeps everything across a restart, and `shopctl trace` shows an order's saga.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SHOPCTL: &str = env!("CARGO_BIN_EXE_shopctl");
+
+/// `shopctl up` running; stopped with SIGTERM (or killed, if the test fails first).
+struct Up {
+    child: Child,
+    base: u16,
+}
+
+impl Up {
+    /// Starts `shopctl up` and waits until it says the system is up. The first start builds
+    /// the service binaries, so it may take minutes.
+    fn start(dir: &Path, broker_port: u16, base: u16) -> Up {
+        let mut child = Command::new(SHOPCTL)
+            .args(["up", "--seed-demo", "--data-dir"])
+            .arg(dir)
+            .args(["--broker-port", &broker_port.to_string()])
+            .args(["--http-port-base", &base.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("shopctl up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("shopctl up: {line}");
+                let _ = lines.send(line);
+            }
+        });
+        let up = Up { child, base };
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            let line = received
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("shopctl up says the system is up in time");
+            if line.contains("the system is up") {
+                return up;
+            }
+        }
+    }
+
+    fn url(&self, offset: u16, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.base + offset)
+    }
+
+    /// SIGTERM, as Ctrl-C would; waits for a clean exit.
+    fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "shopctl up exits cleanly: {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shopctl up stops within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// GET, blocking: this test drives processes, not futures.
+fn get(url: &str) -> Value {
+    runtime().block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json")
+    })
+}
+
+/// POST, blocking.
+fn post(url: &str, body: Value) -> (u16, Value) {
+    runtime().block_on(async {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        (
+            response.status().as_u16(),
+            response.json().await.expect("json"),
+        )
+    })
+}
+
+fn place(up: &Up, body: Value) -> String {
+    let (status, order) = post(&up.url(0, "/orders"), body);
+    assert_eq!(status, 202, "{order}");
+    order["order_id"].as_str().expect("id").to_owned()
+}
+
+fn settled(up: &Up, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let order = get(&up.url(0, &format!("/orders/{id}")));
+        if order["status"] != "PENDING" {
+            return order;
+        }
+        assert!(Instant::now() < deadline, "order {id} settles");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_base() -> u16 {
+    // Eleven ports from the base are used; look for a run where all are free.
+    loop {
+        let base = testkit::free_port();
+        if base < 60_000
+            && (0..=10)
+                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
+#[test]
+fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("shopctl-up-{}", uuid::Uuid::new_v4()));
+    let broker_port = testkit::free_port();
+    let base = free_base();
+
+    let up = Up::start(&dir, broker_port, base);
+    let confirmed = place(
+        &up,
+        json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 2 }] }),
+    );
+    assert_eq!(settled(&up, &confirmed)["status"], "CONFIRMED");
+    // Coupon 3 of the demo data belongs to user 2: user 1's order is refused after its stock
+    // was reserved, so the stock is released again.
+    let cancelled = place(
+        &up,
+        json!({ "user_id": 1, "items": [{ "product_id": 2, "quantity": 1 }], "coupon_id": 3 }),
+    );
+    assert_eq!(settled(&up, &cancelled)["cancel_reason"], "COUPON_REJECTED");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&up.url(1, "/products/2"))["reserved"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled order's stock comes back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = get(&up.url(0, &format!("/orders/{confirmed}")));
+    up.stop();
+
+    let up = Up::start(&dir, broker_port, base);
+    let after = get(&up.url(0, &format!("/orders/{confirmed}")));
+    assert_eq!(after, before, "the order is kept as it was");
+    let mug = get(&up.url(1, "/products/1"));
+    assert_eq!(
+        (mug["available"].as_i64(), mug["reserved"].as_i64()),
+        (Some(98), Some(2)),
+        "{mug}"
+    );
+    // The data-platform mock starts empty; if any consumer re-handled old events, the
+    // forwarder would send them again. Give it time to misbehave.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        get(&up.url(10, "/v1/orders"))["received"],
+        0,
+        "nothing was redelivered in effect"
+    );
+
+    let trace = Command::new(SHOPCTL)
+        .args([
+            "trace",
+            &cancelled,
+            "--brokers",
+            &format!("127.0.0.1:{broker_port}"),
+        ])
+        .output()
+        .expect("shopctl trace runs");
+    assert!(
+        trace.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trace.stderr)
+    );
+    let printed = String::from_utf8_lossy(&trace.stdout);
+    println!("{printed}");
+    let order: Vec<&str> = [
+        "OrderCreated",
+        "StockReserved",
+        "CouponApplyFailed",
+        "OrderCancelled",
+        "StockReleased",
+    ]
+    .into_iter()
+    .filter(|event| printed.contains(event))
+    .collect();
+    assert_eq!(
+        order.len(),
+        5,
+        "every step and compensation is traced:\n{printed}"
+    );
+    assert!(printed.contains("COUPON_REJECTED"), "{printed}");
+    assert!(
+        printed.contains("product-service") && printed.contains("coupon-service"),
+        "{printed}"
+    );
+    up.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
