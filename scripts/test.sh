@@ -8,6 +8,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/install-tansu.sh
 bash scripts/start-postgres.sh
+# Docker cannot run here; Debian's docker-compose checks docker-compose.yml statically.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "==> installing docker-compose (to check docker-compose.yml)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/postgres}"
 
 # Databases left by earlier runs: each test makes its own, named t_<label>_<uuid>.

@@ -1,0 +1,395 @@
+//! `docker-compose.yml` and `deploy/` checked against the code they run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// The compose file with its `<<` merge keys applied, as Docker Compose reads it.
+fn compose() -> Value {
+    let mut value: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("valid YAML");
+    value.apply_merge().expect("merge keys apply");
+    value
+}
+
+fn services() -> BTreeMap<String, Value> {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services");
+    services
+        .iter()
+        .map(|(name, service)| {
+            let mut service = service.clone();
+            service.apply_merge().expect("merge keys apply");
+            (name.as_str().expect("name").to_owned(), service)
+        })
+        .collect()
+}
+
+/// What the code says about each binary compose runs from our image.
+struct Binary {
+    name: &'static str,
+    command: clap::Command,
+}
+
+fn binaries() -> Vec<Binary> {
+    vec![
+        Binary {
+            name: "order-service",
+            command: order_service::Config::command(),
+        },
+        Binary {
+            name: "product-service",
+            command: product_service::Config::command(),
+        },
+        Binary {
+            name: "coupon-service",
+            command: coupon_service::Config::command(),
+        },
+        Binary {
+            name: "analytics-forwarder",
+            command: analytics_forwarder::Config::command(),
+        },
+        Binary {
+            name: "data-platform-mock",
+            command: data_platform_mock::Config::command(),
+        },
+    ]
+}
+
+/// Variables every binary reads through `tracing` setup rather than its settings.
+const LOGGING: &[&str] = &["RUST_LOG", "LOG_FORMAT"];
+
+fn env_of(service: &Value) -> BTreeMap<String, String> {
+    service["environment"]
+        .as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let value = match v {
+                        Value::String(s) => s.clone(),
+                        other => serde_yaml::to_string(other)
+                            .expect("scalar")
+                            .trim()
+                            .to_owned(),
+                    };
+                    (k.as_str().expect("key").to_owned(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn command_of(service: &Value) -> Option<String> {
+    service["command"]
+        .as_sequence()?
+        .first()?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn default_port(command: &clap::Command) -> u16 {
+    let arg = command
+        .get_arguments()
+        .find(|a| a.get_id() == "http_addr")
+        .expect("an http_addr setting");
+    let default = arg
+        .get_default_values()
+        .first()
+        .expect("a default")
+        .to_str()
+        .expect("text");
+    default
+        .rsplit(':')
+        .next()
+        .expect("a port")
+        .parse()
+        .expect("a port number")
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr}"))
+}
+
+#[test]
+fn docker_compose_accepts_the_file() {
+    let output = std::process::Command::new("docker-compose")
+        .arg("-f")
+        .arg(root().join("docker-compose.yml"))
+        .args(["config", "-q"])
+        .output()
+        .expect("docker-compose (Debian's package) is installed; scripts/test.sh installs it");
+    assert!(
+        output.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_initializer_creates_exactly_the_contracts_topics() {
+    let script = read("deploy/create-topics.sh");
+    let created: BTreeSet<(String, i32, bool)> = script
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("create "))
+        .map(|args| {
+            let words: Vec<&str> = args.split_whitespace().collect();
+            let compacted = args.contains("cleanup.policy=compact");
+            (
+                words[0].to_owned(),
+                words[1].parse().expect("partitions"),
+                compacted,
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, i32, bool)> =
+        eventing::kafka::contract_topics().into_iter().collect();
+    assert_eq!(created, expected);
+    let init = &services()["kafka-init"];
+    assert!(
+        init["entrypoint"]
+            .as_sequence()
+            .expect("entrypoint")
+            .iter()
+            .any(|w| w.as_str() == Some("/deploy/create-topics.sh")),
+        "kafka-init runs the script"
+    );
+}
+
+#[test]
+fn every_variable_a_service_is_given_is_one_it_reads() {
+    let services = services();
+    for binary in binaries() {
+        let service = &services[binary.name];
+        assert_eq!(
+            command_of(service).as_deref(),
+            Some(binary.name),
+            "{} runs its own binary",
+            binary.name
+        );
+        let understood: BTreeSet<String> = binary
+            .command
+            .get_arguments()
+            .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(str::to_owned))
+            .chain(LOGGING.iter().map(|v| (*v).to_owned()))
+            .collect();
+        let given = env_of(service);
+        for name in given.keys() {
+            assert!(
+                understood.contains(name),
+                "{} is given {name}, which it does not read",
+                binary.name
+            );
+        }
+        for arg in binary
+            .command
+            .get_arguments()
+            .filter(|a| a.is_required_set())
+        {
+            let env = arg
+                .get_env()
+                .and_then(|e| e.to_str())
+                .expect("required settings come from the environment");
+            assert!(given.contains_key(env), "{} needs {env}", binary.name);
+        }
+        if understood.contains("DATABASE_URL") {
+            let url = given
+                .get("DATABASE_URL")
+                .unwrap_or_else(|| panic!("{} is given a DATABASE_URL", binary.name));
+            assert!(
+                url.starts_with("postgres://"),
+                "{} runs on Postgres in containers: {url}",
+                binary.name
+            );
+        }
+        if understood.contains("KAFKA_BROKERS") {
+            assert_eq!(
+                given.get("KAFKA_BROKERS").map(String::as_str),
+                Some("kafka:9092"),
+                "{}",
+                binary.name
+            );
+        }
+    }
+}
+
+#[test]
+fn ports_and_health_checks_match_the_services_defaults() {
+    let services = services();
+    for binary in binaries() {
+        let service = &services[binary.name];
+        let port = default_port(&binary.command);
+        let given = env_of(service);
+        let addr = given
+            .get("HTTP_ADDR")
+            .unwrap_or_else(|| panic!("{} sets HTTP_ADDR", binary.name));
+        assert_eq!(
+            port_of(addr),
+            port,
+            "{} listens on its default port",
+            binary.name
+        );
+        assert!(
+            addr.starts_with("0.0.0.0:"),
+            "{} listens on every interface of its container",
+            binary.name
+        );
+        let published: Vec<String> = service["ports"]
+            .as_sequence()
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            published.iter().any(|p| port_of(p) == port),
+            "{} publishes its port {port}: {published:?}",
+            binary.name
+        );
+        let check: Vec<&str> = service["healthcheck"]["test"]
+            .as_sequence()
+            .expect("a health check")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let url = format!("http://127.0.0.1:{port}/health/ready");
+        assert!(
+            check.contains(&url.as_str()),
+            "{} checks {url}: {check:?}",
+            binary.name
+        );
+    }
+}
+
+#[test]
+fn consumers_can_be_scaled_without_fixed_host_ports_or_names() {
+    let services = services();
+    for name in ["product-service", "coupon-service", "analytics-forwarder"] {
+        let service = &services[name];
+        assert!(
+            service.get("container_name").is_none(),
+            "{name} has no fixed container name"
+        );
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().expect("short syntax");
+            assert!(
+                !port.contains(':'),
+                "{name} publishes {port} on a fixed host port"
+            );
+        }
+    }
+    assert!(services.values().all(|s| s.get("container_name").is_none()));
+}
+
+#[test]
+fn services_start_after_what_they_need_is_healthy() {
+    let services = services();
+    for binary in binaries().iter().filter(|b| b.name != "data-platform-mock") {
+        let depends = &services[binary.name]["depends_on"];
+        assert_eq!(
+            depends["postgres"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{}",
+            binary.name
+        );
+        assert_eq!(
+            depends["kafka-init"]["condition"].as_str(),
+            Some("service_completed_successfully"),
+            "{}",
+            binary.name
+        );
+        assert!(
+            services[binary.name]["restart"].as_str().is_some(),
+            "{} has a restart policy",
+            binary.name
+        );
+    }
+    assert!(
+        services["kafka"]["healthcheck"].is_mapping()
+            && services["postgres"]["healthcheck"].is_mapping()
+    );
+}
+
+#[test]
+fn every_database_url_names_a_role_and_database_the_init_script_creates() {
+    let init = read("deploy/postgres-init.sql");
+    for (name, service) in services() {
+        let Some(url) = env_of(&service).get("DATABASE_URL").cloned() else {
+            continue;
+        };
+        let rest = url.strip_prefix("postgres://").expect("postgres URL");
+        let (credentials, location) = rest.split_once('@').expect("credentials");
+        let (user, password) = credentials.split_once(':').expect("user:password");
+        let database = location.rsplit('/').next().expect("database");
+        assert!(
+            init.contains(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}';")),
+            "{name}: role {user}"
+        );
+        assert!(
+            init.contains(&format!("CREATE DATABASE {database} OWNER {user};")),
+            "{name}: database {database}"
+        );
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_and_ships_every_binary_compose_runs() {
+    let dockerfile = read("deploy/Dockerfile");
+    let services = services();
+    let from_image: Vec<String> = services
+        .values()
+        .filter(|s| s["image"].as_str() == Some("order-saga:local"))
+        .filter_map(command_of)
+        .collect();
+    assert_eq!(from_image.len(), binaries().len());
+    for binary in from_image {
+        assert!(
+            root()
+                .join(format!("crates/{binary}/src/main.rs"))
+                .is_file(),
+            "{binary} is a binary of the workspace"
+        );
+        assert!(
+            dockerfile.contains(&format!("--bin {binary}")),
+            "the Dockerfile builds {binary}"
+        );
+        assert!(
+            dockerfile.contains(&format!("/app/target/release/{binary}")),
+            "the Dockerfile ships {binary}"
+        );
+    }
+    for stage in [
+        "cargo chef prepare",
+        "cargo chef cook",
+        "FROM debian:bookworm-slim",
+        "USER saga",
+    ] {
+        assert!(dockerfile.contains(stage), "the Dockerfile has `{stage}`");
+    }
+}
+
+#[test]
+fn kcat_is_a_tool_pointed_at_the_broker() {
+    let kcat = &services()["kcat"];
+    assert_eq!(kcat["profiles"][0].as_str(), Some("tools"));
+    let entrypoint: Vec<&str> = kcat["entrypoint"]
+        .as_sequence()
+        .expect("entrypoint")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(entrypoint, ["kcat", "-b", "kafka:9092"]);
+}
