@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerRunner, Handler};
 use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate};
+use crate::dlq::DeadLetters;
 use crate::http::{HttpSettings, Observed, finish_router};
 use crate::kafka::KafkaSettings;
 use crate::metrics::Metrics;
@@ -104,6 +105,7 @@ impl Runtime {
             self.outbox.clone(),
             handler,
             self.metrics.clone(),
+            DeadLetters::new(self.producer.clone(), self.name),
         ))
     }
 

@@ -1,9 +1,9 @@
 //! The idempotent consumer: how every service handles the events it consumes.
 //!
 //! For each message, in partition order:
-//! 1. Decode it. A message that cannot be decoded can never be processed: it is logged,
-//!    counted, and skipped so that it never blocks its partition. An event type the contract
-//!    does not know is skipped quietly.
+//! 1. Decode it. A message that cannot be decoded can never be processed: it goes to the
+//!    service's dead-letter topic ([`crate::dlq`]) with the reason, so that it never blocks its
+//!    partition and is never lost. An event type the contract does not know is skipped.
 //! 2. In one transaction, insert the event id into `processed_event` (`ON CONFLICT DO
 //!    NOTHING`) and apply the [`Handler`]'s effect, outbox rows included. If the id was already
 //!    there, the event was handled before: roll back and change nothing.
@@ -11,7 +11,9 @@
 //!    periodic commit sends to the broker. A crash before the store means redelivery, which
 //!    step 2 makes harmless.
 //!
-//! A transient failure (database down, deadlock) is retried with backoff, never skipped.
+//! A transient failure (database down, deadlock) is retried with backoff, never skipped. A
+//! handler that finds the event can never be applied says so ([`HandleError::Permanent`]),
+//! and the message goes to the dead-letter topic too.
 
 use std::future::Future;
 
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{Conn, Db, now_ms};
+use crate::dlq::DeadLetters;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::trace::TraceContext;
@@ -59,7 +62,7 @@ pub enum HandleError {
     /// Worth retrying: the same event may succeed later (database unavailable, deadlock).
     #[error("transient failure: {0}")]
     Transient(#[source] anyhow::Error),
-    /// Will never succeed: the event is skipped and logged.
+    /// Will never succeed: the message goes to the dead-letter topic.
     #[error("the event can never be applied: {0}")]
     Permanent(String),
 }
@@ -91,12 +94,23 @@ pub struct ConsumerRunner<H> {
     outbox: Outbox,
     handler: H,
     metrics: Metrics,
+    dead_letters: DeadLetters,
 }
 
-/// What became of one message.
+/// What became of one attempt at one message.
 enum Outcome {
     Handled,
     Duplicate,
+}
+
+/// What to do with a message once processing it has ended.
+enum Disposition {
+    /// Done with it: store its offset.
+    Done,
+    /// It can never be processed: dead-letter it, then store its offset.
+    DeadLetter(String),
+    /// Shutdown came first: leave its offset, so it is consumed again.
+    Interrupted,
 }
 
 impl<H: Handler> ConsumerRunner<H> {
@@ -108,6 +122,7 @@ impl<H: Handler> ConsumerRunner<H> {
         outbox: Outbox,
         handler: H,
         metrics: Metrics,
+        dead_letters: DeadLetters,
     ) -> Self {
         ConsumerRunner {
             name,
@@ -116,6 +131,7 @@ impl<H: Handler> ConsumerRunner<H> {
             outbox,
             handler,
             metrics,
+            dead_letters,
         }
     }
 
@@ -139,7 +155,14 @@ impl<H: Handler> ConsumerRunner<H> {
                     continue;
                 }
             };
-            if !self.process(&message, &shutdown).await {
+            let handled = match self.process(&message, &shutdown).await {
+                Disposition::Done => true,
+                Disposition::DeadLetter(reason) => {
+                    self.dead_letter(&message, &reason, &shutdown).await
+                }
+                Disposition::Interrupted => false,
+            };
+            if !handled {
                 break;
             }
             if let Err(error) =
@@ -152,9 +175,8 @@ impl<H: Handler> ConsumerRunner<H> {
         close(self.name, self.consumer).await;
     }
 
-    /// Handles one message until it is done; `false` if shutdown came first, in which case
-    /// its offset must not be stored.
-    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+    /// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> Disposition {
         let payload = message.payload().unwrap_or_default();
         let envelope = match Envelope::decode(payload) {
             Ok(Decoded::Known(envelope)) => envelope,
@@ -165,21 +187,9 @@ impl<H: Handler> ConsumerRunner<H> {
                 tracing::debug!(consumer = self.name, %event_type, %event_id, "ignoring an event type this service does not handle");
                 self.metrics
                     .inc("events_ignored_total", &[("consumer", self.name)]);
-                return true;
+                return Disposition::Done;
             }
-            Err(error) => {
-                tracing::error!(
-                    consumer = self.name,
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    %error,
-                    "skipping a message that can never be processed"
-                );
-                self.metrics
-                    .inc("events_rejected_total", &[("consumer", self.name)]);
-                return true;
-            }
+            Err(error) => return Disposition::DeadLetter(error.to_string()),
         };
         let inbound = Inbound {
             trace: TraceContext::continue_or_new(header(message, HEADER_TRACEPARENT).as_deref()),
@@ -204,7 +214,11 @@ impl<H: Handler> ConsumerRunner<H> {
             .await
     }
 
-    async fn process_until_done(&self, inbound: &Inbound, shutdown: &CancellationToken) -> bool {
+    async fn process_until_done(
+        &self,
+        inbound: &Inbound,
+        shutdown: &CancellationToken,
+    ) -> Disposition {
         let event_type = inbound.envelope.event_type();
         let mut attempt = 0u32;
         loop {
@@ -216,7 +230,7 @@ impl<H: Handler> ConsumerRunner<H> {
                         "events_handled_total",
                         &[("consumer", self.name), ("event_type", event_type)],
                     );
-                    return true;
+                    return Disposition::Done;
                 }
                 Ok(Outcome::Duplicate) => {
                     tracing::debug!("already handled; nothing to do");
@@ -224,14 +238,9 @@ impl<H: Handler> ConsumerRunner<H> {
                         "events_duplicate_total",
                         &[("consumer", self.name), ("event_type", event_type)],
                     );
-                    return true;
+                    return Disposition::Done;
                 }
-                Err(HandleError::Permanent(reason)) => {
-                    tracing::error!(%reason, "skipping an event that can never be applied");
-                    self.metrics
-                        .inc("events_rejected_total", &[("consumer", self.name)]);
-                    return true;
-                }
+                Err(HandleError::Permanent(reason)) => return Disposition::DeadLetter(reason),
                 Err(HandleError::Transient(error)) => {
                     let delay = crate::backoff::delay(attempt);
                     tracing::warn!(
@@ -244,6 +253,44 @@ impl<H: Handler> ConsumerRunner<H> {
                         "events_retried_total",
                         &[("consumer", self.name), ("event_type", event_type)],
                     );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Disposition::Interrupted,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes a message that can never be processed to the dead-letter topic, retrying
+    /// until the broker takes it: it is never dropped. `false` if shutdown came first.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tracing::error!(
+            consumer = self.name,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            dlq = self.dead_letters.topic(),
+            "a message that can never be processed goes to the dead-letter topic"
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.dead_letters.send(message, reason).await {
+                Ok(()) => {
+                    self.metrics
+                        .inc("events_dead_lettered_total", &[("consumer", self.name)]);
+                    return true;
+                }
+                Err(error) => {
+                    let delay = crate::backoff::delay(attempt);
+                    tracing::warn!(%error, ?delay, "could not publish a dead letter; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return false,
                         () = tokio::time::sleep(delay) => {}

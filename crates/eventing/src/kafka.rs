@@ -8,15 +8,17 @@
 //! - Topics are created explicitly with [`ensure_topics`]; nothing relies on a broker creating
 //!   topics on first use.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// How to reach the broker and how consumers behave.
 #[derive(Debug, Clone, clap::Args)]
@@ -164,4 +166,76 @@ pub fn contract_topics() -> Vec<(String, i32, bool)> {
                 .map(|(name, partitions)| (name, partitions, false)),
         )
         .collect()
+}
+
+/// Why a topic could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no Kafka broker answers at {brokers}; is the system up? (shopctl up)")]
+    NoBroker {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("reading the topics failed")]
+    Kafka(#[from] KafkaError),
+    #[error("could not read {0:?} to their end in time")]
+    Timeout(Vec<String>),
+}
+
+/// Reads every message already on `topics`, from the start of each partition to the end it
+/// had when reading began, with a throwaway consumer group that commits nothing. Blocking:
+/// call it from `spawn_blocking` in async code.
+pub fn read_to_end(
+    settings: &KafkaSettings,
+    topics: &[&str],
+    within: Duration,
+) -> Result<Vec<OwnedMessage>, ReadError> {
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|source| ReadError::NoBroker {
+                brokers: settings.brokers.clone(),
+                source,
+            })?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) =
+                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(5))?;
+            if high > low {
+                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+                ends.push((topic.to_string(), partition.id(), high));
+            }
+        }
+    }
+    let mut read = Vec::new();
+    if ends.is_empty() {
+        return Ok(read);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + within;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(ReadError::Timeout(
+                topics.iter().map(|t| t.to_string()).collect(),
+            ));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?.detach();
+        ends.retain(|(topic, partition, high)| {
+            !(message.topic() == topic
+                && message.partition() == *partition
+                && message.offset() + 1 >= *high)
+        });
+        read.push(message);
+    }
+    Ok(read)
 }

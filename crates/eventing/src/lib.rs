@@ -4,6 +4,7 @@
 //! - [`kafka`]: the idempotent producer, at-least-once consumers, topic creation.
 //! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
 //! - [`consumer`]: the idempotent consumer that runs a service's [`consumer::Handler`].
+//! - [`dlq`]: dead-letter topics for messages that can never be processed.
 //! - [`trace`]: W3C trace context carried in Kafka headers.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
 //! - [`metrics`]: a per-service Prometheus registry.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod backoff;
 pub mod consumer;
 pub mod db;
+pub mod dlq;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

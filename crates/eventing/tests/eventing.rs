@@ -2,7 +2,7 @@
 //! a real Postgres database of each test's own.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -162,11 +162,27 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
     stop.cancel();
 }
 
-/// Counts each event it applies in a table, and fails the first `fail_first` attempts.
+/// A total the test handler refuses for good.
+const IMPOSSIBLE: i64 = 666;
+
+/// Counts each event it applies in a table, fails the first `fail_first` attempts, and refuses
+/// events with an [`IMPOSSIBLE`] total.
 #[derive(Clone)]
 struct CountingHandler {
     fail_first: u32,
     attempts: Arc<AtomicU32>,
+    /// Whether IMPOSSIBLE totals are refused; turning it off is "fixing the bug".
+    refuse_impossible: Arc<AtomicBool>,
+}
+
+impl CountingHandler {
+    fn failing_first(fail_first: u32) -> Self {
+        CountingHandler {
+            fail_first,
+            attempts: Arc::default(),
+            refuse_impossible: Arc::new(AtomicBool::new(true)),
+        }
+    }
 }
 
 impl Handler for CountingHandler {
@@ -175,6 +191,14 @@ impl Handler for CountingHandler {
             return Err(HandleError::Transient(anyhow::anyhow!(
                 "the database hiccupped"
             )));
+        }
+        if let contract::Event::OrderConfirmed(confirmed) = &event.envelope.event
+            && confirmed.total_amount == IMPOSSIBLE
+            && self.refuse_impossible.load(Ordering::SeqCst)
+        {
+            return Err(HandleError::Permanent(
+                "this total can never be right".into(),
+            ));
         }
         sqlx::query("INSERT INTO effect (event_id) VALUES ($1)")
             .bind(event.envelope.event_id.to_string())
@@ -190,6 +214,10 @@ async fn consuming_runtime(
     handler: CountingHandler,
 ) -> (Runtime, CancellationToken) {
     let runtime = runtime(label, broker).await;
+    let dlq = (contract::topics::dlq_topic("eventing-test"), 1, false);
+    eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
+        .await
+        .expect("dead-letter topic");
     sqlx::query("CREATE TABLE effect (event_id TEXT NOT NULL)")
         .execute(&runtime.db)
         .await
@@ -219,10 +247,7 @@ async fn handled(runtime: &Runtime) -> i64 {
 #[tokio::test]
 async fn the_same_event_delivered_twice_is_applied_once() {
     let broker = Broker::start().await.expect("broker");
-    let handler = CountingHandler {
-        fail_first: 0,
-        attempts: Arc::default(),
-    };
+    let handler = CountingHandler::failing_first(0);
     let (runtime, stop) = consuming_runtime("dedup", &broker, handler.clone()).await;
     let envelope = confirmed(Uuid::now_v7(), 7);
     let marker = confirmed(Uuid::now_v7(), 8);
@@ -260,38 +285,41 @@ async fn the_same_event_delivered_twice_is_applied_once() {
 }
 
 #[tokio::test]
-async fn an_unreadable_message_is_skipped_and_the_partition_moves_on() {
+async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partition_moves_on() {
     let broker = Broker::start().await.expect("broker");
-    let handler = CountingHandler {
-        fail_first: 0,
-        attempts: Arc::default(),
-    };
+    let handler = CountingHandler::failing_first(0);
     let (runtime, stop) = consuming_runtime("poison", &broker, handler).await;
-    let good = confirmed(Uuid::now_v7(), 1);
+    let order = Uuid::now_v7();
+    let good = confirmed(order, 1);
     let key = good.key();
     // Same key, so same partition: the good event sits behind the bad ones.
-    for bad in [
-        &b"\xff\x00 not json"[..],
+    let bad: [&[u8]; 3] = [
+        b"\xff\x00 not json",
         b"{\"event_type\":\"OrderConfirmed\"}",
         b"[]",
+    ];
+    for payload in bad {
+        produce_raw(
+            &broker.brokers,
+            topics::ORDER_EVENTS,
+            &key,
+            payload,
+            &[("traceparent", "x")],
+        )
+        .await
+        .expect("produce");
+    }
+    let impossible = confirmed(order, IMPOSSIBLE);
+    let unknown = br#"{"event_id":"0193a0c4-0000-7000-8000-000000000001","event_type":"ParcelShipped","schema_version":1,"occurred_at":"2026-11-24T08:00:00Z","producer":"x","payload":{}}"#;
+    for payload in [
+        impossible.to_json().as_bytes(),
+        unknown,
+        good.to_json().as_bytes(),
     ] {
-        produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, bad, &[])
+        produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, payload, &[])
             .await
             .expect("produce");
     }
-    let unknown = br#"{"event_id":"0193a0c4-0000-7000-8000-000000000001","event_type":"ParcelShipped","schema_version":1,"occurred_at":"2026-11-24T08:00:00Z","producer":"x","payload":{}}"#;
-    produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, unknown, &[])
-        .await
-        .expect("produce");
-    produce_raw(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        &key,
-        good.to_json().as_bytes(),
-        &[],
-    )
-    .await
-    .expect("produce");
     eventually(
         "the good event handled",
         Duration::from_secs(30),
@@ -301,14 +329,57 @@ async fn an_unreadable_message_is_skipped_and_the_partition_moves_on() {
     assert_eq!(
         runtime
             .metrics
-            .get("events_rejected_total", &[("consumer", "eventing-test")]),
-        3.0
-    );
-    assert_eq!(
-        runtime
-            .metrics
             .get("events_ignored_total", &[("consumer", "eventing-test")]),
         1.0
+    );
+    assert_eq!(
+        runtime.metrics.get(
+            "events_dead_lettered_total",
+            &[("consumer", "eventing-test")]
+        ),
+        4.0
+    );
+
+    let dlq = contract::topics::dlq_topic("eventing-test");
+    let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
+        r.len() >= 4
+    })
+    .await
+    .expect("read");
+    assert_eq!(
+        letters.len(),
+        4,
+        "three unreadable messages and one the handler refused"
+    );
+    for letter in &letters {
+        assert_eq!(letter.key, key, "the original key is kept");
+        assert_eq!(
+            letter.header("dlq.source.topic"),
+            Some(topics::ORDER_EVENTS)
+        );
+        assert_eq!(letter.header("dlq.consumer"), Some("eventing-test"));
+        assert!(
+            letter
+                .header("dlq.source.offset")
+                .is_some_and(|o| o.parse::<i64>().is_ok())
+        );
+        assert!(letter.header("dlq.error").is_some_and(|e| !e.is_empty()));
+        assert!(letter.header("dlq.failed_at").is_some());
+    }
+    assert_eq!(
+        letters[0].header("traceparent"),
+        Some("x"),
+        "original headers are kept"
+    );
+    assert_eq!(
+        letters[3].envelope.as_ref(),
+        Some(&impossible),
+        "the original value is kept"
+    );
+    assert!(
+        letters[3]
+            .header("dlq.error")
+            .is_some_and(|e| e.contains("never be right"))
     );
     stop.cancel();
 }
@@ -316,10 +387,7 @@ async fn an_unreadable_message_is_skipped_and_the_partition_moves_on() {
 #[tokio::test]
 async fn a_transient_failure_is_retried_until_the_event_is_applied() {
     let broker = Broker::start().await.expect("broker");
-    let handler = CountingHandler {
-        fail_first: 3,
-        attempts: Arc::default(),
-    };
+    let handler = CountingHandler::failing_first(3);
     let (runtime, stop) = consuming_runtime("retry", &broker, handler.clone()).await;
     let envelope = confirmed(Uuid::now_v7(), 3);
     produce_raw(
@@ -358,4 +426,74 @@ async fn a_database_url_of_another_kind_is_refused_clearly() {
     .await
     .expect_err("refused");
     assert!(error.to_string().contains("postgres://"), "{error}");
+}
+
+#[tokio::test]
+async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_is_replayed() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("replay", &broker, handler.clone()).await;
+    let impossible = confirmed(Uuid::now_v7(), IMPOSSIBLE);
+    produce_raw(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        &impossible.key(),
+        impossible.to_json().as_bytes(),
+        &[],
+    )
+    .await
+    .expect("produce");
+    let dead_lettered = || {
+        runtime.metrics.get(
+            "events_dead_lettered_total",
+            &[("consumer", "eventing-test")],
+        )
+    };
+    eventually(
+        "the event dead-lettered",
+        Duration::from_secs(30),
+        || async { (dead_lettered() == 1.0).then_some(()) },
+    )
+    .await;
+
+    handler.refuse_impossible.store(false, Ordering::SeqCst);
+    let settings = runtime.settings.kafka.clone();
+    let letters =
+        tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, "eventing-test"))
+            .await
+            .expect("join")
+            .expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].event_id.as_deref(),
+        Some(impossible.event_id.to_string().as_str())
+    );
+    assert_eq!(letters[0].source_topic, topics::ORDER_EVENTS);
+    for _ in 0..2 {
+        let replayed = eventing::dlq::replay(&runtime.producer, &letters)
+            .await
+            .expect("replay");
+        assert_eq!(replayed, 1);
+    }
+    eventually(
+        "the replayed event applied, and its second replay seen",
+        Duration::from_secs(30),
+        || async {
+            let duplicates = runtime.metrics.get(
+                "events_duplicate_total",
+                &[
+                    ("consumer", "eventing-test"),
+                    ("event_type", "OrderConfirmed"),
+                ],
+            );
+            (effects(&runtime).await == 1 && duplicates == 1.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        dead_lettered(),
+        1.0,
+        "nothing went back to the dead-letter topic"
+    );
+    stop.cancel();
 }

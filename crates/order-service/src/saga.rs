@@ -5,7 +5,7 @@
 
 use chrono::DateTime;
 use contract::{CancelReason, OrderCancelled, OrderConfirmed};
-use eventing::{Conn, Inbound, TraceContext, now_ms};
+use eventing::{Conn, HandleError, Inbound, TraceContext, now_ms};
 use uuid::Uuid;
 
 use crate::SERVICE;
@@ -105,34 +105,40 @@ pub async fn cancel(
     Ok(Cancel::Cancelled(cancelled))
 }
 
-/// Adds the inbound event to its order's timeline; `false` for an order this service does not
-/// have, which is logged and otherwise ignored.
+/// An event about an order this service never had can never be applied: it goes to the
+/// dead-letter topic.
+fn unknown_order(order_id: Uuid) -> HandleError {
+    HandleError::Permanent(format!(
+        "order {order_id} does not exist in the order service"
+    ))
+}
+
+/// Adds the inbound event to its order's timeline.
 pub async fn note(
     conn: &mut Conn,
     inbound: &Inbound,
     order_id: Uuid,
     detail: Option<&str>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<(), HandleError> {
     let id = order_id.to_string();
     if store::lock_order(conn, &id).await?.is_none() {
-        tracing::warn!(%order_id, "an event for an order this service does not have");
-        return Ok(false);
+        return Err(unknown_order(order_id));
     }
     store::add_timeline(conn, &id, inbound.envelope.event_type(), detail).await?;
-    Ok(true)
+    Ok(())
 }
 
-/// A step succeeded and `marked` is the order after recording it (`None`: no such order):
-/// note it, and confirm the order if that was its last missing step.
+/// A step of `order_id` succeeded and `marked` is the order after recording it (`None`: no
+/// such order): note it, and confirm the order if that was its last missing step.
 pub async fn step_succeeded(
     conn: &mut Conn,
     inbound: &Inbound,
+    order_id: Uuid,
     marked: Option<Order>,
     detail: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), HandleError> {
     let Some(order) = marked else {
-        tracing::warn!("an event for an order this service does not have");
-        return Ok(());
+        return Err(unknown_order(order_id));
     };
     store::add_timeline(
         conn,
@@ -158,10 +164,9 @@ pub async fn step_failed(
     order_id: Uuid,
     reason: CancelReason,
     detail: &str,
-) -> Result<(), sqlx::Error> {
-    if note(conn, inbound, order_id, Some(detail)).await? {
-        let cause = Some(inbound.envelope.event_id);
-        cancel(conn, order_id, reason, detail, cause, &inbound.trace).await?;
-    }
+) -> Result<(), HandleError> {
+    note(conn, inbound, order_id, Some(detail)).await?;
+    let cause = Some(inbound.envelope.event_id);
+    cancel(conn, order_id, reason, detail, cause, &inbound.trace).await?;
     Ok(())
 }

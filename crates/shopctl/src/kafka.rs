@@ -1,11 +1,11 @@
-//! Reading topics: `shopctl tail` follows one, `shopctl trace` reads several to their end.
+//! Following a topic (`shopctl tail`), and what every topic reader here shares.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message};
 
 /// A consumer in a group of its own that commits nothing, so it never disturbs the services.
 fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
@@ -91,53 +91,4 @@ pub async fn tail(
         printed += 1;
     }
     Ok(())
-}
-
-/// Reads every message already on `topics`, from the start to the end each partition had
-/// when reading began.
-pub fn read_to_end(
-    brokers: &str,
-    topics: &[&str],
-    within: Duration,
-) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: BaseConsumer = reader(brokers, true).create()?;
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .with_context(|| {
-                format!("no Kafka broker answers at {brokers}; is the system up? (shopctl up)")
-            })?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let (low, high) =
-                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(5))?;
-            if high > low {
-                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
-                ends.push((topic.to_string(), partition.id(), high));
-            }
-        }
-    }
-    let mut read = Vec::new();
-    if ends.is_empty() {
-        return Ok(read);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + within;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            bail!("could not read {topics:?} to their end within {within:?}");
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?.detach();
-        ends.retain(|(topic, partition, high)| {
-            !(message.topic() == topic
-                && message.partition() == *partition
-                && message.offset() + 1 >= *high)
-        });
-        read.push(message);
-    }
-    Ok(read)
 }

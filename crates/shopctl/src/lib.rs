@@ -92,6 +92,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
+    /// Dead letters: messages a service could never process.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Orders, over the order service's API.
     Order {
         #[command(subcommand)]
@@ -115,6 +120,23 @@ pub enum TopicsCommand {
     Create,
     /// Lists the topics of the contract with their partition counts.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Lists the dead letters of a service, oldest first.
+    List {
+        /// order-service, product-service, coupon-service or analytics-forwarder.
+        service: String,
+    },
+    /// Publishes dead letters back to the topic they came from, once their cause is fixed.
+    /// Safe to repeat: consumers deduplicate by event id.
+    Replay {
+        service: String,
+        /// Only the dead letter of this event; all of them when absent.
+        #[arg(long)]
+        event_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,10 +246,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dlq { ref command } => dlq(&cli, command).await,
         Command::Order { ref command } => order(&cli, command).await,
         Command::Product { ref command } => product(&cli, command).await,
         Command::Coupon { ref command } => coupon(&cli, command).await,
     }
+}
+
+async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
+    let (service, event_id) = match command {
+        DlqCommand::List { service } => (service.clone(), None),
+        DlqCommand::Replay { service, event_id } => (service.clone(), event_id.clone()),
+    };
+    if !contract::topics::CONSUMING_SERVICES.contains(&service.as_str()) {
+        anyhow::bail!(
+            "{service} has no dead-letter topic; one of: {}",
+            contract::topics::CONSUMING_SERVICES.join(", ")
+        );
+    }
+    let settings = KafkaSettings::new(&cli.brokers);
+    let reader = settings.clone();
+    let listed = service.clone();
+    let letters =
+        tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, &listed)).await??;
+    match command {
+        DlqCommand::List { .. } => {
+            println!(
+                "{:<7} {:<25} {:<20} {:<24} {:<38} error",
+                "offset", "failed_at", "source", "event_type", "event_id"
+            );
+            for l in &letters {
+                let source = format!(
+                    "{}/{}@{}",
+                    l.source_topic, l.source_partition, l.source_offset
+                );
+                println!(
+                    "{:<7} {:<25} {:<20} {:<24} {:<38} {}",
+                    l.offset,
+                    l.failed_at,
+                    source,
+                    l.event_type.as_deref().unwrap_or("-"),
+                    l.event_id.as_deref().unwrap_or("-"),
+                    l.error
+                );
+            }
+            println!(
+                "{} dead letter(s) in {}",
+                letters.len(),
+                contract::topics::dlq_topic(&service)
+            );
+        }
+        DlqCommand::Replay { .. } => {
+            let chosen: Vec<_> = letters
+                .into_iter()
+                .filter(|l| event_id.is_none() || l.event_id == event_id)
+                .collect();
+            if event_id.is_some() && chosen.is_empty() {
+                anyhow::bail!("no dead letter of {service} has that event id");
+            }
+            let producer = settings.producer("shopctl")?;
+            let replayed = eventing::dlq::replay(&producer, &chosen).await?;
+            println!("replayed {replayed} dead letter(s) of {service}");
+        }
+    }
+    Ok(())
 }
 
 fn show(value: &Value) {

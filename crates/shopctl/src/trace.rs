@@ -23,7 +23,8 @@ pub fn collect(brokers: &str, order_id: &str) -> anyhow::Result<Vec<Step>> {
         topics::STOCK_EVENTS,
         topics::COUPON_EVENTS,
     ];
-    let messages = kafka::read_to_end(brokers, &saga, Duration::from_secs(60))?;
+    let settings = eventing::kafka::KafkaSettings::new(brokers);
+    let messages = eventing::kafka::read_to_end(&settings, &saga, Duration::from_secs(60))?;
     let mut steps: Vec<Step> = messages
         .iter()
         .filter(|m| m.key() == Some(order_id.as_bytes()))

@@ -16,7 +16,7 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
                 "coupon {} takes {} off",
                 applied.coupon_id, applied.discount_amount
             );
-            saga::step_succeeded(conn, inbound, marked, Some(&detail)).await?;
+            saga::step_succeeded(conn, inbound, applied.order_id, marked, Some(&detail)).await?;
         }
         Event::CouponApplyFailed(failed) => {
             let reason = CancelReason::CouponRejected;

@@ -10,7 +10,7 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
     match &inbound.envelope.event {
         Event::StockReserved(reserved) => {
             let marked = store::mark_stock_reserved(conn, &reserved.order_id.to_string()).await?;
-            saga::step_succeeded(conn, inbound, marked, None).await?;
+            saga::step_succeeded(conn, inbound, reserved.order_id, marked, None).await?;
         }
         Event::StockReservationFailed(failed) => {
             let reason = CancelReason::OutOfStock;
