@@ -1,21 +1,30 @@
 //! The delivery worker: sends due delivery rows to the data platform.
 //!
-//! Each round takes up to `concurrency` due rows, claims each (so that another replica does
-//! not send it at the same time), sends them concurrently with a bounded timeout, and records
-//! the outcome: DELIVERED on 2xx; on 429, 5xx, 408 or no answer, a retry after exponential
-//! backoff with jitter (or the server's `Retry-After`, if longer); FAILED when the data
-//! platform refuses the event for good (another 4xx) or the retry budget is spent, logged as
-//! an error and counted. The event id is the `Idempotency-Key`, so a retry of a delivery that
-//! did arrive is absorbed by the data platform.
+//! Each round takes up to `concurrency` due rows (fewer while the [`Breaker`] is open or
+//! probing), claims each (so that another replica does not send it at the same time), sends
+//! them concurrently with a bounded timeout, and records the outcome: DELIVERED on 2xx; on
+//! 429, 5xx, 408 or no answer, a retry after exponential backoff with jitter (or the server's
+//! `Retry-After`, if longer); FAILED when the data platform refuses the event for good
+//! (another 4xx) or the retry budget is spent: then the event goes to the forwarder's
+//! dead-letter topic, is logged as an error and counted, never dropped silently.
+//! `POST /deliveries/retry` (and `shopctl dlq replay analytics-forwarder`) makes FAILED rows
+//! PENDING again. The event id is the `Idempotency-Key`, so a retry of a delivery that did
+//! arrive is absorbed by the data platform.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use contract::topics::{
+    self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
+};
+use eventing::dlq::{DeadLetters, STAGE_DELIVER, Source};
 use eventing::{Db, Metrics, Outbox, now_ms};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::breaker::Breaker;
 use crate::store::{self, Due};
 
 /// How deliveries are made.
@@ -56,6 +65,20 @@ pub struct DeliverySettings {
         default_value_t = 16
     )]
     pub concurrency: i64,
+    /// Failures in a row after which the circuit breaker stops sending for a cool-down.
+    #[arg(
+        long = "breaker-failure-threshold",
+        env = "BREAKER_FAILURE_THRESHOLD",
+        default_value_t = 5
+    )]
+    pub breaker_threshold: u32,
+    /// The breaker's first cool-down, in milliseconds; it doubles each time a probe fails.
+    #[arg(
+        long = "breaker-cooldown-ms",
+        env = "BREAKER_COOLDOWN_MS",
+        default_value_t = 2_000
+    )]
+    pub breaker_cooldown_ms: u64,
     /// How often the worker looks for due deliveries when nothing woke it, in milliseconds.
     #[arg(
         long = "delivery-poll-interval-ms",
@@ -74,6 +97,8 @@ impl DeliverySettings {
             max_attempts: 30,
             max_backoff_ms: 30_000,
             concurrency: 16,
+            breaker_threshold: 5,
+            breaker_cooldown_ms: 2_000,
             delivery_poll_interval_ms: 250,
         }
     }
@@ -102,6 +127,8 @@ pub struct Worker {
     settings: DeliverySettings,
     client: reqwest::Client,
     endpoint: String,
+    breaker: Mutex<Breaker>,
+    dead_letters: DeadLetters,
 }
 
 impl Worker {
@@ -110,6 +137,7 @@ impl Worker {
         wake: Outbox,
         metrics: Metrics,
         settings: DeliverySettings,
+        dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
@@ -120,6 +148,11 @@ impl Worker {
             "{}/v1/orders",
             settings.data_platform_url.trim_end_matches('/')
         );
+        let breaker = Breaker::new(
+            settings.breaker_threshold,
+            Duration::from_millis(settings.breaker_cooldown_ms),
+            Duration::from_millis(settings.max_backoff_ms),
+        );
         Ok(Worker {
             db,
             wake,
@@ -127,6 +160,8 @@ impl Worker {
             settings,
             client,
             endpoint,
+            breaker: Mutex::new(breaker),
+            dead_letters,
         })
     }
 
@@ -158,7 +193,18 @@ impl Worker {
     /// One round; returns how many deliveries it attempted.
     async fn round(&self) -> anyhow::Result<usize> {
         let now = now_ms();
-        let due = store::due(&self.db, now, self.settings.concurrency).await?;
+        let allowed = self
+            .breaker()
+            .allowed(self.settings.concurrency as usize, Instant::now());
+        self.metrics.set(
+            "data_platform_circuit_open",
+            &[],
+            f64::from(u8::from(allowed == 0)),
+        );
+        if allowed == 0 {
+            return Ok(0);
+        }
+        let due = store::due(&self.db, now, allowed as i64).await?;
         let lease_until = now + self.settings.timeout_ms as i64 * 2 + 1_000;
         let mut claimed = Vec::with_capacity(due.len());
         for delivery in due {
@@ -213,7 +259,7 @@ impl Worker {
         }
     }
 
-    async fn record(&self, delivery: &Due, attempt: Attempt) -> Result<(), sqlx::Error> {
+    async fn record(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<()> {
         let span = tracing::info_span!(
             "delivery",
             event_id = %delivery.event_id,
@@ -225,8 +271,24 @@ impl Worker {
             .await
     }
 
-    async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> Result<(), sqlx::Error> {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<()> {
         let attempts = delivery.attempts + 1;
+        match &attempt {
+            Attempt::Delivered => self.breaker().success(),
+            Attempt::Retry { .. } => {
+                if self.breaker().failure(Instant::now()) {
+                    self.metrics.inc("data_platform_circuit_opened_total", &[]);
+                    tracing::warn!(
+                        "the data platform keeps failing; pausing deliveries (circuit open)"
+                    );
+                }
+            }
+            Attempt::Refused { .. } => {}
+        }
         match attempt {
             Attempt::Delivered => {
                 store::mark_delivered(&self.db, &delivery.event_id, attempts).await?;
@@ -235,10 +297,10 @@ impl Worker {
                 tracing::debug!("delivered");
             }
             Attempt::Retry { error, .. } if attempts >= self.settings.max_attempts => {
-                store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
+                let reason = format!("retry budget of {attempts} attempts spent; last: {error}");
+                self.give_up(delivery, attempts, &reason).await?;
                 self.metrics
                     .inc("deliveries_total", &[("outcome", "gave_up")]);
-                tracing::error!(%error, "giving up on a delivery: its retry budget is spent");
             }
             Attempt::Retry { error, after } => {
                 let max = Duration::from_millis(self.settings.max_backoff_ms);
@@ -248,25 +310,57 @@ impl Worker {
                     max,
                 );
                 let wait = after.map_or(backoff, |after| after.min(max).max(backoff));
-                store::schedule_retry(
-                    &self.db,
-                    &delivery.event_id,
-                    attempts,
-                    now_ms() + wait.as_millis() as i64,
-                    &error,
-                )
-                .await?;
+                let at = now_ms() + wait.as_millis() as i64;
+                store::schedule_retry(&self.db, &delivery.event_id, attempts, at, &error).await?;
                 self.metrics
                     .inc("deliveries_total", &[("outcome", "retry")]);
                 tracing::warn!(%error, ?wait, "delivery failed; will retry");
             }
             Attempt::Refused { error } => {
-                store::mark_failed(&self.db, &delivery.event_id, attempts, &error).await?;
+                self.give_up(delivery, attempts, &error).await?;
                 self.metrics
                     .inc("deliveries_total", &[("outcome", "refused")]);
-                tracing::error!(%error, "the data platform refused a delivery for good");
             }
         }
+        Ok(())
+    }
+
+    /// Publishes the event to the dead-letter topic, then marks it FAILED. If the broker is
+    /// down, the row stays PENDING and is tried again: nothing is dropped.
+    async fn give_up(&self, delivery: &Due, attempts: i64, error: &str) -> anyhow::Result<()> {
+        tracing::error!(%error, "giving up on a delivery; it goes to the dead-letter topic");
+        let headers = vec![
+            (
+                HEADER_EVENT_TYPE.to_owned(),
+                Some(delivery.event_type.clone().into_bytes()),
+            ),
+            (
+                HEADER_CONTENT_TYPE.to_owned(),
+                Some(CONTENT_TYPE_JSON.as_bytes().to_vec()),
+            ),
+            (
+                HEADER_TRACEPARENT.to_owned(),
+                Some(delivery.traceparent.clone().into_bytes()),
+            ),
+        ];
+        let source = Source {
+            topic: topics::ORDER_EVENTS,
+            partition: delivery.source_partition as i32,
+            offset: delivery.source_offset,
+        };
+        let (key, body) = (delivery.order_id.as_bytes(), delivery.body.as_bytes());
+        self.dead_letters
+            .send_parts(
+                Some(key),
+                Some(body),
+                &headers,
+                source,
+                STAGE_DELIVER,
+                error,
+            )
+            .await
+            .context("publishing an undeliverable event to the dead-letter topic")?;
+        store::mark_failed(&self.db, &delivery.event_id, attempts, error).await?;
         Ok(())
     }
 }

@@ -22,11 +22,15 @@ impl Handler for OrderEvents {
         }
         store::insert_delivery(
             conn,
-            &envelope.event_id.to_string(),
-            &envelope.key(),
-            envelope.event_type(),
-            &envelope.to_json(),
-            &inbound.trace.child().header(),
+            &store::NewDelivery {
+                event_id: &envelope.event_id.to_string(),
+                order_id: &envelope.key(),
+                event_type: envelope.event_type(),
+                body: &envelope.to_json(),
+                traceparent: &inbound.trace.child().header(),
+                source_partition: inbound.partition,
+                source_offset: inbound.offset,
+            },
         )
         .await?;
         Ok(())

@@ -7,11 +7,14 @@
 //! and `Retry-After`. A slow or dead data platform delays deliveries, never orders.
 //!
 //! - [`handler`]: `order.events` → delivery rows.
-//! - [`deliver`]: the delivery worker.
+//! - [`deliver`]: the delivery worker, with its [`breaker`] and dead letters.
+//! - [`http`]: health, metrics, and `POST /deliveries/retry`.
 //! - [`store`]: every SQL statement of the service.
 
+pub mod breaker;
 pub mod deliver;
 pub mod handler;
+pub mod http;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -45,7 +48,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler::OrderEvents)?;
-    let router = runtime.router(axum::Router::new());
+    let router = runtime.router(http::router(runtime.db.clone(), runtime.outbox.clone()));
     // The forwarder publishes nothing, so it runs no outbox relay; the consumer's wake-up
     // after each commit tells the delivery worker instead that rows are waiting.
     let worker = deliver::Worker::new(
@@ -53,6 +56,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         runtime.outbox.clone(),
         runtime.metrics.clone(),
         config.delivery,
+        eventing::dlq::DeadLetters::new(runtime.producer.clone(), SERVICE),
     )?;
     Ok(App::new(SERVICE, listener, router)
         .with_consumer(consumer)

@@ -7,33 +7,43 @@ use sqlx::Row;
 #[derive(Debug, Clone)]
 pub struct Due {
     pub event_id: String,
+    pub order_id: String,
     pub event_type: String,
     pub body: String,
     pub traceparent: String,
+    pub source_partition: i64,
+    pub source_offset: i64,
     pub attempts: i64,
     pub next_attempt_at: i64,
 }
 
+/// A delivery to make, as the consumer records it.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub event_id: &'a str,
+    pub order_id: &'a str,
+    pub event_type: &'a str,
+    pub body: &'a str,
+    pub traceparent: &'a str,
+    pub source_partition: i32,
+    pub source_offset: i64,
+}
+
 /// Records a delivery to make; a second insert of the same event changes nothing.
-pub async fn insert_delivery(
-    conn: &mut Conn,
-    event_id: &str,
-    order_id: &str,
-    event_type: &str,
-    body: &str,
-    traceparent: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn insert_delivery(conn: &mut Conn, new: &NewDelivery<'_>) -> Result<(), sqlx::Error> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO delivery (event_id, order_id, event_type, body, traceparent, status, attempts, \
-         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, $6, $6) \
-         ON CONFLICT (event_id) DO NOTHING",
+        "INSERT INTO delivery (event_id, order_id, event_type, body, traceparent, source_partition, \
+         source_offset, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', 0, $8, $8) ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(event_id)
-    .bind(order_id)
-    .bind(event_type)
-    .bind(body)
-    .bind(traceparent)
+    .bind(new.event_id)
+    .bind(new.order_id)
+    .bind(new.event_type)
+    .bind(new.body)
+    .bind(new.traceparent)
+    .bind(i64::from(new.source_partition))
+    .bind(new.source_offset)
     .bind(now)
     .execute(conn)
     .await?;
@@ -43,7 +53,8 @@ pub async fn insert_delivery(
 /// Up to `limit` PENDING deliveries due at `now`, oldest first.
 pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT event_id, event_type, body, traceparent, attempts, next_attempt_at FROM delivery \
+        "SELECT event_id, order_id, event_type, body, traceparent, source_partition, source_offset, \
+         attempts, next_attempt_at FROM delivery \
          WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
     )
     .bind(now)
@@ -54,9 +65,12 @@ pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error>
         .map(|row| {
             Ok(Due {
                 event_id: row.try_get("event_id")?,
+                order_id: row.try_get("order_id")?,
                 event_type: row.try_get("event_type")?,
                 body: row.try_get("body")?,
                 traceparent: row.try_get("traceparent")?,
+                source_partition: row.try_get("source_partition")?,
+                source_offset: row.try_get("source_offset")?,
                 attempts: row.try_get("attempts")?,
                 next_attempt_at: row.try_get("next_attempt_at")?,
             })
@@ -135,4 +149,32 @@ pub async fn counts(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
     rows.iter()
         .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
         .collect()
+}
+
+/// Makes FAILED deliveries (all, or the one of `event_id`) PENDING again with a fresh retry
+/// budget, due now; returns how many. Repeating it changes nothing more.
+pub async fn retry_failed(db: &Db, event_id: Option<&str>) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let done = match event_id {
+        Some(id) => {
+            sqlx::query(
+                "UPDATE delivery SET status = 'PENDING', attempts = 0, next_attempt_at = $1 \
+                 WHERE status = 'FAILED' AND event_id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(db)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE delivery SET status = 'PENDING', attempts = 0, next_attempt_at = $1 \
+                 WHERE status = 'FAILED'",
+            )
+            .bind(now)
+            .execute(db)
+            .await?
+        }
+    };
+    Ok(done.rows_affected())
 }

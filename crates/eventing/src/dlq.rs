@@ -24,6 +24,13 @@ pub const HEADER_SOURCE_OFFSET: &str = "dlq.source.offset";
 pub const HEADER_FAILED_AT: &str = "dlq.failed_at";
 /// The service that could not process it.
 pub const HEADER_CONSUMER: &str = "dlq.consumer";
+/// Where it failed: [`STAGE_CONSUME`] (the consumer could not apply it) or
+/// [`STAGE_DELIVER`] (the analytics forwarder could not deliver it).
+pub const HEADER_STAGE: &str = "dlq.stage";
+/// The consumer could not decode or apply the message; replay republishes it.
+pub const STAGE_CONSUME: &str = "consume";
+/// The analytics forwarder could not deliver the event; replay retries the delivery.
+pub const STAGE_DELIVER: &str = "deliver";
 
 /// Whether a header is one this module adds (and replay removes).
 pub fn is_dlq_header(name: &str) -> bool {
@@ -59,25 +66,59 @@ impl DeadLetters {
         message: &OwnedMessage,
         error: &str,
     ) -> Result<(), rdkafka::error::KafkaError> {
+        let original: Vec<(String, Option<Vec<u8>>)> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let source = Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        self.send_parts(
+            message.key(),
+            message.payload(),
+            &original,
+            source,
+            STAGE_CONSUME,
+            error,
+        )
+        .await
+    }
+
+    /// Publishes a message this service built itself (the analytics forwarder's undeliverable
+    /// events), with the reason and where it originally came from.
+    pub async fn send_parts(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        original_headers: &[(String, Option<Vec<u8>>)],
+        source: Source<'_>,
+        stage: &str,
+        error: &str,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         let mut headers = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for header in original.iter().filter(|h| !is_dlq_header(h.key)) {
-                headers = headers.insert(Header {
-                    key: header.key,
-                    value: header.value,
-                });
-            }
+        for (key, value) in original_headers.iter().filter(|(k, _)| !is_dlq_header(k)) {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
         }
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
+        let partition = source.partition.to_string();
+        let offset = source.offset.to_string();
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (key, value) in [
             (HEADER_ERROR, error),
-            (HEADER_SOURCE_TOPIC, message.topic()),
+            (HEADER_SOURCE_TOPIC, source.topic),
             (HEADER_SOURCE_PARTITION, partition.as_str()),
             (HEADER_SOURCE_OFFSET, offset.as_str()),
             (HEADER_FAILED_AT, failed_at.as_str()),
             (HEADER_CONSUMER, self.service),
+            (HEADER_STAGE, stage),
         ] {
             headers = headers.insert(Header {
                 key,
@@ -85,10 +126,10 @@ impl DeadLetters {
             });
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-        if let Some(key) = message.key() {
+        if let Some(key) = key {
             record = record.key(key);
         }
-        if let Some(payload) = message.payload() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
         self.producer
@@ -97,6 +138,14 @@ impl DeadLetters {
             .map(|_| ())
             .map_err(|(error, _)| error)
     }
+}
+
+/// Where a dead letter was consumed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// One dead letter, as `shopctl dlq list` shows it.
@@ -109,6 +158,8 @@ pub struct DeadLetter {
     /// The `event_type` header, if the message had one.
     pub event_type: Option<String>,
     pub error: String,
+    /// [`STAGE_CONSUME`] or [`STAGE_DELIVER`].
+    pub stage: String,
     pub source_topic: String,
     pub source_partition: String,
     pub source_offset: String,
@@ -145,6 +196,7 @@ pub fn list(
                 event_id,
                 event_type: header(&message, contract::topics::HEADER_EVENT_TYPE),
                 error: get(HEADER_ERROR),
+                stage: get(HEADER_STAGE),
                 source_topic: get(HEADER_SOURCE_TOPIC),
                 source_partition: get(HEADER_SOURCE_PARTITION),
                 source_offset: get(HEADER_SOURCE_OFFSET),

@@ -428,6 +428,7 @@ async fn orders_confirm_while_the_data_platform_is_down_and_reach_it_once_when_i
 async fn with_the_product_service_down_an_order_times_out_and_its_late_reservation_is_released() {
     let mut system = System::start_with(Options {
         saga_timeout_ms: 1_500,
+        ..Options::default()
     })
     .await;
     let mug = system.create_product("Mug", 1500, 5).await;
@@ -762,5 +763,122 @@ async fn an_expired_coupon_cancels_the_order() {
             .contains("expired")
     );
     system.product_settles_at(mug, 10, 0).await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_that_spend_their_retry_budget_are_dead_lettered_and_delivered_once_retried() {
+    let system = System::start_with(Options {
+        delivery_max_attempts: 2,
+        ..Options::default()
+    })
+    .await;
+    system.set_platform_failure_rate(1.0).await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let id = system.place_accepted_order(1, &[(mug, 1)], None).await;
+    assert_eq!(
+        system.settled_order(&id).await["status"],
+        "CONFIRMED",
+        "the order path never waits"
+    );
+
+    let dlq = contract::topics::dlq_topic("analytics-forwarder");
+    let letters = read_topic(&system.broker.brokers, &dlq, SETTLE, |r| r.len() >= 2)
+        .await
+        .expect("read");
+    assert_eq!(
+        letters.len(),
+        2,
+        "OrderCreated and OrderConfirmed, each given up once"
+    );
+    for letter in &letters {
+        assert_eq!(letter.key, id);
+        assert_eq!(letter.header("dlq.stage"), Some("deliver"));
+        assert_eq!(
+            letter.header("dlq.source.topic"),
+            Some(topics::ORDER_EVENTS)
+        );
+        assert!(
+            letter
+                .header("dlq.error")
+                .is_some_and(|e| e.contains("retry budget")),
+            "{letter:?}"
+        );
+    }
+    let metrics = system
+        .http
+        .get(system.forwarder.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("deliveries_total{outcome=\"gave_up\"} 2"),
+        "{metrics}"
+    );
+
+    // The data platform is fixed; retrying the failed deliveries (twice: it is idempotent)
+    // delivers each event once.
+    system.set_platform_failure_rate(0.0).await;
+    for _ in 0..2 {
+        let (status, body) = system
+            .post(system.forwarder.url("/deliveries/retry"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let platform = eventually("both events delivered", SETTLE, || async {
+        let platform = system.platform_orders().await;
+        (platform["received"] == 2).then_some(platform)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(system.platform_orders().await["received"], 2, "{platform}");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_data_platform_trips_the_circuit_breaker_instead_of_being_hammered() {
+    let system = System::start().await;
+    system.set_platform_failure_rate(1.0).await;
+    let mug = system.create_product("Mug", 1500, 100).await;
+    for user in 1..=10 {
+        system.place_accepted_order(user, &[(mug, 1)], None).await;
+    }
+    let metrics_url = system.forwarder.url("/metrics");
+    eventually("the circuit to open", SETTLE, || async {
+        let text = system
+            .http
+            .get(metrics_url.clone())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("data_platform_circuit_opened_total")
+            .then_some(())
+    })
+    .await;
+    // Twenty events are pending; with the circuit open only probes reach the platform.
+    let before = system.platform_orders().await["failed"]
+        .as_i64()
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = system.platform_orders().await["failed"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(
+        after - before <= 3,
+        "at most a probe per cool-down: {before} -> {after}"
+    );
+    system.set_platform_failure_rate(0.0).await;
+    eventually(
+        "every event delivered once the platform is back",
+        SETTLE,
+        || async { (system.platform_orders().await["received"] == 20).then_some(()) },
+    )
+    .await;
     system.stop().await;
 }

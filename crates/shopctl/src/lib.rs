@@ -60,6 +60,14 @@ pub struct Cli {
         global = true
     )]
     pub coupon_url: String,
+    /// Base URL of the analytics forwarder.
+    #[arg(
+        long,
+        env = "ANALYTICS_FORWARDER_URL",
+        default_value = "http://127.0.0.1:8083",
+        global = true
+    )]
+    pub forwarder_url: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -304,9 +312,35 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
             if event_id.is_some() && chosen.is_empty() {
                 anyhow::bail!("no dead letter of {service} has that event id");
             }
+            // Events the forwarder could not deliver are already consumed: the forwarder makes
+            // their deliveries pending again. Everything else goes back to its topic.
+            let (undelivered, unconsumed): (Vec<_>, Vec<_>) = chosen
+                .into_iter()
+                .partition(|l| l.stage == eventing::dlq::STAGE_DELIVER);
             let producer = settings.producer("shopctl")?;
-            let replayed = eventing::dlq::replay(&producer, &chosen).await?;
-            println!("replayed {replayed} dead letter(s) of {service}");
+            let replayed = eventing::dlq::replay(&producer, &unconsumed).await?;
+            let mut retried = 0;
+            for letter in &undelivered {
+                let answer = call(Call {
+                    service: "analytics-forwarder",
+                    method: Method::POST,
+                    url: format!(
+                        "{}/deliveries/retry",
+                        cli.forwarder_url.trim_end_matches('/')
+                    ),
+                    body: Some(json!({ "event_id": letter.event_id })),
+                    idempotency_key: None,
+                })
+                .await?;
+                retried += answer["reset"].as_u64().unwrap_or(0);
+            }
+            println!("replayed {replayed} dead letter(s) of {service} to their topics");
+            if !undelivered.is_empty() {
+                println!(
+                    "made {retried} failed deliveries pending again ({} dead letter(s))",
+                    undelivered.len()
+                );
+            }
         }
     }
     Ok(())

@@ -8,8 +8,11 @@ CREATE TABLE delivery (
     body TEXT NOT NULL,
     -- The trace the event belongs to; the HTTP call continues it.
     traceparent TEXT NOT NULL,
-    -- PENDING until the data platform accepted it (DELIVERED) or the retry budget ran out or
-    -- it refused the event for good (FAILED).
+    -- Where the event was consumed from, for its dead letter if it is never delivered.
+    source_partition INTEGER NOT NULL,
+    source_offset INTEGER NOT NULL,
+    -- PENDING until the data platform accepted it (DELIVERED), or until the retry budget ran
+    -- out or it refused the event for good (FAILED, and published to the dead-letter topic).
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     -- Milliseconds since the Unix epoch before which it is not tried (again). A worker that

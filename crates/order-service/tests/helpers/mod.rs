@@ -18,12 +18,15 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub saga_timeout_ms: u64,
+    /// The analytics forwarder's retry budget per delivery.
+    pub delivery_max_attempts: i64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             saga_timeout_ms: 30_000,
+            delivery_max_attempts: 30,
         }
     }
 }
@@ -35,6 +38,7 @@ pub struct System {
     pub product: Option<RunningApp>,
     pub coupon: RunningApp,
     pub forwarder: RunningApp,
+    pub forwarder_db: String,
     pub platform: RunningApp,
     pub order_db: String,
     pub product_db: String,
@@ -95,6 +99,7 @@ impl System {
         .spawn();
         let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(platform.url(""));
         delivery.max_backoff_ms = 1_000;
+        delivery.max_attempts = options.delivery_max_attempts;
         let forwarder = analytics_forwarder::build(analytics_forwarder::Config {
             http_addr: local(),
             delivery,
@@ -118,6 +123,7 @@ impl System {
             product: Some(product),
             coupon,
             forwarder,
+            forwarder_db,
             platform,
             order_db,
             product_db,
