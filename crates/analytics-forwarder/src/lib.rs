@@ -59,6 +59,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         eventing::dlq::DeadLetters::new(runtime.producer.clone(), SERVICE),
     )?;
     Ok(App::new(SERVICE, listener, router)
+        .with_housekeeping(&runtime)
         .with_consumer(consumer)
         .worker(move |shutdown| worker.run(shutdown)))
 }

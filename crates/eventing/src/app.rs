@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::{ConsumerRunner, Handler};
 use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate};
 use crate::dlq::DeadLetters;
+use crate::housekeeping::RetentionSettings;
 use crate::http::{HttpSettings, Observed, finish_router};
 use crate::kafka::KafkaSettings;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct CommonSettings {
     pub relay: RelaySettings,
     #[command(flatten)]
     pub http: HttpSettings,
+    #[command(flatten)]
+    pub retention: RetentionSettings,
 }
 
 impl CommonSettings {
@@ -45,6 +48,7 @@ impl CommonSettings {
             kafka: KafkaSettings::new(brokers),
             relay: RelaySettings::default(),
             http: HttpSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -190,6 +194,16 @@ impl App {
         self.producer = Some(runtime.producer.clone());
         let relay = runtime.relay();
         self.worker(move |token| relay.run(token))
+    }
+
+    /// Adds the retention sweep of the outbox and processed-event tables.
+    pub fn with_housekeeping(self, runtime: &Runtime) -> Self {
+        let (db, settings, metrics) = (
+            runtime.db.clone(),
+            runtime.settings.retention.clone(),
+            runtime.metrics.clone(),
+        );
+        self.worker(move |token| crate::housekeeping::run(db, settings, metrics, token))
     }
 
     /// Adds a consumer.

@@ -259,6 +259,9 @@ async fn metrics(State(observed): State<Observed>) -> Response {
     if let Ok(backlog) = crate::outbox::backlog(&observed.db).await {
         observed.metrics.set("outbox_backlog", &[], backlog as f64);
     }
+    if let Ok(parked) = crate::outbox::parked(&observed.db).await {
+        observed.metrics.set("outbox_parked", &[], parked as f64);
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         observed.metrics.render(),

@@ -5,6 +5,7 @@
 //! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
 //! - [`consumer`]: the idempotent consumer that runs a service's [`consumer::Handler`].
 //! - [`dlq`]: dead-letter topics for messages that can never be processed.
+//! - [`housekeeping`]: retention of published outbox rows and processed-event records.
 //! - [`trace`]: W3C trace context carried in Kafka headers.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
 //! - [`metrics`]: a per-service Prometheus registry.
@@ -21,6 +22,7 @@ pub mod backoff;
 pub mod consumer;
 pub mod db;
 pub mod dlq;
+pub mod housekeeping;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

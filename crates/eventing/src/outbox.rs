@@ -217,7 +217,7 @@ impl Relay {
     async fn claim(&self) -> Result<Vec<OutboxRow>, RelayError> {
         let rows = sqlx::query(
             "SELECT id, topic, message_key, payload, headers FROM outbox_message \
-             WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+             WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&self.db)
@@ -237,9 +237,11 @@ impl Relay {
     }
 
     /// Hands every row to the producer in order, then waits for every delivery report and
-    /// marks the delivered rows sent. A row that failed stays unsent and is tried again.
+    /// marks the delivered rows sent. A row that failed stays unsent and is tried again,
+    /// unless the broker refused it for good: then it is parked.
     async fn publish(&self, rows: Vec<OutboxRow>) -> Result<(), RelayError> {
         let mut pending = Vec::with_capacity(rows.len());
+        let mut parked = Vec::new();
         for row in &rows {
             let headers: BTreeMap<String, String> =
                 serde_json::from_str(&row.headers).unwrap_or_default();
@@ -261,6 +263,10 @@ impl Relay {
                         pending.push((row.id, delivery));
                         break;
                     }
+                    Err((error, _)) if never_publishable(&error) => {
+                        parked.push((row.id, error.to_string()));
+                        break;
+                    }
                     Err((error, returned)) => {
                         tracing::debug!(%error, "producer queue full; waiting");
                         record = returned;
@@ -274,6 +280,9 @@ impl Relay {
         for (id, delivery) in pending {
             match delivery.await {
                 Ok(Ok(_)) => sent.push(id),
+                Ok(Err((error, _))) if never_publishable(&error) => {
+                    parked.push((id, error.to_string()));
+                }
                 Ok(Err((error, _))) => {
                     first_error.get_or_insert(RelayError::Kafka(error));
                 }
@@ -285,10 +294,27 @@ impl Relay {
         self.mark_sent(&sent).await?;
         self.metrics
             .add("outbox_published_total", &[], sent.len() as u64);
+        for (id, reason) in &parked {
+            self.park(*id, reason).await?;
+        }
         match first_error {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// Stops trying a row the broker will never take, and says so loudly: it stays in the
+    /// table with the reason until a person deals with it.
+    async fn park(&self, id: i64, reason: &str) -> Result<(), RelayError> {
+        tracing::error!(outbox_id = id, %reason, "the broker refuses this outbox row for good; parking it");
+        sqlx::query("UPDATE outbox_message SET parked_at = $1, park_reason = $2 WHERE id = $3")
+            .bind(now_ms())
+            .bind(reason)
+            .bind(id)
+            .execute(&self.db)
+            .await?;
+        self.metrics.inc("outbox_parked_total", &[]);
+        Ok(())
     }
 
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), RelayError> {
@@ -308,9 +334,35 @@ impl Relay {
     }
 }
 
-/// How many outbox rows are committed but not yet acknowledged by the broker.
+/// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
+/// number of tries: too large, or invalid.
+fn never_publishable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::InvalidArgument
+        )
+    )
+}
+
+/// How many outbox rows are committed but not yet acknowledged by the broker (parked rows
+/// excluded).
 pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_message WHERE sent_at IS NULL")
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox_message WHERE sent_at IS NULL AND parked_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// How many outbox rows are parked.
+pub async fn parked(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox_message WHERE parked_at IS NOT NULL")
         .fetch_one(db)
         .await
 }

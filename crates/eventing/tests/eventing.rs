@@ -497,3 +497,105 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_published() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("park", &broker).await;
+    let huge = Envelope::new(
+        "eventing-test",
+        contract::ProductUpserted {
+            product_id: 1,
+            name: "x".repeat(2_000_000),
+            price: 1,
+        },
+        None,
+    );
+    let fine = Envelope::new(
+        "eventing-test",
+        contract::ProductUpserted {
+            product_id: 1,
+            name: "Mug".into(),
+            price: 1,
+        },
+        None,
+    );
+    enqueue_committed(&runtime, &[huge, fine.clone()]).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(runtime.relay().run(stop.clone()));
+    let read = read_topic(
+        &broker.brokers,
+        topics::PRODUCT_CATALOG,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
+    .await
+    .expect("read");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].envelope.as_ref(), Some(&fine));
+    eventually("the huge row parked", Duration::from_secs(10), || async {
+        (outbox::parked(&runtime.db).await.expect("parked") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        unsent(&runtime).await,
+        0,
+        "a parked row is not part of the backlog"
+    );
+    assert_eq!(runtime.metrics.get("outbox_parked_total", &[]), 1.0);
+    let reason: String =
+        sqlx::query_scalar("SELECT park_reason FROM outbox_message WHERE parked_at IS NOT NULL")
+            .fetch_one(&runtime.db)
+            .await
+            .expect("reason");
+    assert!(reason.to_lowercase().contains("too large"), "{reason}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn rows_past_retention_are_deleted_and_nothing_unsent_is() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("retention", &broker).await;
+    let now = eventing::now_ms();
+    let day = 86_400_000;
+    for (id, processed_at) in [("old", now - 10 * day), ("new", now - day)] {
+        sqlx::query("INSERT INTO processed_event (event_id, event_type, topic, processed_at) VALUES ($1, 'X', 't', $2)")
+            .bind(id)
+            .bind(processed_at)
+            .execute(&runtime.db)
+            .await
+            .expect("insert");
+    }
+    for (key, sent_at) in [
+        ("sent-long-ago", Some(now - 3 * day)),
+        ("sent-just-now", Some(now)),
+        ("never-sent", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO outbox_message (topic, message_key, payload, headers, created_at, sent_at) \
+             VALUES ('t', $1, '{}', '{}', $2, $3)",
+        )
+        .bind(key)
+        .bind(now - 5 * day)
+        .bind(sent_at)
+        .execute(&runtime.db)
+        .await
+        .expect("insert");
+    }
+    let settings = eventing::housekeeping::RetentionSettings::default();
+    let deleted = eventing::housekeeping::sweep(&runtime.db, &settings, now)
+        .await
+        .expect("sweep");
+    assert_eq!(deleted, (1, 1));
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT message_key FROM outbox_message ORDER BY id")
+            .fetch_all(&runtime.db)
+            .await
+            .expect("keys");
+    assert_eq!(keys, ["sent-just-now", "never-sent"]);
+    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM processed_event")
+        .fetch_all(&runtime.db)
+        .await
+        .expect("ids");
+    assert_eq!(ids, ["new"]);
+}

@@ -13,10 +13,14 @@ CREATE TABLE outbox_message (
     -- Milliseconds since the Unix epoch.
     created_at INTEGER NOT NULL,
     -- Milliseconds since the Unix epoch when the broker acknowledged it; NULL until then.
-    sent_at INTEGER
+    sent_at INTEGER,
+    -- Set when the broker refused the message for good (too large, invalid): the relay stops
+    -- trying it, reports it, and keeps it here for a person to deal with.
+    parked_at INTEGER,
+    park_reason TEXT
 );
 
-CREATE INDEX outbox_message_unsent ON outbox_message (id) WHERE sent_at IS NULL;
+CREATE INDEX outbox_message_unsent ON outbox_message (id) WHERE sent_at IS NULL AND parked_at IS NULL;
 
 -- One relay per database publishes at a time, so that per-key order holds with replicas.
 CREATE TABLE outbox_relay_lease (

@@ -1,0 +1,128 @@
+//! Retention: published outbox rows and old processed-event records are deleted in the
+//! background, so that neither table grows forever.
+//!
+//! The processed-event record is what makes a redelivered event harmless, so it must outlive
+//! every copy of the event a consumer could still read: keep `PROCESSED_EVENT_RETENTION_MS`
+//! above the `retention.ms` of the topics (Kafka's default is 7 days; the default here is 8).
+//! Unsent and parked outbox rows are never deleted.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, now_ms};
+use crate::metrics::Metrics;
+
+/// How long rows are kept.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionSettings {
+    /// How long a published outbox row is kept, in milliseconds.
+    #[arg(
+        long = "outbox-retention-ms",
+        env = "OUTBOX_RETENTION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub outbox_ms: i64,
+    /// How long the record of a handled event is kept, in milliseconds; keep it above the
+    /// topics' retention.
+    #[arg(
+        long = "processed-event-retention-ms",
+        env = "PROCESSED_EVENT_RETENTION_MS",
+        default_value_t = 691_200_000
+    )]
+    pub processed_event_ms: i64,
+    /// How often old rows are deleted, in milliseconds.
+    #[arg(
+        long = "cleanup-interval-ms",
+        env = "CLEANUP_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub interval_ms: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            outbox_ms: 86_400_000,
+            processed_event_ms: 691_200_000,
+            interval_ms: 60_000,
+        }
+    }
+}
+
+/// Most rows deleted per statement, so that a large backlog never holds a long lock.
+const BATCH: i64 = 5_000;
+
+/// Deletes what is past retention at `now`; returns how many outbox rows and processed-event
+/// records it deleted.
+pub async fn sweep(
+    db: &Db,
+    settings: &RetentionSettings,
+    now: i64,
+) -> Result<(u64, u64), sqlx::Error> {
+    let outbox = delete_in_batches(
+        db,
+        "DELETE FROM outbox_message WHERE id IN \
+         (SELECT id FROM outbox_message WHERE sent_at IS NOT NULL AND sent_at < $1 LIMIT $2)",
+        now - settings.outbox_ms,
+    )
+    .await?;
+    let processed = delete_in_batches(
+        db,
+        "DELETE FROM processed_event WHERE event_id IN \
+         (SELECT event_id FROM processed_event WHERE processed_at < $1 LIMIT $2)",
+        now - settings.processed_event_ms,
+    )
+    .await?;
+    Ok((outbox, processed))
+}
+
+async fn delete_in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(sql)
+            .bind(before)
+            .bind(BATCH)
+            .execute(db)
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Sweeps every `interval_ms` until `shutdown`.
+pub async fn run(
+    db: Db,
+    settings: RetentionSettings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let interval = Duration::from_millis(settings.interval_ms);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match sweep(&db, &settings, now_ms()).await {
+            Ok((outbox, processed)) => {
+                metrics.add(
+                    "retention_deleted_total",
+                    &[("table", "outbox_message")],
+                    outbox,
+                );
+                metrics.add(
+                    "retention_deleted_total",
+                    &[("table", "processed_event")],
+                    processed,
+                );
+                if outbox + processed > 0 {
+                    tracing::info!(outbox, processed, "deleted rows past retention");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "retention sweep failed; will try again"),
+        }
+    }
+}
