@@ -1,6 +1,6 @@
 //! `shopctl`, the command line of the order saga.
 //!
-//! - [`up`]: `shopctl up` runs the whole system locally.
+//! - [`up`]: `shopctl up` runs the whole system locally, as a [`stack::Stack`] of processes.
 //! - [`kafka`]: `shopctl tail` follows a topic; reading topics to their end for `trace`.
 //! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod kafka;
+pub mod stack;
 pub mod trace;
 pub mod up;
 

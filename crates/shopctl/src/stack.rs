@@ -1,0 +1,362 @@
+//! The local stack as processes: Tansu and every service, started, killed and restarted one
+//! by one. `shopctl up` runs it until Ctrl-C; `shopctl chaos` kills and restarts its parts.
+//!
+//! Tansu keeps its data in a SQLite file under the data folder, so it survives restarts. Each
+//! service gets its own database: a SQLite file under the data folder by default, or a
+//! Postgres database. Every process runs in its own process group, so a Ctrl-C in the
+//! terminal reaches `shopctl` alone, which then stops the services first (so that they commit
+//! their offsets) and the broker last.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
+
+/// The Tansu release the project is tested with.
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// The services of the stack, in start order, with their port's offset from the base port.
+pub const SERVICES: &[(&str, u16)] = &[
+    ("data-platform-mock", 10),
+    ("order-service", 0),
+    ("product-service", 1),
+    ("coupon-service", 2),
+    ("analytics-forwarder", 3),
+];
+
+/// Where the stack runs.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Folder for Tansu's data, SQLite databases and logs.
+    pub data_dir: PathBuf,
+    pub broker_port: u16,
+    /// Port of the order service; the others follow [`SERVICES`].
+    pub http_port_base: u16,
+    /// Run `cargo build --bins` first, when run from the workspace.
+    pub build: bool,
+    /// `DATABASE_URL` per service; services not listed use a SQLite file in the data folder.
+    pub database_urls: Vec<(String, String)>,
+    /// More environment for every service.
+    pub env: Vec<(String, String)>,
+}
+
+/// The stack, running.
+pub struct Stack {
+    config: StackConfig,
+    data: PathBuf,
+    bin_dir: PathBuf,
+    tansu: PathBuf,
+    broker: Option<Child>,
+    services: Vec<(&'static str, Child)>,
+}
+
+impl Stack {
+    /// Builds (if asked), installs Tansu if missing, starts the broker, creates the topics and
+    /// starts every service, waiting until each is ready.
+    pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
+        let bin_dir = std::env::current_exe()
+            .context("finding shopctl's own path")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("shopctl's path has no folder")?;
+        if config.build {
+            build(&bin_dir)?;
+        }
+        let tansu = ensure_tansu()?;
+        let ports = std::iter::once(config.broker_port).chain(
+            SERVICES
+                .iter()
+                .map(|(_, offset)| config.http_port_base + offset),
+        );
+        for port in ports {
+            if TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+                bail!(
+                    "port {port} is in use: is another `shopctl up` running? (or choose other ports with --broker-port and --http-port-base)"
+                );
+            }
+        }
+        std::fs::create_dir_all(config.data_dir.join("logs"))
+            .context("creating the data folder")?;
+        std::fs::create_dir_all(config.data_dir.join("tansu"))?;
+        let data = config
+            .data_dir
+            .canonicalize()
+            .context("resolving the data folder")?;
+        let mut stack = Stack {
+            config,
+            data,
+            bin_dir,
+            tansu,
+            broker: None,
+            services: Vec::new(),
+        };
+        stack.start_broker().await?;
+        for (name, _) in SERVICES {
+            stack.start_service(name).await?;
+        }
+        Ok(stack)
+    }
+
+    /// `127.0.0.1:<broker port>`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.config.broker_port)
+    }
+
+    /// `http://127.0.0.1:<port>` of a service.
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(service))
+    }
+
+    fn port(&self, service: &str) -> u16 {
+        let offset = SERVICES
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, offset)| *offset)
+            .unwrap_or_default();
+        self.config.http_port_base + offset
+    }
+
+    /// The data folder, resolved.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Starts Tansu and makes sure the topics exist.
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        let listener = format!("tcp://{}", self.brokers());
+        step(&format!(
+            "starting Tansu on {} (data in {})",
+            self.brokers(),
+            self.data.join("tansu").display()
+        ));
+        // Tansu reads the path of a sqlite:// URL as relative, so it runs in the data folder.
+        self.broker = Some(spawn(
+            Command::new(&self.tansu)
+                .current_dir(&self.data)
+                .args(["broker", "--listener-url", &listener])
+                .args(["--advertised-listener-url", &listener])
+                .args(["--storage-engine", "sqlite://tansu/tansu.db"]),
+            &self.data.join("logs/tansu.log"),
+        )?);
+        create_topics(&self.brokers()).await
+    }
+
+    /// Stops Tansu (SIGTERM, then SIGKILL after five seconds).
+    pub fn stop_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            stop_child(&mut broker, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts one service and waits until it is ready.
+    pub async fn start_service(&mut self, name: &str) -> anyhow::Result<()> {
+        let Some(&(name, _)) = SERVICES.iter().find(|(n, _)| *n == name) else {
+            bail!("no service is called {name}");
+        };
+        let port = self.port(name);
+        step(&format!("starting {name} on 127.0.0.1:{port}"));
+        let database = self
+            .config
+            .database_urls
+            .iter()
+            .find(|(service, _)| service == name)
+            .map(|(_, url)| url.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "sqlite://{}",
+                    self.data.join(format!("{name}.db")).display()
+                )
+            });
+        let mut command = Command::new(self.bin_dir.join(name));
+        command
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", database)
+            .env("KAFKA_BROKERS", self.brokers())
+            .env("DATA_PLATFORM_URL", self.url("data-platform-mock"))
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)));
+        let log = self.data.join(format!("logs/{name}.log"));
+        let child = spawn(&mut command, &log)?;
+        self.services.push((name, child));
+        self.wait_ready(name, port, &log).await
+    }
+
+    /// Kills a service with SIGKILL: no shutdown hook runs, nothing is flushed.
+    pub fn kill_service(&mut self, name: &str) {
+        if let Some(index) = self.services.iter().position(|(n, _)| *n == name) {
+            let (_, mut child) = self.services.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_ready(&mut self, name: &str, port: u16, log: &Path) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{port}/health/ready");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some((_, child)) = self.services.iter_mut().find(|(n, _)| *n == name)
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!("{name} exited ({status}); see {}", log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("{name} was not ready within 60 s; see {}", log.display())
+    }
+
+    /// Services first (SIGTERM, then SIGKILL after `grace`), the broker last.
+    pub fn stop(&mut self, grace: Duration) {
+        for (_, child) in &self.services {
+            terminate(child);
+        }
+        for (name, child) in &mut self.services {
+            if !wait_for_exit(child, grace) {
+                eprintln!("{name} did not stop within {grace:?}; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.services.clear();
+        self.stop_broker();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within `grace`.
+fn stop_child(child: &mut Child, grace: Duration) {
+    terminate(child);
+    if !wait_for_exit(child, grace) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Sends SIGTERM through `kill(1)`, which keeps this crate free of `unsafe`.
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+fn wait_for_exit(child: &mut Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Prints a step of what `shopctl` is doing.
+pub fn step(what: &str) {
+    println!("==> {what}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs `cargo build --bins` in the workspace `shopctl` was built from, if it can find it.
+fn build(bin_dir: &Path) -> anyhow::Result<()> {
+    let Some(root) = bin_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("crates").is_dir())
+    else {
+        return Ok(());
+    };
+    step("building the services (the first build takes a few minutes)");
+    let profile = bin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root).args(["build", "-j2", "--bins"]);
+    if profile == "release" {
+        command.arg("--release");
+    }
+    let status = command.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+/// Finds `tansu`, installing it with `cargo install` (progress shown) when it is missing.
+fn ensure_tansu() -> anyhow::Result<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin"));
+    let candidates = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(cargo_bin.clone());
+    for dir in candidates {
+        let tansu = dir.join("tansu");
+        if tansu.is_file() {
+            return Ok(tansu);
+        }
+    }
+    step(&format!(
+        "installing Tansu {TANSU_VERSION} with cargo install (about 12 minutes on 2 cores, once)"
+    ));
+    let status = Command::new("cargo")
+        .args(["install", "tansu", "--version", TANSU_VERSION, "--locked"])
+        .args(["--features", "dynostore,postgres,libsql"])
+        .status()
+        .context("running cargo install tansu")?;
+    if !status.success() {
+        bail!("installing Tansu failed");
+    }
+    cargo_bin
+        .map(|dir| dir.join("tansu"))
+        .filter(|tansu| tansu.is_file())
+        .context("tansu was installed but is not in ~/.cargo/bin")
+}
+
+/// Starts a child in its own process group, its output appended to `log`.
+fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))
+}
+
+async fn create_topics(brokers: &str) -> anyhow::Result<()> {
+    let settings = KafkaSettings::new(brokers);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let topics = contract_topics();
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(5), ensure_topics(&settings, &topics)).await;
+        match attempt {
+            Ok(Ok(())) => return Ok(()),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(Err(error)) => return Err(error).context("creating the topics"),
+            Err(_) => bail!("the broker at {brokers} did not answer; see its log"),
+        }
+    }
+}
