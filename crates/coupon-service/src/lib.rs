@@ -4,11 +4,13 @@
 //! - [`handlers::order_events`]: applies the coupon of `OrderCreated` (or refuses it) and
 //!   restores it for `OrderCancelled`.
 //! - [`domain`]: coupon kinds and the discount rule, without I/O.
+//! - [`reconcile`]: a sweep that frees coupons held by no applied use.
 //! - [`store`]: every SQL statement of the service.
 
 pub mod domain;
 pub mod handlers;
 pub mod http;
+pub mod reconcile;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -30,6 +32,13 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
+    /// How often coupons are checked against their uses, in milliseconds.
+    #[arg(
+        long = "reconcile-interval-ms",
+        env = "RECONCILE_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub reconcile_interval_ms: u64,
     #[command(flatten)]
     pub common: CommonSettings,
 }
@@ -41,13 +50,16 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let listener = App::bind(config.http_addr).await?;
     let consumer =
         runtime.consumer(&[topics::ORDER_EVENTS], handlers::order_events::OrderEvents)?;
+    let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
+    let interval = std::time::Duration::from_millis(config.reconcile_interval_ms);
     let router = runtime.router(http::router(http::State {
         db: runtime.db.clone(),
     }));
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
-        .with_consumer(consumer))
+        .with_consumer(consumer)
+        .worker(move |shutdown| reconcile::run(db, metrics, interval, shutdown)))
 }
 
 #[cfg(test)]

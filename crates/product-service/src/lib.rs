@@ -3,6 +3,7 @@
 //! - [`http`]: `POST /products`, `GET /products/{id}`, `POST /products/{id}/restock`.
 //! - [`handlers::order_events`]: reserves stock for `OrderCreated` (every line or none) and
 //!   releases it for `OrderCancelled`.
+//! - [`reconcile`]: a sweep that checks reserved stock against reservations and repairs it.
 //! - [`store`]: every SQL statement of the service.
 //!
 //! Every product change publishes `ProductUpserted` to `product.catalog`, the feed of the
@@ -10,6 +11,7 @@
 
 pub mod handlers;
 pub mod http;
+pub mod reconcile;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -31,6 +33,13 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
+    /// How often reserved stock is checked against reservations, in milliseconds.
+    #[arg(
+        long = "reconcile-interval-ms",
+        env = "RECONCILE_INTERVAL_MS",
+        default_value_t = 60_000
+    )]
+    pub reconcile_interval_ms: u64,
     #[command(flatten)]
     pub common: CommonSettings,
 }
@@ -42,6 +51,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let listener = App::bind(config.http_addr).await?;
     let consumer =
         runtime.consumer(&[topics::ORDER_EVENTS], handlers::order_events::OrderEvents)?;
+    let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
+    let interval = std::time::Duration::from_millis(config.reconcile_interval_ms);
     let router = runtime.router(http::router(http::State {
         db: runtime.db.clone(),
         outbox: runtime.outbox.clone(),
@@ -49,7 +60,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
-        .with_consumer(consumer))
+        .with_consumer(consumer)
+        .worker(move |shutdown| reconcile::run(db, metrics, interval, shutdown)))
 }
 
 #[cfg(test)]

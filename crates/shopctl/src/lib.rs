@@ -4,12 +4,14 @@
 //! - [`kafka`]: `shopctl tail` follows a topic; reading topics to their end for `trace`.
 //! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
+//! - [`chaos`]: `shopctl chaos` runs a load under injected faults and checks the invariants.
 //! - `shopctl topics create|list` creates or lists the contract's topics.
 //!
 //! Everything that reads topics uses a consumer group of its own and commits nothing, so it
 //! never disturbs the services. It works against Tansu and against Apache Kafka.
 
 pub mod api;
+pub mod chaos;
 pub mod kafka;
 pub mod stack;
 pub mod trace;
@@ -77,6 +79,8 @@ pub struct Cli {
 pub enum Command {
     /// Runs the whole system locally: Tansu, every service on SQLite, the data-platform mock.
     Up(up::UpArgs),
+    /// Places orders against a local stack while injecting faults, then checks the invariants.
+    Chaos(chaos::ChaosArgs),
     /// Follows a topic and prints every message as `key value`.
     Tail {
         /// The topic, such as `order.events`.
@@ -217,6 +221,7 @@ pub enum CouponCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::up(args).await,
+        Command::Chaos(args) => chaos::chaos(args).await,
         Command::Tail {
             ref topic,
             from_beginning,

@@ -52,6 +52,8 @@ pub struct Stack {
     bin_dir: PathBuf,
     tansu: PathBuf,
     broker: Option<Child>,
+    /// Where the running broker's output starts in its log.
+    broker_log_start: u64,
     services: Vec<(&'static str, Child)>,
 }
 
@@ -93,6 +95,7 @@ impl Stack {
             bin_dir,
             tansu,
             broker: None,
+            broker_log_start: 0,
             services: Vec::new(),
         };
         stack.start_broker().await?;
@@ -126,14 +129,44 @@ impl Stack {
         &self.data
     }
 
-    /// Starts Tansu and makes sure the topics exist.
+    /// Starts Tansu, makes sure the topics exist, and checks that it stores what it is sent.
+    ///
+    /// Tansu 0.6.0's SQLite storage sometimes fails as it starts (its storage task panics and
+    /// every request fails from then on); a broker that fails the check is restarted, up to
+    /// three times.
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.spawn_broker()?;
+            match create_topics(&self.brokers()).await {
+                Ok(()) if !self.broker_crashed() => return Ok(()),
+                Ok(()) if attempt < 3 => {
+                    step("Tansu's storage failed as it started; restarting it")
+                }
+                Err(error) if attempt < 3 => step(&format!(
+                    "Tansu did not start well ({error:#}); restarting it"
+                )),
+                Ok(()) => bail!(
+                    "Tansu's storage keeps failing; see {}",
+                    self.broker_log().display()
+                ),
+                Err(error) => return Err(error),
+            }
+            self.stop_broker();
+        }
+    }
+
+    fn spawn_broker(&mut self) -> anyhow::Result<()> {
         let listener = format!("tcp://{}", self.brokers());
         step(&format!(
             "starting Tansu on {} (data in {})",
             self.brokers(),
             self.data.join("tansu").display()
         ));
+        self.broker_log_start = std::fs::metadata(self.broker_log())
+            .map(|m| m.len())
+            .unwrap_or(0);
         // Tansu reads the path of a sqlite:// URL as relative, so it runs in the data folder.
         self.broker = Some(spawn(
             Command::new(&self.tansu)
@@ -141,9 +174,25 @@ impl Stack {
                 .args(["broker", "--listener-url", &listener])
                 .args(["--advertised-listener-url", &listener])
                 .args(["--storage-engine", "sqlite://tansu/tansu.db"]),
-            &self.data.join("logs/tansu.log"),
+            &self.broker_log(),
         )?);
-        create_topics(&self.brokers()).await
+        Ok(())
+    }
+
+    fn broker_log(&self) -> PathBuf {
+        self.data.join("logs/tansu.log")
+    }
+
+    /// Whether the running Tansu has logged a panic: its storage is then gone, and every
+    /// request fails until it is restarted.
+    pub fn broker_crashed(&self) -> bool {
+        let Ok(log) = std::fs::read(self.broker_log()) else {
+            return false;
+        };
+        let since = usize::try_from(self.broker_log_start)
+            .unwrap_or(0)
+            .min(log.len());
+        String::from_utf8_lossy(&log[since..]).contains("panicked at")
     }
 
     /// Stops Tansu (SIGTERM, then SIGKILL after five seconds).

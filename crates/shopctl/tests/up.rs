@@ -138,24 +138,11 @@ fn settled(up: &Up, id: &str) -> Value {
     }
 }
 
-fn free_base() -> u16 {
-    // Eleven ports from the base are used; look for a run where all are free.
-    loop {
-        let base = testkit::free_port();
-        if base < 60_000
-            && (0..=10)
-                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
-        {
-            return base;
-        }
-    }
-}
-
 #[test]
 fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
     let dir = std::env::temp_dir().join(format!("shopctl-up-{}", uuid::Uuid::new_v4()));
     let broker_port = testkit::free_port();
-    let base = free_base();
+    let base = testkit::free_port_run(11);
 
     let up = Up::start(&dir, broker_port, base);
     let confirmed = place(

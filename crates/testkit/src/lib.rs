@@ -72,6 +72,20 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The first of `count` consecutive free ports on 127.0.0.1 (free when asked; bind soon).
+pub fn free_port_run(count: u16) -> u16 {
+    loop {
+        let base = free_port();
+        let all_free = (0..count).all(|offset| {
+            base.checked_add(offset)
+                .is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if all_free {
+            return base;
+        }
+    }
+}
+
 /// A Tansu broker of the test's own.
 ///
 /// It is killed when the thread that started it exits, which for a test is after the test's

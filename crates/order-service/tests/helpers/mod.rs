@@ -71,6 +71,7 @@ pub async fn start_order_service(db: &str, broker: &Broker, options: &Options) -
 pub async fn start_product_service(db: &str, broker: &Broker) -> RunningApp {
     product_service::build(product_service::Config {
         http_addr: local(),
+        reconcile_interval_ms: 1_000,
         common: common(db, broker),
     })
     .await
@@ -110,6 +111,7 @@ impl System {
         .spawn();
         let coupon = coupon_service::build(coupon_service::Config {
             http_addr: local(),
+            reconcile_interval_ms: 1_000,
             common: common(&coupon_db, &broker),
         })
         .await
