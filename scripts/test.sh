@@ -29,3 +29,10 @@ echo "==> cargo test (services on Postgres)"
 cargo test -j2 --workspace
 echo "==> the integration suites again, services on SQLite"
 TEST_BACKEND=sqlite cargo test -j2 -p eventing -p order-service
+
+# The chaos run on Postgres restarts the database server, so it runs alone, last.
+echo "==> a small chaos run on Postgres, with a database restart among its faults"
+read -r pg_version pg_cluster _ <<<"$(pg_lsclusters -h | head -n1)"
+if [ "$(id -u)" = 0 ]; then restart="pg_ctlcluster $pg_version $pg_cluster restart"; else restart="sudo pg_ctlcluster $pg_version $pg_cluster restart"; fi
+CHAOS_POSTGRES_URL="$TEST_DATABASE_URL" CHAOS_DB_RESTART_COMMAND="$restart" \
+  cargo test -j2 -p shopctl --test chaos -- --ignored

@@ -5,9 +5,11 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use eventing::openapi::OpenApi;
 use eventing::{ApiError, ApiJson, Db, Outbox};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::store;
 
@@ -17,27 +19,49 @@ struct Deliveries {
     wake: Outbox,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which failed deliveries to retry: one event's, or all when absent.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Retry {
     #[serde(default)]
     event_id: Option<String>,
 }
 
+/// How many deliveries were made pending again.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Retried {
+    reset: u64,
+}
+
+/// The API's operations, for `/openapi.json`.
+pub fn openapi() -> Value {
+    let mut api = OpenApi::new(
+        "analytics-forwarder",
+        "Forwards order events to the data platform; health, metrics and retries.",
+    );
+    api.operation("post", "/deliveries/retry", "Retry failed deliveries")
+        .body::<Retry>()
+        .response::<Retried>(200, "how many deliveries are pending again")
+        .errors(&[400, 413, 415, 422])
+        .add();
+    api.document()
+}
+
 pub fn router(db: Db, wake: Outbox) -> Router {
     Router::new()
         .route("/deliveries/retry", post(retry))
         .with_state(Deliveries { db, wake })
+        .merge(eventing::openapi::route(openapi()))
 }
 
 async fn retry(
     State(deliveries): State<Deliveries>,
     ApiJson(retry): ApiJson<Retry>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Retried>, ApiError> {
     let reset = store::retry_failed(&deliveries.db, retry.event_id.as_deref()).await?;
     if reset > 0 {
         deliveries.wake.wake();
     }
     tracing::info!(reset, "failed deliveries made pending again");
-    Ok(Json(json!({ "reset": reset })))
+    Ok(Json(Retried { reset }))
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How a coupon's value is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Kind {
     /// `value` minor units off, never more than the order's total.
@@ -51,7 +51,7 @@ pub fn discount(kind: Kind, value: i64, total: i64) -> i64 {
 }
 
 /// Where a coupon stands, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Available,

@@ -6,7 +6,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiJson, ApiPath, Db, now_ms};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{self, Kind, Status};
@@ -18,14 +20,32 @@ pub struct State {
     pub db: Db,
 }
 
+/// The API's operations, for `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    let mut api = OpenApi::new("coupon-service", "Single-use coupons of the order saga.");
+    api.operation("post", "/coupons", "Create a coupon")
+        .body::<NewCoupon>()
+        .response::<CouponView>(201, "the coupon")
+        .errors(&[400, 413, 415, 422])
+        .add();
+    api.operation("get", "/coupons/{id}", "Show a coupon")
+        .param("id", Param::Integer)
+        .response::<CouponView>(200, "the coupon")
+        .errors(&[404])
+        .add();
+    api.document()
+}
+
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/coupons", post(create))
         .route("/coupons/{id}", get(show))
         .with_state(state)
+        .merge(eventing::openapi::route(openapi()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A coupon to create.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCoupon {
     user_id: i64,
@@ -36,7 +56,7 @@ struct NewCoupon {
 }
 
 /// A coupon as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct CouponView {
     coupon_id: i64,
     user_id: i64,

@@ -20,8 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use eventing::openapi::OpenApi;
 use eventing::{ApiError, ApiJson, App, Metrics};
 use rand::Rng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -44,14 +46,15 @@ pub struct Config {
 }
 
 /// What the mock can be told to do while running.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub failure_rate: f64,
     pub latency_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The settings to change; the others stay as they are.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsChange {
     failure_rate: Option<f64>,
@@ -59,7 +62,7 @@ struct SettingsChange {
 }
 
 /// One kept delivery.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 struct Kept {
     idempotency_key: String,
     received_at: DateTime<Utc>,
@@ -120,6 +123,58 @@ fn validate(settings: &Settings) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What the mock kept.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Listing {
+    /// How many distinct deliveries it kept.
+    received: usize,
+    /// How many deliveries repeated a kept `Idempotency-Key`.
+    duplicates: u64,
+    /// How many requests it failed on purpose.
+    failed: u64,
+    orders: Vec<Kept>,
+}
+
+/// What became of one delivery: `kept` or `duplicate`.
+#[derive(Debug, Serialize, JsonSchema)]
+struct Outcome {
+    status: &'static str,
+}
+
+/// The API's operations, for `/openapi.json`.
+pub fn openapi() -> Value {
+    let mut api = OpenApi::new(
+        "data-platform-mock",
+        "A stand-in for the external data platform.",
+    );
+    api.operation("post", "/v1/orders", "Receive an order event")
+        .header(
+            "Idempotency-Key",
+            "required; a key seen before is a duplicate",
+        )
+        .body::<Value>()
+        .response::<Outcome>(201, "kept")
+        .response::<Outcome>(200, "a duplicate of a kept delivery")
+        .errors(&[400, 413, 415, 422, 503])
+        .add();
+    api.operation("get", "/v1/orders", "What the mock kept")
+        .response::<Listing>(200, "everything kept, with counts")
+        .add();
+    api.operation(
+        "get",
+        "/v1/settings",
+        "The failure rate and latency in force",
+    )
+    .response::<Settings>(200, "the settings")
+    .add();
+    api.operation("put", "/v1/settings", "Change the failure rate or latency")
+        .body::<SettingsChange>()
+        .response::<Settings>(200, "the settings now in force")
+        .errors(&[400, 413, 415, 422])
+        .add();
+    api.document()
+}
+
 fn router(state: State) -> Router {
     Router::new()
         .route("/v1/orders", get(list).post(receive))
@@ -135,6 +190,7 @@ fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })
         .with_state(state)
+        .merge(eventing::openapi::route(openapi()))
 }
 
 async fn receive(
@@ -173,7 +229,13 @@ async fn receive(
         state
             .metrics
             .inc("received_total", &[("outcome", "duplicate")]);
-        return (StatusCode::OK, Json(json!({ "status": "duplicate" }))).into_response();
+        return (
+            StatusCode::OK,
+            Json(Outcome {
+                status: "duplicate",
+            }),
+        )
+            .into_response();
     }
     inner.kept.push(Kept {
         idempotency_key: key,
@@ -185,17 +247,17 @@ async fn receive(
         body,
     });
     state.metrics.inc("received_total", &[("outcome", "kept")]);
-    (StatusCode::CREATED, Json(json!({ "status": "kept" }))).into_response()
+    (StatusCode::CREATED, Json(Outcome { status: "kept" })).into_response()
 }
 
-async fn list(Extract(state): Extract<State>) -> Json<Value> {
+async fn list(Extract(state): Extract<State>) -> Json<Listing> {
     let inner = state.lock();
-    Json(json!({
-        "received": inner.kept.len(),
-        "duplicates": inner.duplicates,
-        "failed": inner.failed,
-        "orders": inner.kept,
-    }))
+    Json(Listing {
+        received: inner.kept.len(),
+        duplicates: inner.duplicates,
+        failed: inner.failed,
+        orders: inner.kept.clone(),
+    })
 }
 
 async fn show_settings(Extract(state): Extract<State>) -> Json<Settings> {

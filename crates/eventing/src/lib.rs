@@ -9,6 +9,7 @@
 //! - [`trace`]: W3C trace context carried in Kafka headers.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
 //! - [`metrics`]: a per-service Prometheus registry.
+//! - [`openapi`]: OpenAPI documents built from the request and response types.
 //! - [`app`]: [`app::Runtime`] and [`app::App`], how a service is assembled and run.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`telemetry`]: logging setup and the shutdown signal.
@@ -26,6 +27,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod openapi;
 pub mod outbox;
 pub mod telemetry;
 pub mod trace;

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use crate::domain::{Progress, Status};
 
 /// A product of the catalog replica.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct CatalogProduct {
     pub product_id: i64,
     pub name: String,

@@ -655,6 +655,15 @@ async fn bad_products_and_coupons_get_a_4xx_with_a_code() {
             system
                 .post(
                     product_url.clone(),
+                    json!({"name": "a\u{0}b", "price": 1, "stock": 1}),
+                )
+                .await,
+            "invalid_name",
+        ),
+        (
+            system
+                .post(
+                    product_url.clone(),
                     json!({"name": "X", "price": -1, "stock": 1}),
                 )
                 .await,
@@ -880,5 +889,80 @@ async fn a_dead_data_platform_trips_the_circuit_breaker_instead_of_being_hammere
         || async { (system.platform_orders().await["received"] == 20).then_some(()) },
     )
     .await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn every_endpoint_fuzzed_from_its_openapi_document_answers_below_500_with_json_errors() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 1_000).await;
+    system.create_coupon(1, "FIXED", 100).await;
+    let _ = mug;
+    let services = [
+        ("order-service", system.order.url("")),
+        (
+            "product-service",
+            system.product.as_ref().expect("running").url(""),
+        ),
+        ("coupon-service", system.coupon.url("")),
+        ("analytics-forwarder", system.forwarder.url("")),
+        ("data-platform-mock", system.platform.url("")),
+    ];
+    let mut total = 0;
+    for (seed, (service, base)) in services.iter().enumerate() {
+        let (sent, findings) = helpers::fuzz::fuzz(&system.http, base, 80, seed as u64).await;
+        total += sent;
+        assert!(findings.is_empty(), "{service}: {findings:#?}");
+    }
+    assert!(total >= 800, "{total} requests sent");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn every_consumer_dead_letters_garbage_ignores_unknown_types_and_keeps_going() {
+    let system = System::start().await;
+    let unknown = br#"{"event_id":"0193a0c4-0000-7000-8000-000000000009","event_type":"ParcelShipped","schema_version":1,"occurred_at":"2026-11-24T08:00:00Z","producer":"x","payload":{}}"#;
+    let wrong_shape = br#"{"event_id":"0193a0c4-0000-7000-8000-00000000000a","event_type":"OrderCreated","schema_version":1,"occurred_at":"2026-11-24T08:00:00Z","producer":"x","payload":{"order_id":"nope"}}"#;
+    for topic in [
+        topics::ORDER_EVENTS,
+        topics::STOCK_EVENTS,
+        topics::COUPON_EVENTS,
+        topics::PRODUCT_CATALOG,
+    ] {
+        for payload in [&b"\x00\xffgarbage"[..], b"[1,2]", wrong_shape, unknown] {
+            produce_raw(&system.broker.brokers, topic, "garbage", payload, &[])
+                .await
+                .expect("produce");
+        }
+    }
+    // The services keep serving: a real order still goes through the whole saga.
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let coupon = system.create_coupon(1, "FIXED", 100).await;
+    let id = system
+        .place_accepted_order(1, &[(mug, 1)], Some(coupon))
+        .await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    // Each consumer dead-lettered the garbage of each topic it reads, and nothing else.
+    for (service, topics_read) in [
+        ("order-service", 3),
+        ("product-service", 1),
+        ("coupon-service", 1),
+        ("analytics-forwarder", 1),
+    ] {
+        let dlq = contract::topics::dlq_topic(service);
+        let expected = topics_read * 3;
+        let letters = read_topic(&system.broker.brokers, &dlq, SETTLE, |r| {
+            r.len() >= expected
+        })
+        .await
+        .expect("read");
+        assert_eq!(letters.len(), expected, "{service}");
+        assert!(
+            letters
+                .iter()
+                .all(|l| l.key == "garbage" && l.header("dlq.stage") == Some("consume")),
+            "{service}"
+        );
+    }
     system.stop().await;
 }

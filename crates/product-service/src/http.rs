@@ -6,8 +6,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::ProductUpserted;
+use eventing::openapi::{OpenApi, Param};
 use eventing::outbox::{self, Outbox};
 use eventing::{ApiError, ApiJson, ApiPath, Db, RequestTrace, TraceContext};
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::SERVICE;
@@ -27,15 +29,42 @@ pub struct State {
     pub outbox: Outbox,
 }
 
+/// The API's operations, for `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    let mut api = OpenApi::new(
+        "product-service",
+        "Products, stock and reservations of the order saga.",
+    );
+    api.operation("post", "/products", "Create a product")
+        .body::<NewProduct>()
+        .response::<Product>(201, "the product")
+        .errors(&[400, 413, 415, 422])
+        .add();
+    api.operation("get", "/products/{id}", "Show a product and its stock")
+        .param("id", Param::Integer)
+        .response::<Product>(200, "the product")
+        .errors(&[404])
+        .add();
+    api.operation("post", "/products/{id}/restock", "Add stock to a product")
+        .param("id", Param::Integer)
+        .body::<Restock>()
+        .response::<Product>(200, "the product")
+        .errors(&[400, 404, 413, 415, 422])
+        .add();
+    api.document()
+}
+
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/products", post(create))
         .route("/products/{id}", get(show))
         .route("/products/{id}/restock", post(restock))
         .with_state(state)
+        .merge(eventing::openapi::route(openapi()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A product to create.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewProduct {
     name: String,
@@ -43,7 +72,8 @@ struct NewProduct {
     stock: i64,
 }
 
-#[derive(Debug, Deserialize)]
+/// Units to add to a product's stock.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Restock {
     quantity: i64,
@@ -55,10 +85,17 @@ async fn create(
     ApiJson(new): ApiJson<NewProduct>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    // Control characters (NUL above all, which Postgres cannot store in text) have no place
+    // in a product name.
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(ApiError::unprocessable(
             "invalid_name",
-            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+            format!(
+                "name must be 1 to {MAX_NAME_CHARS} characters, none of them control characters"
+            ),
         ));
     }
     if !(0..=MAX_PRICE).contains(&new.price) {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 /// A product as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Product {
     pub product_id: i64,
     pub name: String,

@@ -43,6 +43,9 @@ pub struct ChaosArgs {
     /// Orders in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Most orders placed per second, so that the faults land while orders are flowing.
+    #[arg(long, default_value_t = 50.0)]
+    pub orders_per_second: f64,
     /// Products to create; their stock is sized so that most orders can be served and some
     /// products run out.
     #[arg(long, default_value_t = 20)]
@@ -131,7 +134,14 @@ impl Report {
 
 /// Runs the chaos suite; fails when an invariant is violated.
 pub async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
-    let report = run(args).await?;
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the stack, which stops every
+    // process it started.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = run(args) => report?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        _ = term.recv() => bail!("terminated"),
+    };
     report.print();
     if !report.violations.is_empty() {
         bail!("{} invariant violation(s)", report.violations.len());
@@ -394,6 +404,8 @@ async fn place_orders(
     progress: Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<String>> {
     let next = Arc::new(AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    let pace = Duration::from_secs_f64(1.0 / args.orders_per_second.max(0.01));
     let workers = (0..args.concurrency).map(|_| {
         let (client, next, progress) = (client.clone(), next.clone(), progress.clone());
         let (products, coupons, total) = (products.to_vec(), coupons.to_vec(), args.orders);
@@ -404,6 +416,8 @@ async fn place_orders(
                 if n >= total {
                     return Ok::<_, anyhow::Error>(placed);
                 }
+                // Order n leaves no earlier than n paces after the start.
+                tokio::time::sleep_until(started + pace * n as u32).await;
                 placed.push(place_one(&client, n, &products, &coupons).await?);
                 progress.fetch_add(1, Ordering::SeqCst);
             }

@@ -12,6 +12,9 @@ fn run_chaos(orders: usize, extra: &[&str]) {
             &orders.to_string(),
             "--concurrency",
             "6",
+            // Slow enough that every fault lands while orders are flowing.
+            "--orders-per-second",
+            "15",
         ])
         .args([
             "--broker-port",

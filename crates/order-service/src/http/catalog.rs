@@ -3,10 +3,24 @@
 use axum::extract::State as Extract;
 use axum::routing::get;
 use axum::{Json, Router};
+use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiPath};
 
 use super::State;
 use crate::store::{self, CatalogProduct};
+
+/// Adds these operations to the service's OpenAPI document.
+pub fn describe(api: &mut OpenApi) {
+    api.operation(
+        "get",
+        "/catalog/{product_id}",
+        "Show a product of the catalog replica",
+    )
+    .param("product_id", Param::Integer)
+    .response::<CatalogProduct>(200, "the product as this service prices it")
+    .errors(&[404])
+    .add();
+}
 
 pub fn router() -> Router<State> {
     Router::new().route("/catalog/{product_id}", get(show))

@@ -18,6 +18,20 @@ pub struct State {
     pub saga_timeout: Duration,
 }
 
+/// The API's operations, for `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    let mut api = eventing::openapi::OpenApi::new(
+        "order-service",
+        "Orders of the saga: placed at once, confirmed or cancelled by events.",
+    );
+    orders::describe(&mut api);
+    catalog::describe(&mut api);
+    api.document()
+}
+
 pub fn router(state: State) -> Router {
-    orders::router().merge(catalog::router()).with_state(state)
+    orders::router()
+        .merge(catalog::router())
+        .with_state(state)
+        .merge(eventing::openapi::route(openapi()))
 }

@@ -11,7 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use contract::{CancelReason, OrderCreated, OrderLine};
+use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiJson, ApiPath, Conn, RequestTrace, TraceContext, now_ms};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -26,6 +28,42 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
+/// Adds these operations to the service's OpenAPI document.
+pub fn describe(api: &mut OpenApi) {
+    api.operation(
+        "post",
+        "/orders",
+        "Place an order; it answers at once, PENDING",
+    )
+    .header(
+        "Idempotency-Key",
+        "the same key and body return the same order",
+    )
+    .body::<PlaceOrder>()
+    .response::<OrderView>(202, "the order, PENDING")
+    .response::<OrderView>(200, "the order an earlier request with this key placed")
+    .errors(&[400, 409, 413, 415, 422])
+    .add();
+    api.operation(
+        "get",
+        "/orders/{id}",
+        "Show an order and its saga's timeline",
+    )
+    .param("id", Param::String)
+    .response::<OrderView>(200, "the order")
+    .errors(&[404])
+    .add();
+    api.operation(
+        "post",
+        "/orders/{id}/cancel",
+        "Cancel a PENDING or CONFIRMED order",
+    )
+    .param("id", Param::String)
+    .response::<OrderView>(200, "the order, CANCELLED")
+    .errors(&[404, 409])
+    .add();
+}
+
 pub fn router() -> Router<State> {
     Router::new()
         .route("/orders", post(place))
@@ -33,7 +71,8 @@ pub fn router() -> Router<State> {
         .route("/orders/{id}/cancel", post(cancel))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An order to place.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrder {
     user_id: i64,
@@ -42,7 +81,8 @@ struct PlaceOrder {
     coupon_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One line of an order to place.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RequestedItem {
     product_id: i64,
@@ -50,7 +90,7 @@ struct RequestedItem {
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct OrderView {
     order_id: Uuid,
     user_id: i64,
@@ -67,7 +107,8 @@ pub struct OrderView {
     timeline: Vec<TimelineView>,
 }
 
-#[derive(Debug, Serialize)]
+/// One step of an order's saga.
+#[derive(Debug, Serialize, JsonSchema)]
 struct TimelineView {
     at: DateTime<Utc>,
     event: String,

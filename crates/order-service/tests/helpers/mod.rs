@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod fuzz;
+
 use std::time::Duration;
 
 use eventing::{CommonSettings, RunningApp};
