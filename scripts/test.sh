@@ -17,8 +17,9 @@ if ! command -v docker-compose >/dev/null 2>&1; then
 fi
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/postgres}"
 
-# Databases left by earlier runs: each test makes its own, named t_<label>_<uuid>.
-psql "$TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" |
+# Databases left by earlier runs: each test makes its own, named t_<label>_<uuid> (and each
+# chaos run chaos_<service>_<uuid>).
+psql "$TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%' OR datname LIKE 'chaos\_%'" |
   while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
 
 echo "==> cargo fmt --check"
