@@ -44,18 +44,18 @@ pub async fn sweep(db: &Db) -> Result<Vec<(i64, String)>, sqlx::Error> {
 
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(db: Db, metrics: Metrics, interval: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
+    eventing::app::every(interval, shutdown, || async {
         match sweep(&db).await {
-            Ok(repairs) => metrics.add(
-                "reconciliation_repairs_total",
-                &[("kind", "orphaned_coupon")],
-                repairs.len() as u64,
-            ),
+            Ok(repairs) => {
+                let labels = [("kind", "orphaned_coupon")];
+                metrics.add(
+                    "reconciliation_repairs_total",
+                    &labels,
+                    repairs.len() as u64,
+                );
+            }
             Err(error) => tracing::warn!(%error, "reconciliation sweep failed; will try again"),
         }
-    }
+    })
+    .await;
 }

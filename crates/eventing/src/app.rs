@@ -138,6 +138,22 @@ impl Runtime {
     }
 }
 
+/// Runs `tick` every `interval` until `shutdown`, the first time one interval from now: the
+/// loop of every periodic sweep (deadlines, retention, reconciliation).
+pub async fn every<F, Fut>(interval: std::time::Duration, shutdown: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        tick().await;
+    }
+}
+
 type Worker = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A service ready to run: a bound listener, its router, and its background workers.

@@ -101,21 +101,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let interval = Duration::from_millis(settings.interval_ms);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
+    crate::app::every(interval, shutdown, || async {
         match sweep(&db, &settings, now_ms()).await {
             Ok((outbox, processed)) => {
+                let deleted = |table| [("table", table)];
                 metrics.add(
                     "retention_deleted_total",
-                    &[("table", "outbox_message")],
+                    &deleted("outbox_message"),
                     outbox,
                 );
                 metrics.add(
                     "retention_deleted_total",
-                    &[("table", "processed_event")],
+                    &deleted("processed_event"),
                     processed,
                 );
                 if outbox + processed > 0 {
@@ -124,5 +121,6 @@ pub async fn run(
             }
             Err(error) => tracing::warn!(%error, "retention sweep failed; will try again"),
         }
-    }
+    })
+    .await;
 }

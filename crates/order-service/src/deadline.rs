@@ -26,19 +26,13 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
+    eventing::app::every(interval, shutdown, || async {
         match sweep(&db, &outbox, timeout).await {
-            Ok(0) => {}
-            Ok(cancelled) => {
-                metrics.add("orders_timed_out_total", &[], cancelled as u64);
-            }
+            Ok(cancelled) => metrics.add("orders_timed_out_total", &[], cancelled as u64),
             Err(error) => tracing::warn!(%error, "deadline sweep failed; will try again"),
         }
-    }
+    })
+    .await;
 }
 
 /// Cancels every overdue order; returns how many it cancelled.

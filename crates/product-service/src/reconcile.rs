@@ -69,18 +69,18 @@ pub async fn sweep(db: &Db) -> Result<Vec<Repair>, sqlx::Error> {
 
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(db: Db, metrics: Metrics, interval: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
+    eventing::app::every(interval, shutdown, || async {
         match sweep(&db).await {
-            Ok(repairs) => metrics.add(
-                "reconciliation_repairs_total",
-                &[("kind", "reserved_stock")],
-                repairs.len() as u64,
-            ),
+            Ok(repairs) => {
+                let labels = [("kind", "reserved_stock")];
+                metrics.add(
+                    "reconciliation_repairs_total",
+                    &labels,
+                    repairs.len() as u64,
+                );
+            }
             Err(error) => tracing::warn!(%error, "reconciliation sweep failed; will try again"),
         }
-    }
+    })
+    .await;
 }
