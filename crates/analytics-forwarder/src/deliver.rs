@@ -104,6 +104,9 @@ impl DeliverySettings {
     }
 }
 
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// What one attempt came to.
 #[derive(Debug)]
 enum Attempt {
@@ -309,7 +312,9 @@ impl Worker {
                     Duration::from_millis(200),
                     max,
                 );
-                let wait = after.map_or(backoff, |after| after.min(max).max(backoff));
+                // The server's Retry-After is honoured even beyond our own backoff cap,
+                // up to a bound that keeps a hostile value from parking an event for days.
+                let wait = after.map_or(backoff, |after| after.min(MAX_RETRY_AFTER).max(backoff));
                 let at = now_ms() + wait.as_millis() as i64;
                 store::schedule_retry(&self.db, &delivery.event_id, attempts, at, &error).await?;
                 self.metrics

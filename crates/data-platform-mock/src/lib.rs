@@ -5,7 +5,8 @@
 //!   probability it answers 503 instead, after the configured latency.
 //! - `GET /v1/orders`: everything kept, in arrival order, with counts of duplicates and
 //!   failures.
-//! - `GET /v1/settings`, `PUT /v1/settings {failure_rate?, latency_ms?}`: read or change the
+//! - `GET /v1/settings`, `PUT /v1/settings {failure_rate?, latency_ms?, failure_status?,
+//!   retry_after_s?}`: read or change the
 //!   failure rate (0.0 to 1.0) and latency while running, so tests can take it down and back.
 //!
 //! It keeps everything in memory: it stands for a system outside ours.
@@ -43,6 +44,12 @@ pub struct Config {
     /// Delay before every answer to `POST /v1/orders`, in milliseconds.
     #[arg(long = "latency-ms", env = "LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
+    /// The status of a failure on purpose: 503, or 429 (too many requests), 500, 502, 504.
+    #[arg(long = "failure-status", env = "FAILURE_STATUS", default_value_t = 503)]
+    pub failure_status: u16,
+    /// `Retry-After` seconds sent with a failure on purpose; none when absent.
+    #[arg(long = "retry-after-s", env = "RETRY_AFTER_S")]
+    pub retry_after_s: Option<u64>,
 }
 
 /// What the mock can be told to do while running.
@@ -51,6 +58,8 @@ pub struct Config {
 pub struct Settings {
     pub failure_rate: f64,
     pub latency_ms: u64,
+    pub failure_status: u16,
+    pub retry_after_s: Option<u64>,
 }
 
 /// The settings to change; the others stay as they are.
@@ -59,6 +68,9 @@ pub struct Settings {
 struct SettingsChange {
     failure_rate: Option<f64>,
     latency_ms: Option<u64>,
+    failure_status: Option<u16>,
+    /// Seconds; 0 sends no `Retry-After`.
+    retry_after_s: Option<u64>,
 }
 
 /// One kept delivery.
@@ -96,6 +108,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let settings = Settings {
         failure_rate: config.failure_rate,
         latency_ms: config.latency_ms,
+        failure_status: config.failure_status,
+        retry_after_s: config.retry_after_s,
     };
     validate(&settings).map_err(anyhow::Error::msg)?;
     let state = State {
@@ -116,6 +130,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 fn validate(settings: &Settings) -> Result<(), &'static str> {
     if !(0.0..=1.0).contains(&settings.failure_rate) {
         return Err("failure_rate must be 0.0 to 1.0");
+    }
+    if ![429, 500, 502, 503, 504].contains(&settings.failure_status) {
+        return Err("failure_status must be 429, 500, 502, 503 or 504");
     }
     if settings.latency_ms > 60_000 {
         return Err("latency_ms must be at most 60000");
@@ -216,12 +233,20 @@ async fn receive(
         state
             .metrics
             .inc("received_total", &[("outcome", "failed")]);
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        let status = StatusCode::from_u16(settings.failure_status)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut response = ApiError::new(
+            status,
             "unavailable",
             "the data platform is failing on purpose",
         )
         .into_response();
+        if let Some(seconds) = settings.retry_after_s
+            && let Ok(value) = seconds.to_string().parse()
+        {
+            response.headers_mut().insert("retry-after", value);
+        }
+        return response;
     }
     let mut inner = state.lock();
     if !inner.keys.insert(key.clone()) {
@@ -272,6 +297,14 @@ async fn change_settings(
     let settings = Settings {
         failure_rate: change.failure_rate.unwrap_or(inner.settings.failure_rate),
         latency_ms: change.latency_ms.unwrap_or(inner.settings.latency_ms),
+        failure_status: change
+            .failure_status
+            .unwrap_or(inner.settings.failure_status),
+        retry_after_s: match change.retry_after_s {
+            Some(0) => None,
+            Some(seconds) => Some(seconds),
+            None => inner.settings.retry_after_s,
+        },
     };
     validate(&settings).map_err(|message| ApiError::unprocessable("invalid_settings", message))?;
     inner.settings = settings;

@@ -966,3 +966,31 @@ async fn every_consumer_dead_letters_garbage_ignores_unknown_types_and_keeps_goi
     }
     system.stop().await;
 }
+
+#[tokio::test]
+async fn the_forwarder_waits_as_long_as_a_429_retry_after_asks() {
+    let system = System::start().await;
+    system
+        .set_platform(json!({ "failure_rate": 1.0, "failure_status": 429, "retry_after_s": 3 }))
+        .await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let id = system.place_accepted_order(1, &[(mug, 1)], None).await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    eventually("both events tried once", SETTLE, || async {
+        (system.platform_orders().await["failed"] == 2).then_some(())
+    })
+    .await;
+    // Without Retry-After the first retries would come within a few hundred milliseconds.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(
+        system.platform_orders().await["failed"],
+        2,
+        "no retry before Retry-After"
+    );
+    system.set_platform(json!({ "failure_rate": 0.0 })).await;
+    eventually("both events delivered after the wait", SETTLE, || async {
+        (system.platform_orders().await["received"] == 2).then_some(())
+    })
+    .await;
+    system.stop().await;
+}

@@ -96,6 +96,8 @@ impl System {
             http_addr: local(),
             failure_rate: 0.0,
             latency_ms: 0,
+            failure_status: 503,
+            retry_after_s: None,
         })
         .await
         .expect("data-platform-mock starts")
@@ -276,10 +278,15 @@ impl System {
     }
 
     pub async fn set_platform_failure_rate(&self, rate: f64) {
+        self.set_platform(json!({ "failure_rate": rate })).await;
+    }
+
+    /// Changes the data-platform mock's settings.
+    pub async fn set_platform(&self, settings: Value) {
         let response = self
             .http
             .put(self.platform.url("/v1/settings"))
-            .json(&json!({ "failure_rate": rate }))
+            .json(&settings)
             .send()
             .await
             .expect("request");
