@@ -222,6 +222,26 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         printed.contains("product-service") && printed.contains("coupon-service"),
         "{printed}"
     );
+    let dlq = Command::new(SHOPCTL)
+        .args([
+            "dlq",
+            "list",
+            "order-service",
+            "--brokers",
+            &format!("127.0.0.1:{broker_port}"),
+        ])
+        .output()
+        .expect("shopctl dlq list runs");
+    assert!(
+        dlq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dlq.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&dlq.stdout).contains("0 dead letter(s) in order-service.dlq"),
+        "{}",
+        String::from_utf8_lossy(&dlq.stdout)
+    );
     up.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
