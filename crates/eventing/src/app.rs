@@ -110,6 +110,7 @@ impl Runtime {
             handler,
             self.metrics.clone(),
             DeadLetters::new(self.producer.clone(), self.name),
+            std::time::Duration::from_millis(self.settings.kafka.lag_interval_ms),
         ))
     }
 

@@ -15,7 +15,9 @@
 //! handler that finds the event can never be applied says so ([`HandleError::Permanent`]),
 //! and the message goes to the dead-letter topic too.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use contract::topics::HEADER_TRACEPARENT;
 use contract::{Decoded, Envelope};
@@ -89,12 +91,15 @@ pub trait Handler: Send + Sync + 'static {
 /// Runs one consumer: reads, handles and stores offsets until shutdown.
 pub struct ConsumerRunner<H> {
     name: &'static str,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    /// The last offset stored per partition, for the lag gauge.
+    stored: Arc<Mutex<HashMap<(String, i32), i64>>>,
     db: Db,
     outbox: Outbox,
     handler: H,
     metrics: Metrics,
     dead_letters: DeadLetters,
+    lag_interval: std::time::Duration,
 }
 
 /// What became of one attempt at one message.
@@ -123,20 +128,31 @@ impl<H: Handler> ConsumerRunner<H> {
         handler: H,
         metrics: Metrics,
         dead_letters: DeadLetters,
+        lag_interval: std::time::Duration,
     ) -> Self {
         ConsumerRunner {
             name,
-            consumer,
+            consumer: Arc::new(consumer),
+            stored: Arc::default(),
             db,
             outbox,
             handler,
             metrics,
             dead_letters,
+            lag_interval,
         }
     }
 
     /// Consumes until `shutdown`, then commits the offsets of everything it finished.
     pub async fn run(self, shutdown: CancellationToken) {
+        let lag = tokio::spawn(report_lag(
+            self.name,
+            self.consumer.clone(),
+            self.stored.clone(),
+            self.metrics.clone(),
+            self.lag_interval,
+            shutdown.clone(),
+        ));
         let mut receive_failures = 0u32;
         loop {
             let message = tokio::select! {
@@ -171,8 +187,15 @@ impl<H: Handler> ConsumerRunner<H> {
             {
                 tracing::warn!(consumer = self.name, %error, "could not store an offset");
             }
+            let partition = (message.topic().to_owned(), message.partition());
+            self.lock_stored().insert(partition, message.offset());
         }
+        let _ = lag.await;
         close(self.name, self.consumer).await;
+    }
+
+    fn lock_stored(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
@@ -326,6 +349,52 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 }
 
+/// Sets `consumer_lag{consumer, topic, partition}`: messages on each assigned partition after
+/// the last one this consumer finished. Asking the broker for the partitions' ends blocks, so
+/// it runs on the blocking pool.
+async fn report_lag(
+    name: &'static str,
+    consumer: Arc<StreamConsumer>,
+    stored: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    metrics: Metrics,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    crate::app::every(interval, shutdown, || {
+        let (consumer, stored, metrics) = (consumer.clone(), stored.clone(), metrics.clone());
+        async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                let Ok(assignment) = consumer.assignment() else {
+                    return;
+                };
+                for element in assignment.elements() {
+                    let (topic, partition) = (element.topic(), element.partition());
+                    let Ok((low, high)) = consumer.fetch_watermarks(
+                        topic,
+                        partition,
+                        std::time::Duration::from_secs(2),
+                    ) else {
+                        continue;
+                    };
+                    let done = stored
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&(topic.to_owned(), partition))
+                        .map_or(low, |offset| offset + 1);
+                    let labels = [
+                        ("consumer", name),
+                        ("topic", topic),
+                        ("partition", &partition.to_string()),
+                    ];
+                    metrics.set("consumer_lag", &labels, (high - done).max(0) as f64);
+                }
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
 /// Longest a consumer may take to commit its offsets and leave its group on shutdown.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -334,7 +403,7 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// for as long as the broker is unreachable; it runs on a thread of its own, and shutdown
 /// goes on without it after [`CLOSE_TIMEOUT`]: uncommitted offsets only mean redelivery,
 /// which the processed-event record absorbs.
-async fn close(name: &'static str, consumer: StreamConsumer) {
+async fn close(name: &'static str, consumer: Arc<StreamConsumer>) {
     let (done, closed) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("{name}-close"))

@@ -55,6 +55,13 @@ pub struct KafkaSettings {
         default_value_t = 1_000
     )]
     pub heartbeat_interval_ms: u32,
+    /// How often each consumer measures its lag (`consumer_lag` in `/metrics`).
+    #[arg(
+        long = "kafka-lag-interval-ms",
+        env = "KAFKA_LAG_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub lag_interval_ms: u64,
 }
 
 impl KafkaSettings {
@@ -66,6 +73,7 @@ impl KafkaSettings {
             fetch_wait_max_ms: 10,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
+            lag_interval_ms: 10_000,
         }
     }
 

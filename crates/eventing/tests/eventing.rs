@@ -25,6 +25,7 @@ async fn runtime(label: &str, broker: &Broker) -> Runtime {
     let url = fresh_database(label).await.expect("database");
     let mut settings = CommonSettings::new(url, &broker.brokers);
     settings.relay.poll_interval_ms = 50;
+    settings.kafka.lag_interval_ms = 200;
     Runtime::connect("eventing-test", settings, &NO_MIGRATIONS)
         .await
         .expect("runtime")
@@ -281,6 +282,16 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     })
     .await;
     assert_eq!(effects(&runtime).await, 2, "the duplicate changed nothing");
+    // Everything on the topic is handled: the lag of the partition it is on is 0.
+    eventually("the lag measured", Duration::from_secs(10), || async {
+        let text = runtime.metrics.render();
+        text.lines()
+            .any(|l| {
+                l.starts_with("consumer_lag{") && l.contains("order.events") && l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
     stop.cancel();
 }
 
