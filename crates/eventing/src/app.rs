@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerRunner, Handler};
 use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate};
-use crate::dlq::DeadLetters;
 use crate::housekeeping::RetentionSettings;
 use crate::http::{HttpSettings, Observed, finish_router};
 use crate::kafka::KafkaSettings;
@@ -102,16 +101,7 @@ impl Runtime {
             .kafka
             .consumer(self.name, topics)
             .context("creating a Kafka consumer")?;
-        Ok(ConsumerRunner::new(
-            self.name,
-            consumer,
-            self.db.clone(),
-            self.outbox.clone(),
-            handler,
-            self.metrics.clone(),
-            DeadLetters::new(self.producer.clone(), self.name),
-            std::time::Duration::from_millis(self.settings.kafka.lag_interval_ms),
-        ))
+        Ok(ConsumerRunner::new(consumer, handler, self))
     }
 
     /// The relay that publishes this service's outbox.

@@ -119,27 +119,18 @@ enum Disposition {
 }
 
 impl<H: Handler> ConsumerRunner<H> {
-    /// A runner named `name` (for logs and metrics) over an already subscribed consumer.
-    pub fn new(
-        name: &'static str,
-        consumer: StreamConsumer,
-        db: Db,
-        outbox: Outbox,
-        handler: H,
-        metrics: Metrics,
-        dead_letters: DeadLetters,
-        lag_interval: std::time::Duration,
-    ) -> Self {
+    /// A runner of `runtime`'s service over an already subscribed consumer.
+    pub fn new(consumer: StreamConsumer, handler: H, runtime: &crate::app::Runtime) -> Self {
         ConsumerRunner {
-            name,
+            name: runtime.name,
             consumer: Arc::new(consumer),
             stored: Arc::default(),
-            db,
-            outbox,
+            db: runtime.db.clone(),
+            outbox: runtime.outbox.clone(),
             handler,
-            metrics,
-            dead_letters,
-            lag_interval,
+            metrics: runtime.metrics.clone(),
+            dead_letters: DeadLetters::new(runtime.producer.clone(), runtime.name),
+            lag_interval: std::time::Duration::from_millis(runtime.settings.kafka.lag_interval_ms),
         }
     }
 
