@@ -145,6 +145,37 @@ where
     }
 }
 
+/// Runs a reconciliation `sweep` every `interval` until `shutdown`, counting the repairs it
+/// reports under `reconciliation_repairs_total{kind}`; a failed sweep is logged and tried
+/// again at the next interval.
+pub async fn reconcile_every<F, Fut>(
+    kind: &'static str,
+    interval: std::time::Duration,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    mut sweep: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, sqlx::Error>>,
+{
+    every(interval, shutdown, || {
+        let swept = sweep();
+        let metrics = &metrics;
+        async move {
+            match swept.await {
+                Ok(repairs) => {
+                    let labels = [("kind", kind)];
+                    metrics.add("reconciliation_repairs_total", &labels, repairs as u64);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, kind, "reconciliation sweep failed; will try again")
+                }
+            }
+        }
+    })
+    .await;
+}
+
 type Worker = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A service ready to run: a bound listener, its router, and its background workers.

@@ -69,18 +69,6 @@ pub async fn sweep(db: &Db) -> Result<Vec<Repair>, sqlx::Error> {
 
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(db: Db, metrics: Metrics, interval: Duration, shutdown: CancellationToken) {
-    eventing::app::every(interval, shutdown, || async {
-        match sweep(&db).await {
-            Ok(repairs) => {
-                let labels = [("kind", "reserved_stock")];
-                metrics.add(
-                    "reconciliation_repairs_total",
-                    &labels,
-                    repairs.len() as u64,
-                );
-            }
-            Err(error) => tracing::warn!(%error, "reconciliation sweep failed; will try again"),
-        }
-    })
-    .await;
+    let sweep = || async { sweep(&db).await.map(|repairs| repairs.len()) };
+    eventing::app::reconcile_every("reserved_stock", interval, metrics, shutdown, sweep).await;
 }
