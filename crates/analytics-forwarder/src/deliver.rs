@@ -18,7 +18,7 @@ use anyhow::Context;
 use contract::topics::{
     self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
-use eventing::dlq::{DeadLetters, STAGE_DELIVER, Source};
+use eventing::dlq::{DeadLetters, Letter, STAGE_DELIVER, Source};
 use eventing::{Db, Metrics, Outbox, now_ms};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
@@ -353,18 +353,18 @@ impl Worker {
             partition: delivery.source_partition as i32,
             offset: delivery.source_offset,
         };
-        let (key, body) = (delivery.order_id.as_bytes(), delivery.body.as_bytes());
+        let letter = Letter {
+            key: Some(delivery.order_id.as_bytes()),
+            payload: Some(delivery.body.as_bytes()),
+            headers,
+            source,
+            stage: STAGE_DELIVER,
+            error,
+        };
         self.dead_letters
-            .send_parts(
-                Some(key),
-                Some(body),
-                &headers,
-                source,
-                STAGE_DELIVER,
-                error,
-            )
+            .file(&letter)
             .await
-            .context("publishing an undeliverable event to the dead-letter topic")?;
+            .context("filing an undeliverable event as a dead letter")?;
         store::mark_failed(&self.db, &delivery.event_id, attempts, error).await?;
         Ok(())
     }

@@ -56,12 +56,12 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         runtime.outbox.clone(),
         runtime.metrics.clone(),
         config.delivery,
-        eventing::dlq::DeadLetters::new(runtime.producer.clone(), SERVICE),
+        eventing::dlq::DeadLetters::new(runtime.producer.clone(), runtime.db.clone(), SERVICE),
     )?;
     Ok(App::new(SERVICE, listener, router)
         .with_housekeeping(&runtime)
-        .with_consumer(consumer)
-        .worker(move |shutdown| worker.run(shutdown)))
+        .with_consumer(&runtime, consumer)
+        .worker("delivery", move |shutdown| worker.run(shutdown)))
 }
 
 #[cfg(test)]

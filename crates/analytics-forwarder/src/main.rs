@@ -3,12 +3,14 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     eventing::telemetry::init();
     let config = analytics_forwarder::Config::parse();
     let shutdown = eventing::telemetry::shutdown_on_signal();
-    analytics_forwarder::build(config)
-        .await?
-        .run(shutdown)
-        .await
+    let result = match analytics_forwarder::build(config).await {
+        Ok(app) => app.run(shutdown).await,
+        Err(error) => Err(error),
+    };
+    // Status 1 when it broke, so that a supervisor starts it again.
+    eventing::app::exit(result)
 }

@@ -58,8 +58,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
-        .with_consumer(consumer)
-        .worker(move |shutdown| reconcile::run(db, metrics, interval, shutdown)))
+        .with_consumer(&runtime, consumer)
+        .worker("reconciliation", move |shutdown| reconcile::run(db, metrics, interval, shutdown)))
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@
 //!
 //! [`App::run`] is what `main` calls; [`App::spawn`] is what tests call, with a listener on
 //! port 0, to get the real address back and stop the service when they choose.
+//!
+//! Every worker runs until shutdown. One that ends before (it returned, or it panicked) leaves
+//! the service half alive, so [`App::run`] then stops everything and returns an error, and
+//! [`exit`] ends the process with a non-zero status for its supervisor (compose's restart
+//! policy, `shopctl up`) to start it again.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,16 +16,17 @@ use std::pin::Pin;
 
 use anyhow::Context;
 use axum::Router;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerRunner, Handler};
 use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate};
+use crate::health::Health;
 use crate::housekeeping::RetentionSettings;
 use crate::http::{HttpSettings, Observed, finish_router};
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSettings, SharedProducer};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Relay, RelaySettings};
 
@@ -40,6 +46,19 @@ pub struct CommonSettings {
 }
 
 impl CommonSettings {
+    /// Refuses settings that contradict each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let message_timeout = i64::from(self.kafka.message_timeout_ms);
+        if self.relay.lease_ms <= message_timeout + 5_000 {
+            anyhow::bail!(
+                "OUTBOX_LEASE_MS ({}) must be more than 5 s longer than KAFKA_MESSAGE_TIMEOUT_MS ({}), so that the relay's lease outlives a batch",
+                self.relay.lease_ms,
+                message_timeout
+            );
+        }
+        Ok(())
+    }
+
     /// Settings for a database and a broker, everything else at its default.
     pub fn new(database_url: impl Into<String>, brokers: impl Into<String>) -> Self {
         CommonSettings {
@@ -58,9 +77,11 @@ pub struct Runtime {
     /// The service's name: its consumer group, its `producer` in envelopes, its log field.
     pub name: &'static str,
     pub db: Db,
-    pub producer: FutureProducer,
+    pub producer: SharedProducer,
     pub outbox: Outbox,
     pub metrics: Metrics,
+    /// What each part of the service says about itself, for `/health/ready`.
+    pub health: Health,
     pub settings: CommonSettings,
 }
 
@@ -76,16 +97,16 @@ impl Runtime {
         let db = connect_and_migrate(name, &settings.database, migrations)
             .await
             .context("setting up the database")?;
-        let producer = settings
-            .kafka
-            .producer(name)
-            .context("creating the Kafka producer")?;
+        let producer =
+            SharedProducer::new(&settings.kafka, name).context("creating the Kafka producer")?;
+        settings.check()?;
         Ok(Runtime {
             name,
             db,
             producer,
             outbox: Outbox::new(),
             metrics: Metrics::new(),
+            health: Health::new(),
             settings,
         })
     }
@@ -96,23 +117,14 @@ impl Runtime {
         topics: &[&str],
         handler: H,
     ) -> anyhow::Result<ConsumerRunner<H>> {
-        let consumer = self
-            .settings
-            .kafka
-            .consumer(self.name, topics)
-            .context("creating a Kafka consumer")?;
-        Ok(ConsumerRunner::new(consumer, handler, self))
+        // The runner creates its clients itself, and again whenever it must rejoin.
+        Ok(ConsumerRunner::new(topics, handler, self))
     }
 
-    /// The relay that publishes this service's outbox.
-    pub fn relay(&self) -> Relay {
-        Relay::new(
-            self.db.clone(),
-            self.producer.clone(),
-            self.outbox.clone(),
-            self.settings.relay.clone(),
-            self.metrics.clone(),
-        )
+    /// The relay that publishes this service's outbox, known in the lease table as
+    /// `instance`.
+    pub fn relay(&self, instance: String) -> Relay {
+        Relay::new(self, instance)
     }
 
     /// The service's API with health, metrics and the common layers around it.
@@ -123,6 +135,7 @@ impl Runtime {
                 db: self.db.clone(),
                 producer: self.producer.clone(),
                 metrics: self.metrics.clone(),
+                health: self.health.clone(),
             },
             &self.settings.http,
         )
@@ -183,8 +196,9 @@ pub struct App {
     name: &'static str,
     listener: TcpListener,
     router: Router,
-    workers: Vec<Worker>,
-    producer: Option<FutureProducer>,
+    workers: Vec<(&'static str, Worker)>,
+    producer: Option<SharedProducer>,
+    health: Option<Health>,
 }
 
 impl std::fmt::Debug for App {
@@ -206,6 +220,7 @@ impl App {
             router,
             workers: Vec::new(),
             producer: None,
+            health: None,
         }
     }
 
@@ -216,22 +231,30 @@ impl App {
             .with_context(|| format!("binding {addr}"))
     }
 
-    /// Adds a background worker that runs until the token it is given is cancelled.
-    pub fn worker<F, Fut>(mut self, worker: F) -> Self
+    /// Adds a background worker, called `name` in logs and readiness, that runs until the
+    /// token it is given is cancelled.
+    pub fn worker<F, Fut>(mut self, name: &'static str, worker: F) -> Self
     where
         F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.workers
-            .push(Box::new(move |token| Box::pin(worker(token))));
+            .push((name, Box::new(move |token| Box::pin(worker(token)))));
+        self
+    }
+
+    /// Reports on `runtime`'s health: a worker that stops shows in `/health/ready` too.
+    pub fn with_health(mut self, runtime: &Runtime) -> Self {
+        self.health = Some(runtime.health.clone());
         self
     }
 
     /// Adds the outbox relay, and flushes the producer on shutdown.
     pub fn with_relay(mut self, runtime: &Runtime) -> Self {
         self.producer = Some(runtime.producer.clone());
-        let relay = runtime.relay();
-        self.worker(move |token| relay.run(token))
+        let relay = runtime.relay(relay_instance(runtime.name, self.local_addr()));
+        self.with_health(runtime)
+            .worker("relay", move |token| relay.run(token))
     }
 
     /// Adds the retention sweep of the outbox and processed-event tables.
@@ -241,12 +264,16 @@ impl App {
             runtime.settings.retention.clone(),
             runtime.metrics.clone(),
         );
-        self.worker(move |token| crate::housekeeping::run(db, settings, metrics, token))
+        self.with_health(runtime)
+            .worker("retention", move |token| {
+                crate::housekeeping::run(db, settings, metrics, token)
+            })
     }
 
     /// Adds a consumer.
-    pub fn with_consumer<H: Handler>(self, consumer: ConsumerRunner<H>) -> Self {
-        self.worker(move |token| consumer.run(token))
+    pub fn with_consumer<H: Handler>(self, runtime: &Runtime, consumer: ConsumerRunner<H>) -> Self {
+        self.with_health(runtime)
+            .worker("consumer", move |token| consumer.run(token))
     }
 
     /// The address the listener is bound to.
@@ -257,32 +284,64 @@ impl App {
     }
 
     /// Serves and works until `shutdown` is cancelled, then stops taking requests and
-    /// messages, lets the workers finish what they hold, and flushes the producer.
+    /// messages, lets the workers finish what they hold, and flushes the producer. A worker
+    /// that ends (or panics) before shutdown stops the whole service, with an error.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(service = self.name, %addr, "listening");
+        let health = self.health.unwrap_or_default();
         let mut workers = JoinSet::new();
-        for worker in self.workers {
-            workers.spawn(worker(shutdown.clone()));
+        for (name, worker) in self.workers {
+            health.up(&format!("worker:{name}"));
+            let token = shutdown.clone();
+            workers.spawn(async move {
+                worker(token).await;
+                name
+            });
         }
-        let served = axum::serve(self.listener, self.router)
+        let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+            .into_future();
+        let mut server = std::pin::pin!(server);
+        let mut broken = None;
+        let served = tokio::select! {
+            served = &mut server => served,
+            Some(ended) = workers.join_next() => {
+                let why = match ended {
+                    Ok(name) if !shutdown.is_cancelled() => Some(format!("the {name} worker stopped")),
+                    Ok(_) => None,
+                    Err(error) => Some(format!("a worker panicked: {error}")),
+                };
+                if let Some(why) = &why {
+                    tracing::error!(service = self.name, "{why}; stopping the service so that it is restarted");
+                    health.failing("worker", why.clone());
+                }
+                broken = why;
+                shutdown.cancel();
+                server.await
+            }
+        };
         // If the server stopped on its own, stop the workers too.
         shutdown.cancel();
         while let Some(joined) = workers.join_next().await {
             if let Err(error) = joined {
                 tracing::error!(service = self.name, %error, "a worker panicked");
+                broken.get_or_insert_with(|| format!("a worker panicked: {error}"));
             }
         }
         if let Some(producer) = self.producer {
+            let producer = producer.get();
             let _ = tokio::task::spawn_blocking(move || {
-                producer.flush(std::time::Duration::from_secs(5))
+                producer.flush(std::time::Duration::from_secs(2))
             })
             .await;
         }
         tracing::info!(service = self.name, "stopped");
-        served.context("serving HTTP")
+        served.context("serving HTTP")?;
+        match broken {
+            Some(why) => anyhow::bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     /// Runs in the background; the handle tells the address and stops it.
@@ -294,6 +353,34 @@ impl App {
             addr,
             shutdown,
             handle,
+        }
+    }
+}
+
+/// How the relay of this process is known in the lease table: the service, the host and the
+/// address it serves on. A process that restarts on the same address takes its own lease
+/// back at once instead of waiting for it to expire; two live replicas never share one.
+fn relay_instance(service: &str, addr: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{service}@{host}:{addr}")
+}
+
+/// Ends the process after [`App::run`]: status 0 after a clean stop, 1 (with the error
+/// logged) when the service broke, so that a supervisor starts it again. It exits without
+/// running destructors: Kafka clients whose broker is gone can block for a long time while
+/// being dropped, and everything that matters was committed or flushed already.
+pub fn exit(result: anyhow::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "the service stopped on an error");
+            eprintln!("error: {error:#}");
+            std::process::exit(1)
         }
     }
 }
@@ -316,5 +403,15 @@ impl RunningApp {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.handle.await;
+    }
+
+    /// Whether it has stopped by itself (a worker broke), and with what result.
+    pub fn has_stopped(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits until it stops by itself, and returns how it ended.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.handle.await.context("the service panicked")?
     }
 }

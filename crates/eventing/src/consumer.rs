@@ -13,22 +13,33 @@
 //!
 //! A transient failure (database down, deadlock) is retried with backoff, never skipped. A
 //! handler that finds the event can never be applied says so ([`HandleError::Permanent`]),
-//! and the message goes to the dead-letter topic too.
+//! and the message goes to the dead-letter topic too; so does an event whose effect the
+//! database refuses for good (a constraint or a data exception: [`crate::db::is_permanent`]).
+//!
+//! A watchdog keeps the consumer honest about whether it is working. A consumer that has held
+//! no partition for longer than `KAFKA_WATCHDOG_MS`, or that has had messages waiting on
+//! the broker without taking any for that long, or whose client cannot reach a broker that
+//! answers others, closes its client (leaving the group) and joins again with a new one. It
+//! says so in the log and in `consumer_rejoins_total{reason}`, and reports itself not ready
+//! ([`crate::health`]) while it holds nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use contract::topics::HEADER_TRACEPARENT;
 use contract::{Decoded, Envelope};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{Conn, Db, now_ms};
-use crate::dlq::DeadLetters;
+use crate::dlq::{DeadLetters, Filed, Letter};
+use crate::health::Health;
+use crate::kafka::{KafkaSettings, ServiceConsumer};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::trace::TraceContext;
@@ -70,8 +81,14 @@ pub enum HandleError {
 }
 
 impl From<sqlx::Error> for HandleError {
+    /// Data exceptions and constraint violations are permanent: the same event would fail
+    /// the same way forever. Everything else is worth retrying.
     fn from(error: sqlx::Error) -> Self {
-        HandleError::Transient(error.into())
+        if crate::db::is_permanent(&error) {
+            HandleError::Permanent(format!("the database refuses the event's effect: {error}"))
+        } else {
+            HandleError::Transient(error.into())
+        }
     }
 }
 
@@ -88,19 +105,22 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
-/// Runs one consumer: reads, handles and stores offsets until shutdown.
+/// Runs one consumer: reads, handles and stores offsets until shutdown, rejoining its group
+/// with a new client whenever the watchdog finds it not working.
 pub struct ConsumerRunner<H> {
     name: &'static str,
-    consumer: Arc<StreamConsumer>,
-    /// The last offset stored per partition, for the lag gauge.
-    stored: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    topics: Vec<String>,
+    kafka: KafkaSettings,
     db: Db,
     outbox: Outbox,
     handler: H,
     metrics: Metrics,
+    health: Health,
     dead_letters: DeadLetters,
-    lag_interval: std::time::Duration,
 }
+
+/// The part name this consumer reports its state under in `/health/ready`.
+pub const HEALTH_PART: &str = "consumer";
 
 /// What became of one attempt at one message.
 enum Outcome {
@@ -118,37 +138,215 @@ enum Disposition {
     Interrupted,
 }
 
+/// Why a client's session ended.
+enum SessionEnd {
+    Shutdown,
+    /// The watchdog found it not working; rejoin with a new client.
+    Rejoin(Stall),
+}
+
+/// What the watchdog found wrong with a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// It has held no partition for longer than the bound.
+    NoPartitions,
+    /// Messages waited on the broker and it took none for longer than the bound.
+    NoProgress,
+    /// It could not reach the broker, which accepts connections, for longer than the grace.
+    CutOff,
+}
+
+impl Stall {
+    const ALL: [Stall; 3] = [Stall::NoPartitions, Stall::NoProgress, Stall::CutOff];
+
+    /// The `reason` label of `consumer_rejoins_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Stall::NoPartitions => "no_partitions",
+            Stall::NoProgress => "no_progress",
+            Stall::CutOff => "cut_off",
+        }
+    }
+
+    fn describe(self, bound: Duration) -> String {
+        let secs = bound.as_secs_f64();
+        match self {
+            Stall::NoPartitions => format!("held no partition for more than {secs:.0} s"),
+            Stall::NoProgress => {
+                format!("took no message for more than {secs:.0} s while messages were waiting")
+            }
+            Stall::CutOff => {
+                format!("could not reach the broker for more than {secs:.0} s, while it accepts connections")
+            }
+        }
+    }
+}
+
+/// One client's life in the group, from creation to close.
+struct Session {
+    consumer: Arc<ServiceConsumer>,
+    /// The last offset finished per partition, for the lag gauge.
+    stored: HashMap<(String, i32), i64>,
+    watch: Watch,
+}
+
+/// What the watchdog knows about the current client.
+struct Watch {
+    /// When the client last held a partition, or was created.
+    assigned_at: Instant,
+    /// When the client last took or finished a message.
+    progress_at: Instant,
+    /// Since when messages have waited with no progress, by the measurements.
+    stalled_since: Option<Instant>,
+    /// Since when the client's measurements failed while the broker accepted connections.
+    cut_off_since: Option<Instant>,
+    /// When the last measurement started, and the one in flight.
+    measured_at: Option<Instant>,
+    measuring: Option<tokio::task::JoinHandle<(Instant, Measurement)>>,
+}
+
+/// One look at the client's partitions: per partition, the broker's end and how far this
+/// consumer has taken and committed messages.
+enum Measurement {
+    Partitions(Vec<PartitionView>),
+    /// The client could not ask the broker; `reachable` says whether a plain TCP connection
+    /// to it worked.
+    Failed { reachable: bool },
+}
+
+struct PartitionView {
+    topic: String,
+    partition: i32,
+    /// The first offset still on the broker.
+    low: i64,
+    /// The offset the next message will get.
+    high: i64,
+    /// The group's committed offset, if any.
+    committed: Option<i64>,
+    /// The offset after the last message this client handed out, if any.
+    position: Option<i64>,
+}
+
+/// How often the watchdog looks at the client.
+const TICK: Duration = Duration::from_secs(1);
+
 impl<H: Handler> ConsumerRunner<H> {
-    /// A runner of `runtime`'s service over an already subscribed consumer.
-    pub fn new(consumer: StreamConsumer, handler: H, runtime: &crate::app::Runtime) -> Self {
+    /// A runner of `runtime`'s service, consuming `topics` in its group.
+    pub fn new(topics: &[&str], handler: H, runtime: &crate::app::Runtime) -> Self {
         ConsumerRunner {
             name: runtime.name,
-            consumer: Arc::new(consumer),
-            stored: Arc::default(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            kafka: runtime.settings.kafka.clone(),
             db: runtime.db.clone(),
             outbox: runtime.outbox.clone(),
             handler,
             metrics: runtime.metrics.clone(),
-            dead_letters: DeadLetters::new(runtime.producer.clone(), runtime.name),
-            lag_interval: std::time::Duration::from_millis(runtime.settings.kafka.lag_interval_ms),
+            health: runtime.health.clone(),
+            dead_letters: DeadLetters::new(
+                runtime.producer.clone(),
+                runtime.db.clone(),
+                runtime.name,
+            ),
         }
     }
 
     /// Consumes until `shutdown`, then commits the offsets of everything it finished.
     pub async fn run(self, shutdown: CancellationToken) {
-        let lag = tokio::spawn(report_lag(
-            self.name,
-            self.consumer.clone(),
-            self.stored.clone(),
-            self.metrics.clone(),
-            self.lag_interval,
-            shutdown.clone(),
-        ));
+        for stall in Stall::ALL {
+            let labels = [("consumer", self.name), ("reason", stall.label())];
+            self.metrics.add("consumer_rejoins_total", &labels, 0);
+        }
+        self.health.up(HEALTH_PART);
+        // Since when the consumer has held nothing, across rejoins: readiness reports it.
+        let mut unassigned_since = Some(Instant::now());
+        let Some(mut session) = self.connect(&shutdown).await else {
+            return;
+        };
+        loop {
+            match self
+                .consume(&mut session, &mut unassigned_since, &shutdown)
+                .await
+            {
+                SessionEnd::Shutdown => break,
+                SessionEnd::Rejoin(stall) => {
+                    let bound = self.kafka.watchdog();
+                    tracing::warn!(
+                        consumer = self.name,
+                        reason = stall.label(),
+                        "the consumer {}; leaving the group and joining again with a new client",
+                        stall.describe(bound)
+                    );
+                    let labels = [("consumer", self.name), ("reason", stall.label())];
+                    self.metrics.inc("consumer_rejoins_total", &labels);
+                    close(self.name, session.consumer).await;
+                    match self.connect(&shutdown).await {
+                        Some(next) => session = next,
+                        None => return,
+                    }
+                }
+            }
+        }
+        close(self.name, session.consumer).await;
+    }
+
+    /// A new client, subscribed; `None` if shutdown came first. Creating a client does not
+    /// contact the broker, so this fails only on bad settings, which are retried with backoff
+    /// and reported.
+    async fn connect(&self, shutdown: &CancellationToken) -> Option<Session> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let mut attempt = 0;
+        loop {
+            match self.kafka.consumer(self.name, &topics) {
+                Ok(consumer) => {
+                    let now = Instant::now();
+                    return Some(Session {
+                        consumer: Arc::new(consumer),
+                        stored: HashMap::new(),
+                        watch: Watch {
+                            assigned_at: now,
+                            progress_at: now,
+                            stalled_since: None,
+                            cut_off_since: None,
+                            measured_at: None,
+                            measuring: None,
+                        },
+                    });
+                }
+                Err(error) => {
+                    attempt += 1;
+                    self.health
+                        .failing(HEALTH_PART, format!("cannot create a Kafka consumer: {error}"));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(crate::backoff::delay(attempt)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes and handles messages with one client until shutdown or until the watchdog says
+    /// the client is not working.
+    async fn consume(
+        &self,
+        session: &mut Session,
+        unassigned_since: &mut Option<Instant>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut receive_failures = 0u32;
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                biased;
+                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                _ = tick.tick() => {
+                    if let Some(stall) = self.watch(session, unassigned_since).await {
+                        return SessionEnd::Rejoin(stall);
+                    }
+                    continue;
+                }
+                message = session.consumer.recv() => message,
             };
             let message = match message {
                 Ok(message) => {
@@ -162,34 +360,149 @@ impl<H: Handler> ConsumerRunner<H> {
                     continue;
                 }
             };
-            let handled = match self.process(&message, &shutdown).await {
+            session.watch.progress();
+            let handled = match self.process(&message, shutdown).await {
                 Disposition::Done => true,
                 Disposition::DeadLetter(reason) => {
-                    self.dead_letter(&message, &reason, &shutdown).await
+                    self.dead_letter(&message, &reason, shutdown).await
                 }
                 Disposition::Interrupted => false,
             };
             if !handled {
-                break;
+                return SessionEnd::Shutdown;
             }
-            if let Err(error) =
-                self.consumer
-                    .store_offset(message.topic(), message.partition(), message.offset())
-            {
+            if let Err(error) = session.consumer.store_offset(
+                message.topic(),
+                message.partition(),
+                message.offset(),
+            ) {
                 tracing::warn!(consumer = self.name, %error, "could not store an offset");
             }
+            session.watch.progress();
             let partition = (message.topic().to_owned(), message.partition());
-            self.lock_stored().insert(partition, message.offset());
+            session.stored.insert(partition, message.offset());
         }
-        let _ = lag.await;
-        close(self.name, self.consumer).await;
     }
 
-    fn lock_stored(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
-        self.stored.lock().unwrap_or_else(|e| e.into_inner())
+    /// One look at the client: its assignment, its last measurement, and whether a new one is
+    /// due. Returns what is wrong when the client must be replaced.
+    async fn watch(
+        &self,
+        session: &mut Session,
+        unassigned_since: &mut Option<Instant>,
+    ) -> Option<Stall> {
+        let bound = self.kafka.watchdog();
+        let now = Instant::now();
+        let assigned = session
+            .consumer
+            .assignment()
+            .is_ok_and(|a| a.count() > 0);
+        if assigned {
+            session.watch.assigned_at = now;
+            if unassigned_since.take().is_some() {
+                tracing::info!(consumer = self.name, "the consumer holds partitions");
+            }
+            self.health.up(HEALTH_PART);
+        } else {
+            let since = *unassigned_since.get_or_insert(now);
+            if now.duration_since(since) > bound {
+                self.health
+                    .failing(HEALTH_PART, Stall::NoPartitions.describe(bound));
+            }
+        }
+        if let Some(job) = session.watch.measuring.take_if(|job| job.is_finished())
+            && let Ok((started, measurement)) = job.await
+        {
+            self.take_measurement(session, started, measurement);
+        }
+        let interval = Duration::from_millis(self.kafka.lag_interval_ms);
+        let due = session
+            .watch
+            .measured_at
+            .is_none_or(|at| now.duration_since(at) >= interval);
+        if due && session.watch.measuring.is_none() && assigned {
+            session.watch.measured_at = Some(now);
+            let consumer = session.consumer.clone();
+            let brokers = self.kafka.brokers.clone();
+            session.watch.measuring = Some(tokio::task::spawn_blocking(move || {
+                (Instant::now(), measure(&consumer, &brokers))
+            }));
+        }
+        let stall = if now.duration_since(session.watch.assigned_at) > bound {
+            Some(Stall::NoPartitions)
+        } else if session
+            .watch
+            .stalled_since
+            .is_some_and(|since| now.duration_since(since) > bound)
+        {
+            Some(Stall::NoProgress)
+        } else if session
+            .watch
+            .cut_off_since
+            .is_some_and(|since| now.duration_since(since) > bound / 2)
+        {
+            Some(Stall::CutOff)
+        } else {
+            None
+        }?;
+        // A new client cannot help while the broker itself is away.
+        let brokers = self.kafka.brokers.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            crate::kafka::broker_reachable(&brokers, Duration::from_secs(1))
+        })
+        .await
+        .unwrap_or(false);
+        reachable.then_some(stall)
     }
 
-    /// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
+    /// Updates the lag gauge and the watchdog's view from one measurement.
+    fn take_measurement(&self, session: &mut Session, started: Instant, measurement: Measurement) {
+        let watch = &mut session.watch;
+        let partitions = match measurement {
+            Measurement::Failed { reachable } => {
+                if reachable {
+                    watch.cut_off_since.get_or_insert(started);
+                } else {
+                    watch.cut_off_since = None;
+                }
+                return;
+            }
+            Measurement::Partitions(partitions) => partitions,
+        };
+        watch.cut_off_since = None;
+        let mut waiting = false;
+        for view in partitions {
+            // Finished: what this client stored or the group committed; with neither, the
+            // consumer starts at the first offset on the broker (`auto.offset.reset`).
+            let done = session
+                .stored
+                .get(&(view.topic.clone(), view.partition))
+                .map(|offset| offset + 1)
+                .into_iter()
+                .chain(view.committed)
+                .max()
+                .unwrap_or(view.low);
+            let taken = view.position.map_or(done, |position| position.max(done));
+            let lag = (view.high - done).max(0);
+            let partition = view.partition.to_string();
+            let labels = [
+                ("consumer", self.name),
+                ("topic", view.topic.as_str()),
+                ("partition", partition.as_str()),
+            ];
+            self.metrics.set("consumer_lag", &labels, lag as f64);
+            if view.high > taken {
+                waiting = true;
+            }
+        }
+        if waiting && started > watch.progress_at {
+            watch.stalled_since.get_or_insert(started);
+        } else if !waiting {
+            watch.stalled_since = None;
+        }
+    }
+
+/// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
     async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> Disposition {
         let payload = message.payload().unwrap_or_default();
         let envelope = match Envelope::decode(payload) {
@@ -276,8 +589,10 @@ impl<H: Handler> ConsumerRunner<H> {
         }
     }
 
-    /// Publishes a message that can never be processed to the dead-letter topic, retrying
-    /// until the broker takes it: it is never dropped. `false` if shutdown came first.
+    /// Files a message that can never be processed as a dead letter ([`DeadLetters::file`]),
+    /// retrying while the broker (or, to park it, the database) is away: it is never dropped,
+    /// and never retried forever for a reason that cannot go away. `false` if shutdown came
+    /// first.
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
@@ -293,18 +608,23 @@ impl<H: Handler> ConsumerRunner<H> {
             dlq = self.dead_letters.topic(),
             "a message that can never be processed goes to the dead-letter topic"
         );
+        let letter = Letter::consumed(message, reason);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.dead_letters.send(message, reason).await {
-                Ok(()) => {
+            match self.dead_letters.file(&letter).await {
+                Ok(filed) => {
                     self.metrics
                         .inc("events_dead_lettered_total", &[("consumer", self.name)]);
+                    if filed == Filed::Parked {
+                        self.metrics
+                            .inc("dead_letters_parked_total", &[("consumer", self.name)]);
+                    }
                     return true;
                 }
                 Err(error) => {
                     let delay = crate::backoff::delay(attempt);
-                    tracing::warn!(%error, ?delay, "could not publish a dead letter; retrying");
+                    tracing::warn!(%error, ?delay, "could not file a dead letter; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return false,
                         () = tokio::time::sleep(delay) => {}
@@ -340,61 +660,64 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 }
 
-/// Sets `consumer_lag{consumer, topic, partition}`: messages on each assigned partition after
-/// the last one this consumer finished. Asking the broker for the partitions' ends blocks, so
-/// it runs on the blocking pool.
-async fn report_lag(
-    name: &'static str,
-    consumer: Arc<StreamConsumer>,
-    stored: Arc<Mutex<HashMap<(String, i32), i64>>>,
-    metrics: Metrics,
-    interval: std::time::Duration,
-    shutdown: CancellationToken,
-) {
-    crate::app::every(interval, shutdown, || {
-        let (consumer, stored, metrics) = (consumer.clone(), stored.clone(), metrics.clone());
-        async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                let Ok(assignment) = consumer.assignment() else {
-                    return;
-                };
-                for element in assignment.elements() {
-                    let (topic, partition) = (element.topic(), element.partition());
-                    let Ok((low, high)) = consumer.fetch_watermarks(
-                        topic,
-                        partition,
-                        std::time::Duration::from_secs(2),
-                    ) else {
-                        continue;
-                    };
-                    let done = stored
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&(topic.to_owned(), partition))
-                        .map_or(low, |offset| offset + 1);
-                    let labels = [
-                        ("consumer", name),
-                        ("topic", topic),
-                        ("partition", &partition.to_string()),
-                    ];
-                    metrics.set("consumer_lag", &labels, (high - done).max(0) as f64);
-                }
-            })
-            .await;
-        }
-    })
-    .await;
+impl Watch {
+    /// The client took or finished a message.
+    fn progress(&mut self) {
+        self.progress_at = Instant::now();
+        self.stalled_since = None;
+    }
+}
+
+/// How long each question to the broker may take while measuring.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the broker for the end of every assigned partition and the group's committed offsets.
+/// Blocking: it runs on the blocking pool. The first failure ends it, so that a client that
+/// cannot reach the broker is found out in one timeout, not one per partition.
+fn measure(consumer: &ServiceConsumer, brokers: &str) -> Measurement {
+    let failed = || Measurement::Failed {
+        reachable: crate::kafka::broker_reachable(brokers, Duration::from_secs(1)),
+    };
+    let Ok(assignment) = consumer.assignment() else {
+        return failed();
+    };
+    let Ok(committed) = consumer.committed_offsets(assignment.clone(), MEASURE_TIMEOUT) else {
+        return failed();
+    };
+    let position = consumer.position().ok();
+    let offset_of = |list: Option<&rdkafka::TopicPartitionList>, topic: &str, partition: i32| {
+        list?
+            .find_partition(topic, partition)
+            .and_then(|p| p.offset().to_raw())
+            .filter(|offset| *offset >= 0)
+    };
+    let mut views = Vec::new();
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, MEASURE_TIMEOUT) else {
+            return failed();
+        };
+        views.push(PartitionView {
+            topic: topic.to_owned(),
+            partition,
+            low,
+            high,
+            committed: offset_of(Some(&committed), topic, partition),
+            position: offset_of(position.as_ref(), topic, partition),
+        });
+    }
+    Measurement::Partitions(views)
 }
 
 /// Longest a consumer may take to commit its offsets and leave its group on shutdown.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Commits the stored offsets and closes the consumer, which leaves the group so that its
 /// partitions move to other members at once. librdkafka blocks while doing so, and blocks
 /// for as long as the broker is unreachable; it runs on a thread of its own, and shutdown
 /// goes on without it after [`CLOSE_TIMEOUT`]: uncommitted offsets only mean redelivery,
 /// which the processed-event record absorbs.
-async fn close(name: &'static str, consumer: Arc<StreamConsumer>) {
+async fn close(name: &'static str, consumer: Arc<ServiceConsumer>) {
     let (done, closed) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(format!("{name}-close"))

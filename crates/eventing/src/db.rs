@@ -201,6 +201,45 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// Whether a database error will happen again however often the same statement is retried:
+/// the data is wrong, not the moment. On Postgres that is SQLSTATE class 22 (data exception,
+/// such as a NUL byte in a text value or a number out of range) and class 23 (integrity
+/// constraint violation); on SQLite a constraint violation, a datatype mismatch or a value
+/// too big. Everything else (connection lost, pool timeout, serialization failure, deadlock,
+/// lock timeout, server shutting down) may succeed later and is transient.
+pub fn is_permanent(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    use sqlx::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+    ) {
+        return true;
+    }
+    let Some(code) = error.code() else {
+        return false;
+    };
+    permanent_code(&code)
+}
+
+/// [`is_permanent`] on the error code alone: a five-character Postgres SQLSTATE, or a SQLite
+/// (extended) result code in decimal.
+fn permanent_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<i32>() {
+        // SQLite's extended codes keep the primary code in their low byte.
+        const TOOBIG: i32 = 18;
+        const CONSTRAINT: i32 = 19;
+        const MISMATCH: i32 = 20;
+        return matches!(sqlite & 0xff, TOOBIG | CONSTRAINT | MISMATCH);
+    }
+    code.len() == 5 && (code.starts_with("22") || code.starts_with("23"))
+}
+
 /// `$first, $first+1, …` for `count` values: the placeholders of an `IN (…)` list that both
 /// backends understand.
 pub fn placeholders(first: usize, count: usize) -> String {
@@ -225,6 +264,17 @@ macro_rules! migrations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_and_constraint_errors_are_permanent_and_the_rest_transient() {
+        for permanent in ["22021", "22003", "23505", "23514", "2067", "275", "1299", "19", "20"] {
+            assert!(permanent_code(permanent), "{permanent}");
+        }
+        for transient in ["40001", "40P01", "08006", "57P01", "55P03", "53300", "5", "517", "10"] {
+            assert!(!permanent_code(transient), "{transient}");
+        }
+        assert!(!is_permanent(&sqlx::Error::PoolTimedOut));
+    }
 
     #[test]
     fn placeholders_number_from_the_first() {

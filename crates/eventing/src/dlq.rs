@@ -12,6 +12,9 @@ use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::db::Db;
+use crate::kafka::SharedProducer;
+
 /// Why the message was dead-lettered.
 pub const HEADER_ERROR: &str = "dlq.error";
 /// The topic it was consumed from.
@@ -37,19 +40,86 @@ pub fn is_dlq_header(name: &str) -> bool {
     name.starts_with("dlq.")
 }
 
+/// How much of the reason a trimmed dead letter keeps, in bytes.
+const TRIMMED_ERROR_BYTES: usize = 256;
+
+/// What became of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filed {
+    /// On the dead-letter topic as it was.
+    Published,
+    /// On the dead-letter topic with its reason cut short: the broker refused it whole.
+    Trimmed,
+    /// The broker refuses it even trimmed (the message itself is too large): kept in the
+    /// service's own `dead_letter` table, logged and counted (`dead_letters_parked`).
+    Parked,
+}
+
+/// Why a dead letter could not be filed yet; worth trying again (the broker or the database
+/// is down).
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("the broker did not take the dead letter: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("the dead letter could not be parked in the database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
 /// Publishes a service's dead letters.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: SharedProducer,
+    db: Db,
     service: &'static str,
     topic: String,
 }
 
+/// One message that can never be processed, and why.
+#[derive(Debug, Clone)]
+pub struct Letter<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    /// The message's own headers (any `dlq.*` ones are dropped).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub source: Source<'a>,
+    /// [`STAGE_CONSUME`] or [`STAGE_DELIVER`].
+    pub stage: &'a str,
+    pub error: &'a str,
+}
+
+impl<'a> Letter<'a> {
+    /// A consumed message that cannot be processed.
+    pub fn consumed(message: &'a OwnedMessage, error: &'a str) -> Self {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Letter {
+            key: message.key(),
+            payload: message.payload(),
+            headers,
+            source: Source {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
+            stage: STAGE_CONSUME,
+            error,
+        }
+    }
+}
+
 impl DeadLetters {
-    /// Dead letters of `service`, to `<service>.dlq`.
-    pub fn new(producer: FutureProducer, service: &'static str) -> Self {
+    /// Dead letters of `service`, to `<service>.dlq`, parked in `db` when the broker refuses
+    /// them for good.
+    pub fn new(producer: SharedProducer, db: Db, service: &'static str) -> Self {
         DeadLetters {
             producer,
+            db,
             service,
             topic: contract::topics::dlq_topic(service),
         }
@@ -60,65 +130,53 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// Publishes `message` with the reason, and waits for the broker to acknowledge it.
-    pub async fn send(
-        &self,
-        message: &OwnedMessage,
-        error: &str,
-    ) -> Result<(), rdkafka::error::KafkaError> {
-        let original: Vec<(String, Option<Vec<u8>>)> = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let source = Source {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        self.send_parts(
-            message.key(),
-            message.payload(),
-            &original,
-            source,
-            STAGE_CONSUME,
-            error,
-        )
-        .await
+    /// Files `letter`: publishes it and waits for the broker's acknowledgement; when the
+    /// broker refuses it for good, publishes it again with its reason trimmed; when even that
+    /// is refused, parks it in the database. An error means nothing was filed and the caller
+    /// should try again later.
+    pub async fn file(&self, letter: &Letter<'_>) -> Result<Filed, DlqError> {
+        match self.publish(letter, letter.error).await {
+            Ok(()) => return Ok(Filed::Published),
+            Err(error) if !crate::kafka::never_publishable(&error) => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "the broker refused a dead letter; trimming its reason")
+            }
+        }
+        let trimmed = truncate(letter.error, TRIMMED_ERROR_BYTES);
+        match self.publish(letter, trimmed).await {
+            Ok(()) => return Ok(Filed::Trimmed),
+            Err(error) if !crate::kafka::never_publishable(&error) => return Err(error.into()),
+            Err(error) => {
+                tracing::error!(%error, "the broker refuses this dead letter even trimmed; parking it in the database")
+            }
+        }
+        self.park(letter).await?;
+        Ok(Filed::Parked)
     }
 
-    /// Publishes a message this service built itself (the analytics forwarder's undeliverable
-    /// events), with the reason and where it originally came from.
-    pub async fn send_parts(
+    async fn publish(
         &self,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        original_headers: &[(String, Option<Vec<u8>>)],
-        source: Source<'_>,
-        stage: &str,
+        letter: &Letter<'_>,
         error: &str,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let mut headers = OwnedHeaders::new();
-        for (key, value) in original_headers.iter().filter(|(k, _)| !is_dlq_header(k)) {
+        for (key, value) in letter.headers.iter().filter(|(k, _)| !is_dlq_header(k)) {
             headers = headers.insert(Header {
                 key,
                 value: value.as_deref(),
             });
         }
-        let partition = source.partition.to_string();
-        let offset = source.offset.to_string();
+        let partition = letter.source.partition.to_string();
+        let offset = letter.source.offset.to_string();
         let failed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (key, value) in [
             (HEADER_ERROR, error),
-            (HEADER_SOURCE_TOPIC, source.topic),
+            (HEADER_SOURCE_TOPIC, letter.source.topic),
             (HEADER_SOURCE_PARTITION, partition.as_str()),
             (HEADER_SOURCE_OFFSET, offset.as_str()),
             (HEADER_FAILED_AT, failed_at.as_str()),
             (HEADER_CONSUMER, self.service),
-            (HEADER_STAGE, stage),
+            (HEADER_STAGE, letter.stage),
         ] {
             headers = headers.insert(Header {
                 key,
@@ -126,18 +184,65 @@ impl DeadLetters {
             });
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-        if let Some(key) = key {
+        if let Some(key) = letter.key {
             record = record.key(key);
         }
-        if let Some(payload) = payload {
+        if let Some(payload) = letter.payload {
             record = record.payload(payload);
         }
-        self.producer
+        let producer = self.producer.get();
+        producer
             .send(record, Duration::from_secs(10))
             .await
             .map(|_| ())
             .map_err(|(error, _)| error)
     }
+
+    /// Keeps a dead letter the broker will not take in the `dead_letter` table: key, value and
+    /// headers hex-encoded, so that no byte is lost.
+    async fn park(&self, letter: &Letter<'_>) -> Result<(), sqlx::Error> {
+        let headers: Vec<(String, Option<String>)> = letter
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_deref().map(hex::encode)))
+            .collect();
+        sqlx::query(
+            "INSERT INTO dead_letter (source_topic, source_partition, source_offset, stage, \
+             error, message_key, payload, headers, parked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(letter.source.topic)
+        .bind(i64::from(letter.source.partition))
+        .bind(letter.source.offset)
+        .bind(letter.stage)
+        .bind(letter.error)
+        .bind(letter.key.map(hex::encode))
+        .bind(letter.payload.map(hex::encode))
+        .bind(serde_json::to_string(&headers).expect("strings always serialize"))
+        .bind(crate::db::now_ms())
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}
+
+/// How many dead letters are parked in the database.
+pub async fn parked(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM dead_letter")
+        .fetch_one(db)
+        .await
+}
+
+/// The first `most` bytes of `text`, cut at a character boundary, with an ellipsis when cut.
+fn truncate(text: &str, most: usize) -> &str {
+    if text.len() <= most {
+        return text;
+    }
+    let mut end = most;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Where a dead letter was consumed from.
@@ -210,8 +315,8 @@ pub fn list(
 /// Publishes dead letters back to the topics they came from, exactly as they first arrived
 /// (key, value, headers without the `dlq.*` ones). Safe to repeat: consumers deduplicate by
 /// event id, and a message that still cannot be processed comes back to the dead-letter topic.
-pub async fn replay(
-    producer: &FutureProducer,
+pub async fn replay<C: rdkafka::ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     letters: &[DeadLetter],
 ) -> Result<usize, rdkafka::error::KafkaError> {
     for letter in letters {

@@ -12,13 +12,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
+use crate::health::Health;
+use crate::kafka::SharedProducer;
 use crate::metrics::Metrics;
 use crate::trace::TraceContext;
 
@@ -212,8 +214,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
 #[derive(Clone)]
 pub struct Observed {
     pub db: Db,
-    pub producer: FutureProducer,
+    pub producer: SharedProducer,
     pub metrics: Metrics,
+    pub health: Health,
 }
 
 /// `GET /health/live`, `GET /health/ready` and `GET /metrics`.
@@ -228,29 +231,55 @@ pub fn health_routes(observed: Observed) -> Router {
         .with_state(observed)
 }
 
-/// Ready when the database answers and the broker's metadata can be fetched.
+/// How long each readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ready when the service is doing its job: the database answers, the broker's metadata can
+/// be fetched, the producer has not hit a fatal error, and every part that reports on itself
+/// ([`Health`]: the consumer holds partitions, the relay publishes, every worker runs) is up.
+/// Otherwise 503, with `failing` naming each part that is not and why.
 async fn ready(State(observed): State<Observed>) -> Response {
-    let database = sqlx::query("SELECT 1").execute(&observed.db).await.is_ok();
-    let producer = observed.producer.clone();
+    let database = tokio::time::timeout(
+        CHECK_TIMEOUT,
+        sqlx::query("SELECT 1").execute(&observed.db),
+    )
+    .await;
+    let database = match database {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(format!("the database does not answer: {error}")),
+        Err(_) => Some("the database did not answer within 2 s".to_owned()),
+    };
+    let producer = observed.producer.get();
     let broker = tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(2))
-            .is_ok()
+        producer.client().fetch_metadata(None, CHECK_TIMEOUT).err()
     })
     .await
-    .unwrap_or(false);
-    let status = if database && broker {
+    .unwrap_or(None)
+    .map(|error| format!("the broker does not answer: {error}"));
+    let fatal = observed
+        .producer
+        .fatal()
+        .map(|fatal| format!("the producer hit a fatal error: {fatal}"));
+    let mut checks = serde_json::Map::new();
+    let mut failing = serde_json::Map::new();
+    let fixed = [("database", database), ("broker", broker), ("producer", fatal)]
+        .into_iter()
+        .map(|(part, problem)| (part.to_owned(), problem));
+    for (part, problem) in fixed.chain(observed.health.report()) {
+        checks.insert(part.clone(), json!(if problem.is_some() { "down" } else { "up" }));
+        if let Some(problem) = problem {
+            failing.insert(part, json!(problem));
+        }
+    }
+    let status = if failing.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
-        "checks": {
-            "database": if database { "up" } else { "down" },
-            "broker": if broker { "up" } else { "down" },
-        }
+        "status": if failing.is_empty() { "ready" } else { "not_ready" },
+        "checks": checks,
+        "failing": failing,
     });
     (status, Json(body)).into_response()
 }
@@ -261,6 +290,9 @@ async fn metrics(State(observed): State<Observed>) -> Response {
     }
     if let Ok(parked) = crate::outbox::parked(&observed.db).await {
         observed.metrics.set("outbox_parked", &[], parked as f64);
+    }
+    if let Ok(parked) = crate::dlq::parked(&observed.db).await {
+        observed.metrics.set("dead_letters_parked", &[], parked as f64);
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

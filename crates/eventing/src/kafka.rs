@@ -7,18 +7,30 @@
 //!   the periodic commit never covers a message whose effect could still be lost.
 //! - Topics are created explicitly with [`ensure_topics`]; nothing relies on a broker creating
 //!   topics on first use.
+//! - Every client of a service runs with a [`ClientState`] context: librdkafka's repeated
+//!   complaints while a broker is down are logged once per interval with a count.
+//! - The producer is a [`SharedProducer`], replaced by a new one after a fatal error.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
+use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// The producer every service publishes with.
+pub type Producer = FutureProducer<ClientState>;
+/// The consumer every service consumes with.
+pub type ServiceConsumer = StreamConsumer<ClientState>;
 
 /// How to reach the broker and how consumers behave.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +74,27 @@ pub struct KafkaSettings {
         default_value_t = 10_000
     )]
     pub lag_interval_ms: u64,
+    /// A consumer that has held no partition for this long, or has had messages waiting
+    /// without taking any for this long, leaves its group and joins again; in milliseconds.
+    /// Default: twice the session timeout.
+    #[arg(long = "kafka-watchdog-ms", env = "KAFKA_WATCHDOG_MS")]
+    pub watchdog_ms: Option<u64>,
+    /// How long a produced message may wait for the broker's acknowledgement before it fails
+    /// and is tried again (`message.timeout.ms`). The relay's lease must be longer.
+    #[arg(
+        long = "kafka-message-timeout-ms",
+        env = "KAFKA_MESSAGE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub message_timeout_ms: u32,
+    /// librdkafka's repeated errors (a broker down, say) are logged at most once per this
+    /// interval, with how many there were; in milliseconds.
+    #[arg(
+        long = "kafka-log-interval-ms",
+        env = "KAFKA_LOG_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub log_interval_ms: u64,
 }
 
 impl KafkaSettings {
@@ -74,7 +107,23 @@ impl KafkaSettings {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             lag_interval_ms: 10_000,
+            watchdog_ms: None,
+            message_timeout_ms: 10_000,
+            log_interval_ms: 30_000,
         }
+    }
+
+    /// The watchdog's bound: [`KafkaSettings::watchdog_ms`], or twice the session timeout.
+    pub fn watchdog(&self) -> Duration {
+        Duration::from_millis(
+            self.watchdog_ms
+                .unwrap_or(2 * u64::from(self.session_timeout_ms)),
+        )
+    }
+
+    /// The context of a new client called `name`.
+    fn context(&self, name: &str) -> ClientState {
+        ClientState::new(name, Duration::from_millis(self.log_interval_ms))
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -88,7 +137,7 @@ impl KafkaSettings {
     }
 
     /// An idempotent producer with `acks=all`.
-    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    pub fn producer(&self, client_id: &str) -> Result<Producer, KafkaError> {
         self.client_config()
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
@@ -97,15 +146,15 @@ impl KafkaSettings {
             .set("linger.ms", "1")
             // A message that cannot be delivered within this time fails and the relay tries
             // it again, rather than hanging on the broker forever.
-            .set("message.timeout.ms", "30000")
-            .create()
+            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            .create_with_context(self.context(client_id))
     }
 
     /// A consumer in `group` subscribed to `topics`, reading from the earliest offset when
     /// the group has none, with automatic commits of offsets stored by hand.
-    pub fn consumer(&self, group: &str, topics: &[&str]) -> Result<StreamConsumer, KafkaError> {
+    pub fn consumer(&self, group: &str, topics: &[&str]) -> Result<ServiceConsumer, KafkaError> {
         let group = self.group_id.as_deref().unwrap_or(group);
-        let consumer: StreamConsumer = self
+        let consumer: ServiceConsumer = self
             .client_config()
             .set("group.id", group)
             .set("client.id", group)
@@ -120,7 +169,7 @@ impl KafkaSettings {
                 "heartbeat.interval.ms",
                 self.heartbeat_interval_ms.to_string(),
             )
-            .create()?;
+            .create_with_context(self.context(group))?;
         consumer.subscribe(topics)?;
         Ok(consumer)
     }
@@ -129,6 +178,186 @@ impl KafkaSettings {
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
         self.client_config().create()
     }
+}
+
+/// The context of every client of a service: what librdkafka reports goes to `tracing`, with
+/// repeats of one complaint folded into one line per interval.
+pub struct ClientState {
+    name: String,
+    interval: Duration,
+    /// Per complaint: when it was last logged and how many were held back since.
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl ClientState {
+    fn new(name: &str, interval: Duration) -> Self {
+        ClientState {
+            name: name.to_owned(),
+            interval,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// `Some(held back)` when `what` may be logged now, `None` while it is held back.
+    fn may_log(&self, what: &str) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match seen.get_mut(what) {
+            Some((last, held)) if now.duration_since(*last) < self.interval => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                let before = *held;
+                *last = now;
+                *held = 0;
+                Some(before)
+            }
+            None => {
+                seen.insert(what.to_owned(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+impl ClientContext for ClientState {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // Log lines repeat with changing details (addresses, durations): fold them by
+        // facility and level.
+        let Some(held) = self.may_log(&format!("log {fac} {level:?}")) else {
+            return;
+        };
+        let client = self.name.as_str();
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(client, fac, repeats = held, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(client, fac, repeats = held, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(client, fac, repeats = held, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(client, fac, repeats = held, "librdkafka: {message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            tracing::error!(client = %self.name, %error, reason, "the Kafka client hit a fatal error");
+            return;
+        }
+        let Some(held) = self.may_log(&format!("error {error}")) else {
+            return;
+        };
+        tracing::warn!(
+            client = %self.name,
+            %error,
+            reason,
+            repeats = held,
+            "Kafka client error (repeats: how many like it were not logged since the last)"
+        );
+    }
+}
+
+impl ConsumerContext for ClientState {}
+
+/// The producer of a service, replaced by a new one when it hits a fatal error.
+///
+/// An idempotent producer that hits a fatal error (the broker fenced its producer id, say)
+/// fails every message from then on. Everything that publishes asks for [`SharedProducer::get`]
+/// each time, so once [`SharedProducer::replace_if_fatal`] has put a new producer in place,
+/// publishing goes on with it; messages that failed with the old one are still unsent in the
+/// outbox and are published again, which consumers deduplicate.
+#[derive(Clone)]
+pub struct SharedProducer {
+    current: Arc<Mutex<Producer>>,
+    settings: KafkaSettings,
+    name: String,
+}
+
+impl SharedProducer {
+    /// Creates the first producer.
+    pub fn new(settings: &KafkaSettings, name: &str) -> Result<Self, KafkaError> {
+        Ok(SharedProducer {
+            current: Arc::new(Mutex::new(settings.producer(name)?)),
+            settings: settings.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The producer in use now.
+    pub fn get(&self) -> Producer {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The fatal error of the producer in use, if it hit one.
+    pub fn fatal(&self) -> Option<String> {
+        fatal_error(&self.get())
+    }
+
+    /// Replaces the producer when it hit a fatal error; returns the error it had. The old
+    /// producer is dropped on a thread of its own, since dropping a client blocks until its
+    /// threads end.
+    pub fn replace_if_fatal(&self) -> Result<Option<String>, KafkaError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fatal) = fatal_error(&current) else {
+            return Ok(None);
+        };
+        let old = std::mem::replace(&mut *current, self.settings.producer(&self.name)?);
+        drop(current);
+        let _ = std::thread::Builder::new()
+            .name("drop-producer".into())
+            .spawn(move || drop(old));
+        Ok(Some(fatal))
+    }
+}
+
+/// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
+/// number of tries: too large, or invalid.
+pub fn never_publishable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::InvalidArgument
+        )
+    )
+}
+
+/// The fatal error a producer hit, as librdkafka tells it.
+fn fatal_error(producer: &Producer) -> Option<String> {
+    producer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{reason} ({code:?})"))
+}
+
+/// Whether something accepts TCP connections at one of `brokers` (a comma-separated
+/// `host:port` list) within `timeout`: a cheap probe that tells "the broker is down" from
+/// "the broker is up but this client cannot talk to it". Blocking.
+pub fn broker_reachable(brokers: &str, timeout: Duration) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    brokers.split(',').any(|broker| {
+        broker
+            .trim()
+            .to_socket_addrs()
+            .map(|addrs| addrs.into_iter().any(|a| TcpStream::connect_timeout(&a, timeout).is_ok()))
+            .unwrap_or(false)
+    })
 }
 
 /// Creates each `(name, partitions, compacted)` topic that does not exist yet. A topic that

@@ -5,6 +5,7 @@
 //! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
 //! - [`consumer`]: the idempotent consumer that runs a service's [`consumer::Handler`].
 //! - [`dlq`]: dead-letter topics for messages that can never be processed.
+//! - [`health`]: what each part of a service says about itself, for readiness.
 //! - [`housekeeping`]: retention of published outbox rows and processed-event records.
 //! - [`trace`]: W3C trace context carried in Kafka headers.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
@@ -23,6 +24,7 @@ pub mod backoff;
 pub mod consumer;
 pub mod db;
 pub mod dlq;
+pub mod health;
 pub mod housekeeping;
 pub mod http;
 pub mod kafka;

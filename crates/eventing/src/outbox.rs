@@ -8,10 +8,20 @@
 //! but not yet marked is published again, which idempotent consumers absorb.
 //!
 //! Order per key holds because rows of one aggregate are inserted while its row is locked (so
-//! their ids follow their commits), because one relay per database holds a lease, and because
-//! the idempotent producer never reorders messages within a partition.
+//! their ids follow their commits), because one relay per database holds a lease, because
+//! the idempotent producer never reorders messages within a partition, and because when a
+//! row fails, no later row of the same key is handed over or marked sent in that round: they
+//! all go again, after it.
+//!
+//! The lease outlives a batch (`OUTBOX_LEASE_MS` must exceed `KAFKA_MESSAGE_TIMEOUT_MS`, the
+//! longest a delivery report can take), and rows are marked sent only while this relay still
+//! holds it. A relay restarted on the same address takes its own lease back at once.
+//!
+//! When the producer hits a fatal error (an idempotent producer that can no longer keep its
+//! guarantees), the relay reports it in readiness and replaces the producer with a new one;
+//! the rows it failed are still unsent and go again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +30,17 @@ use contract::topics::{
     CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureRecord;
+use rdkafka::types::RDKafkaErrorCode;
 use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{Conn, Db, now_ms, placeholders};
+use crate::health::Health;
+use crate::kafka::{SharedProducer, never_publishable};
 use crate::metrics::Metrics;
 use crate::trace::TraceContext;
 
@@ -102,11 +116,12 @@ pub struct RelaySettings {
     )]
     pub batch_size: i64,
     /// How long the lease of the publishing relay lasts without renewal, in milliseconds.
-    /// When a replica dies, another takes over publishing after this.
+    /// When a replica dies, another takes over publishing after this. It must exceed
+    /// `KAFKA_MESSAGE_TIMEOUT_MS` by more than 5 s, so that it outlives a batch.
     #[arg(
         long = "outbox-lease-ms",
         env = "OUTBOX_LEASE_MS",
-        default_value_t = 10_000
+        default_value_t = 30_000
     )]
     pub lease_ms: i64,
 }
@@ -116,18 +131,22 @@ impl Default for RelaySettings {
         RelaySettings {
             poll_interval_ms: 200,
             batch_size: 256,
-            lease_ms: 10_000,
+            lease_ms: 30_000,
         }
     }
 }
 
+/// The part name the relay reports its state under in `/health/ready`.
+pub const HEALTH_PART: &str = "relay";
+
 /// Publishes committed outbox rows to Kafka.
 pub struct Relay {
     db: Db,
-    producer: FutureProducer,
+    producer: SharedProducer,
     outbox: Outbox,
     settings: RelaySettings,
     metrics: Metrics,
+    health: Health,
     /// Identifies this relay in the lease table.
     instance: String,
 }
@@ -140,37 +159,51 @@ struct OutboxRow {
     headers: String,
 }
 
+/// Rounds failed in a row before the relay reports itself not ready.
+const FAILURES_BEFORE_NOT_READY: u32 = 3;
+
 impl Relay {
-    /// A relay for `db`, woken through `outbox`.
-    pub fn new(
-        db: Db,
-        producer: FutureProducer,
-        outbox: Outbox,
-        settings: RelaySettings,
-        metrics: Metrics,
-    ) -> Self {
+    /// The relay of `runtime`'s service, known in the lease table as `instance`.
+    pub fn new(runtime: &crate::app::Runtime, instance: String) -> Self {
         Relay {
-            db,
-            producer,
-            outbox,
-            settings,
-            metrics,
-            instance: uuid::Uuid::new_v4().to_string(),
+            db: runtime.db.clone(),
+            producer: runtime.producer.clone(),
+            outbox: runtime.outbox.clone(),
+            settings: runtime.settings.relay.clone(),
+            metrics: runtime.metrics.clone(),
+            health: runtime.health.clone(),
+            instance,
         }
     }
 
     /// Runs until `shutdown`, publishing whenever woken and at every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        self.metrics.add("outbox_relay_failures_total", &[], 0);
+        self.metrics.add("producer_replacements_total", &[], 0);
+        self.health.up(HEALTH_PART);
         let mut failures = 0u32;
         loop {
-            match self.publish_pending().await {
-                Ok(()) => failures = 0,
+            match self.publish_pending(&shutdown).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the outbox relay publishes again");
+                    }
+                    failures = 0;
+                    self.health.up(HEALTH_PART);
+                }
                 Err(error) => {
                     failures += 1;
+                    self.metrics.inc("outbox_relay_failures_total", &[]);
+                    if self.replace_fatal_producer() {
+                        continue;
+                    }
                     let delay = crate::backoff::delay(failures);
                     tracing::warn!(error = %error, failures, ?delay, "outbox relay failed; retrying");
-                    self.metrics.inc("outbox_relay_failures_total", &[]);
+                    if failures >= FAILURES_BEFORE_NOT_READY {
+                        self.health
+                            .failing(HEALTH_PART, format!("cannot publish: {error}"));
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => continue,
@@ -185,15 +218,42 @@ impl Relay {
         }
     }
 
+    /// When the producer hit a fatal error, reports it and puts a new producer in its place;
+    /// `true` if it did.
+    fn replace_fatal_producer(&self) -> bool {
+        let Some(fatal) = self.producer.fatal() else {
+            return false;
+        };
+        self.health.failing(
+            HEALTH_PART,
+            format!("the producer hit a fatal error ({fatal}); replacing it"),
+        );
+        match self.producer.replace_if_fatal() {
+            Ok(_) => {
+                tracing::warn!(%fatal, "replaced the producer after its fatal error");
+                self.metrics.inc("producer_replacements_total", &[]);
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not create a new producer");
+                false
+            }
+        }
+    }
+
     /// Publishes every unsent row, batch by batch, if this relay holds the lease.
-    async fn publish_pending(&self) -> Result<(), RelayError> {
+    async fn publish_pending(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         while self.hold_lease().await? {
             let rows = self.claim().await?;
             if rows.is_empty() {
                 break;
             }
             let span = tracing::debug_span!("outbox.publish", rows = rows.len());
-            self.publish(rows).instrument(span).await?;
+            let full = rows.len() as i64 >= self.settings.batch_size;
+            self.publish(rows, shutdown).instrument(span).await?;
+            if !full {
+                break;
+            }
         }
         Ok(())
     }
@@ -236,13 +296,27 @@ impl Relay {
             .map_err(RelayError::from)
     }
 
-    /// Hands every row to the producer in order, then waits for every delivery report and
-    /// marks the delivered rows sent. A row that failed stays unsent and is tried again,
-    /// unless the broker refused it for good: then it is parked.
-    async fn publish(&self, rows: Vec<OutboxRow>) -> Result<(), RelayError> {
+    /// Hands the rows to the producer in order, then waits for every delivery report and
+    /// marks the delivered rows sent. A row that failed stays unsent and is tried again, and
+    /// so does every later row of its key, even one the broker took: it goes again after the
+    /// failed one, and consumers deduplicate the copy. A row the broker refuses for good is
+    /// parked.
+    async fn publish(
+        &self,
+        rows: Vec<OutboxRow>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let producer = self.producer.get();
         let mut pending = Vec::with_capacity(rows.len());
         let mut parked = Vec::new();
+        // Per key, the first row that failed in this round: no later row of the key is
+        // handed over or marked sent.
+        let mut failed_from: HashMap<&str, i64> = HashMap::new();
+        let mut first_error = None;
         for row in &rows {
+            if failed_from.contains_key(row.key.as_str()) {
+                continue;
+            }
             let headers: BTreeMap<String, String> =
                 serde_json::from_str(&row.headers).unwrap_or_default();
             let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
@@ -256,41 +330,62 @@ impl Relay {
                 .key(&row.key)
                 .payload(&row.payload)
                 .headers(kafka_headers);
-            // Enqueue in order; when librdkafka's queue is full, wait for what is in flight.
+            // Enqueue in order; only when librdkafka's queue is full, wait in place for what
+            // is in flight to make room.
             loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
-                        pending.push((row.id, delivery));
+                        pending.push((row, delivery));
                         break;
+                    }
+                    Err((error, returned))
+                        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = returned;
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
                     }
                     Err((error, _)) if never_publishable(&error) => {
                         parked.push((row.id, error.to_string()));
                         break;
                     }
-                    Err((error, returned)) => {
-                        tracing::debug!(%error, "producer queue full; waiting");
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    Err((error, _)) => {
+                        failed_from.insert(&row.key, row.id);
+                        first_error.get_or_insert(RelayError::Kafka(error));
+                        break;
                     }
                 }
             }
         }
-        let mut sent = Vec::with_capacity(pending.len());
-        let mut first_error = None;
-        for (id, delivery) in pending {
-            match delivery.await {
-                Ok(Ok(_)) => sent.push(id),
+        let mut delivered = Vec::with_capacity(pending.len());
+        for (row, delivery) in pending {
+            let report = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                report = delivery => report,
+            };
+            let failed = match report {
+                Ok(Ok(_)) => {
+                    delivered.push(row);
+                    continue;
+                }
                 Ok(Err((error, _))) if never_publishable(&error) => {
-                    parked.push((id, error.to_string()));
+                    parked.push((row.id, error.to_string()));
+                    continue;
                 }
-                Ok(Err((error, _))) => {
-                    first_error.get_or_insert(RelayError::Kafka(error));
-                }
-                Err(_canceled) => {
-                    first_error.get_or_insert(RelayError::ProducerGone);
-                }
-            }
+                Ok(Err((error, _))) => RelayError::Kafka(error),
+                Err(_canceled) => RelayError::ProducerGone,
+            };
+            let first = failed_from.entry(&row.key).or_insert(row.id);
+            *first = (*first).min(row.id);
+            first_error.get_or_insert(failed);
         }
+        let sent: Vec<i64> = delivered
+            .iter()
+            .filter(|row| failed_from.get(row.key.as_str()).is_none_or(|first| row.id < *first))
+            .map(|row| row.id)
+            .collect();
         self.mark_sent(&sent).await?;
         self.metrics
             .add("outbox_published_total", &[], sent.len() as u64);
@@ -317,37 +412,28 @@ impl Relay {
         Ok(())
     }
 
+    /// Marks rows sent, but only while this relay holds the lease: a relay that lost it (it
+    /// stalled past the lease, and another took over) leaves them to the new holder, which
+    /// publishes them again.
     async fn mark_sent(&self, ids: &[i64]) -> Result<(), RelayError> {
         if ids.is_empty() {
             return Ok(());
         }
         let sql = format!(
-            "UPDATE outbox_message SET sent_at = $1 WHERE id IN ({})",
-            placeholders(2, ids.len())
+            "UPDATE outbox_message SET sent_at = $1 WHERE id IN ({}) AND EXISTS \
+             (SELECT 1 FROM outbox_relay_lease WHERE name = 'relay' AND holder = $2)",
+            placeholders(3, ids.len())
         );
-        let mut query = sqlx::query(&sql).bind(now_ms());
+        let mut query = sqlx::query(&sql).bind(now_ms()).bind(&self.instance);
         for id in ids {
             query = query.bind(*id);
         }
-        query.execute(&self.db).await?;
+        let marked = query.execute(&self.db).await?.rows_affected();
+        if marked == 0 {
+            return Err(RelayError::LeaseLost);
+        }
         Ok(())
     }
-}
-
-/// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
-/// number of tries: too large, or invalid.
-fn never_publishable(error: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            Code::MessageSizeTooLarge
-                | Code::InvalidMessageSize
-                | Code::InvalidMessage
-                | Code::InvalidRecord
-                | Code::InvalidArgument
-        )
-    )
 }
 
 /// How many outbox rows are committed but not yet acknowledged by the broker (parked rows
@@ -373,7 +459,9 @@ enum RelayError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("the broker did not acknowledge a message: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] KafkaError),
     #[error("the producer went away before reporting delivery")]
     ProducerGone,
+    #[error("another relay took the lease; it publishes these rows again")]
+    LeaseLost,
 }

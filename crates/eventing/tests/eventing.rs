@@ -66,7 +66,7 @@ async fn committed_outbox_rows_are_published_in_order_per_key_and_marked_sent() 
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("relay_order", &broker).await;
     let stop = CancellationToken::new();
-    tokio::spawn(runtime.relay().run(stop.clone()));
+    tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
 
     let orders: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
     let mut envelopes = Vec::new();
@@ -149,7 +149,7 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
         .await
         .expect("runtime");
     let stop = CancellationToken::new();
-    tokio::spawn(restarted.relay().run(stop.clone()));
+    tokio::spawn(restarted.relay("relay-b".into()).run(stop.clone()));
     let read = read_topic(
         &broker.brokers,
         topics::ORDER_EVENTS,
@@ -481,7 +481,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     );
     assert_eq!(letters[0].source_topic, topics::ORDER_EVENTS);
     for _ in 0..2 {
-        let replayed = eventing::dlq::replay(&runtime.producer, &letters)
+        let replayed = eventing::dlq::replay(&runtime.producer.get(), &letters)
             .await
             .expect("replay");
         assert_eq!(replayed, 1);
@@ -533,7 +533,7 @@ async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_pub
     );
     enqueue_committed(&runtime, &[huge, fine.clone()]).await;
     let stop = CancellationToken::new();
-    tokio::spawn(runtime.relay().run(stop.clone()));
+    tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
     let read = read_topic(
         &broker.brokers,
         topics::PRODUCT_CATALOG,

@@ -83,8 +83,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
-        .with_consumer(consumer)
-        .worker(move |shutdown| {
+        .with_consumer(&runtime, consumer)
+        .worker("deadline", move |shutdown| {
             deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)
         }))
 }

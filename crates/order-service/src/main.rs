@@ -3,9 +3,14 @@
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     eventing::telemetry::init();
     let config = order_service::Config::parse();
     let shutdown = eventing::telemetry::shutdown_on_signal();
-    order_service::build(config).await?.run(shutdown).await
+    let result = match order_service::build(config).await {
+        Ok(app) => app.run(shutdown).await,
+        Err(error) => Err(error),
+    };
+    // Status 1 when it broke, so that a supervisor starts it again.
+    eventing::app::exit(result)
 }

@@ -29,7 +29,7 @@ use eventing::kafka::KafkaSettings;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use rdkafka::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 
 use crate::stack::{SERVICES, Stack, StackConfig, step};
@@ -602,7 +602,7 @@ async fn republish(brokers: &str, most: usize) -> anyhow::Result<usize> {
         .choose_multiple(&mut rand::rng(), most)
         .cloned()
         .collect();
-    let producer: FutureProducer = settings.producer("shopctl-chaos")?;
+    let producer = settings.producer("shopctl-chaos")?;
     for message in &sample {
         let mut record = FutureRecord::<[u8], [u8]>::to(message.topic());
         if let Some(key) = message.key() {
