@@ -73,20 +73,27 @@ impl Envelope {
         serde_json::to_string(&wire).expect("an envelope always serializes")
     }
 
-    /// Decodes the value of a Kafka message. Never panics, whatever the bytes.
+    /// Decodes the value of a Kafka message and checks the event against the contract's
+    /// rules ([`Event::validate`]). Never panics, whatever the bytes.
     pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let wire: WireIn = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
         if wire.schema_version != SCHEMA_VERSION {
             return Err(DecodeError::UnsupportedVersion(wire.schema_version));
         }
         match Event::from_parts(&wire.event_type, wire.payload) {
-            Ok(Some(event)) => Ok(Decoded::Known(Envelope {
-                event_id: wire.event_id,
-                occurred_at: wire.occurred_at,
-                producer: wire.producer,
-                causation_id: wire.causation_id,
-                event,
-            })),
+            Ok(Some(event)) => {
+                event.validate().map_err(|source| DecodeError::Invalid {
+                    event_type: wire.event_type.clone(),
+                    source,
+                })?;
+                Ok(Decoded::Known(Envelope {
+                    event_id: wire.event_id,
+                    occurred_at: wire.occurred_at,
+                    producer: wire.producer,
+                    causation_id: wire.causation_id,
+                    event,
+                }))
+            }
             Ok(None) => Ok(Decoded::Unknown {
                 event_id: wire.event_id,
                 event_type: wire.event_type,
@@ -120,6 +127,12 @@ pub enum DecodeError {
         event_type: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("the {event_type} breaks the contract: {source}")]
+    Invalid {
+        event_type: String,
+        #[source]
+        source: crate::validate::Invalid,
     },
 }
 

@@ -59,7 +59,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
         .with_consumer(&runtime, consumer)
-        .worker("reconciliation", move |shutdown| reconcile::run(db, metrics, interval, shutdown)))
+        .worker("reconciliation", move |shutdown| {
+            reconcile::run(db, metrics, interval, shutdown)
+        }))
 }
 
 #[cfg(test)]

@@ -264,10 +264,9 @@ impl App {
             runtime.settings.retention.clone(),
             runtime.metrics.clone(),
         );
-        self.with_health(runtime)
-            .worker("retention", move |token| {
-                crate::housekeeping::run(db, settings, metrics, token)
-            })
+        self.with_health(runtime).worker("retention", move |token| {
+            crate::housekeeping::run(db, settings, metrics, token)
+        })
     }
 
     /// Adds a consumer.
@@ -378,7 +377,10 @@ pub fn exit(result: anyhow::Result<()>) -> ! {
     match result {
         Ok(()) => std::process::exit(0),
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "the service stopped on an error");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "the service stopped on an error"
+            );
             eprintln!("error: {error:#}");
             std::process::exit(1)
         }

@@ -176,7 +176,9 @@ impl Stall {
                 format!("took no message for more than {secs:.0} s while messages were waiting")
             }
             Stall::CutOff => {
-                format!("could not reach the broker for more than {secs:.0} s, while it accepts connections")
+                format!(
+                    "could not reach the broker for more than {secs:.0} s, while it accepts connections"
+                )
             }
         }
     }
@@ -211,7 +213,9 @@ enum Measurement {
     Partitions(Vec<PartitionView>),
     /// The client could not ask the broker; `reachable` says whether a plain TCP connection
     /// to it worked.
-    Failed { reachable: bool },
+    Failed {
+        reachable: bool,
+    },
 }
 
 struct PartitionView {
@@ -314,8 +318,10 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 Err(error) => {
                     attempt += 1;
-                    self.health
-                        .failing(HEALTH_PART, format!("cannot create a Kafka consumer: {error}"));
+                    self.health.failing(
+                        HEALTH_PART,
+                        format!("cannot create a Kafka consumer: {error}"),
+                    );
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(crate::backoff::delay(attempt)) => {}
@@ -393,10 +399,7 @@ impl<H: Handler> ConsumerRunner<H> {
     ) -> Option<Stall> {
         let bound = self.kafka.watchdog();
         let now = Instant::now();
-        let assigned = session
-            .consumer
-            .assignment()
-            .is_ok_and(|a| a.count() > 0);
+        let assigned = session.consumer.assignment().is_ok_and(|a| a.count() > 0);
         if assigned {
             session.watch.assigned_at = now;
             if unassigned_since.take().is_some() {
@@ -502,7 +505,7 @@ impl<H: Handler> ConsumerRunner<H> {
         }
     }
 
-/// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
+    /// Handles one message until it is done, or known to be undeliverable, or shutdown comes.
     async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> Disposition {
         let payload = message.payload().unwrap_or_default();
         let envelope = match Envelope::decode(payload) {

@@ -224,20 +224,31 @@ pub fn is_permanent(error: &sqlx::Error) -> bool {
     let Some(code) = error.code() else {
         return false;
     };
-    permanent_code(&code)
+    let backend = if error
+        .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    permanent_code(backend, &code)
 }
 
-/// [`is_permanent`] on the error code alone: a five-character Postgres SQLSTATE, or a SQLite
-/// (extended) result code in decimal.
-fn permanent_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<i32>() {
-        // SQLite's extended codes keep the primary code in their low byte.
-        const TOOBIG: i32 = 18;
-        const CONSTRAINT: i32 = 19;
-        const MISMATCH: i32 = 20;
-        return matches!(sqlite & 0xff, TOOBIG | CONSTRAINT | MISMATCH);
+/// [`is_permanent`] on the error code alone: a Postgres SQLSTATE, or a SQLite (extended)
+/// result code in decimal.
+fn permanent_code(backend: Backend, code: &str) -> bool {
+    match backend {
+        Backend::Postgres => code.starts_with("22") || code.starts_with("23"),
+        Backend::Sqlite => {
+            // SQLite's extended codes keep the primary code in their low byte.
+            const TOOBIG: i32 = 18;
+            const CONSTRAINT: i32 = 19;
+            const MISMATCH: i32 = 20;
+            code.parse::<i32>()
+                .is_ok_and(|code| matches!(code & 0xff, TOOBIG | CONSTRAINT | MISMATCH))
+        }
     }
-    code.len() == 5 && (code.starts_with("22") || code.starts_with("23"))
 }
 
 /// `$first, $first+1, …` for `count` values: the placeholders of an `IN (…)` list that both
@@ -267,11 +278,19 @@ mod tests {
 
     #[test]
     fn data_and_constraint_errors_are_permanent_and_the_rest_transient() {
-        for permanent in ["22021", "22003", "23505", "23514", "2067", "275", "1299", "19", "20"] {
-            assert!(permanent_code(permanent), "{permanent}");
+        for permanent in ["22021", "22003", "23505", "23514"] {
+            assert!(permanent_code(Backend::Postgres, permanent), "{permanent}");
         }
-        for transient in ["40001", "40P01", "08006", "57P01", "55P03", "53300", "5", "517", "10"] {
-            assert!(!permanent_code(transient), "{transient}");
+        for transient in [
+            "40001", "40P01", "08006", "57P01", "55P03", "53300", "42P01",
+        ] {
+            assert!(!permanent_code(Backend::Postgres, transient), "{transient}");
+        }
+        for permanent in ["2067", "275", "1299", "787", "19", "20", "18"] {
+            assert!(permanent_code(Backend::Sqlite, permanent), "{permanent}");
+        }
+        for transient in ["5", "517", "6", "10", "3338", "13"] {
+            assert!(!permanent_code(Backend::Sqlite, transient), "{transient}");
         }
         assert!(!is_permanent(&sqlx::Error::PoolTimedOut));
     }

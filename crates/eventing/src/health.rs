@@ -16,7 +16,10 @@ use std::time::Instant;
 pub enum PartState {
     Up,
     /// Not doing its job, for the reason given, since the instant given.
-    Failing { reason: String, since: Instant },
+    Failing {
+        reason: String,
+        since: Instant,
+    },
 }
 
 /// Every part of one service and how it is. Cheap to clone; clones share the states.
@@ -73,10 +76,9 @@ impl Health {
             .map(|(part, state)| {
                 let reason = match state {
                     PartState::Up => None,
-                    PartState::Failing { reason, since } => Some(format!(
-                        "{reason} (for {} s)",
-                        since.elapsed().as_secs()
-                    )),
+                    PartState::Failing { reason, since } => {
+                        Some(format!("{reason} (for {} s)", since.elapsed().as_secs()))
+                    }
                 };
                 (part.clone(), reason)
             })
@@ -107,7 +109,13 @@ mod tests {
         assert!(!health.all_up());
         let report = health.report();
         let consumer = report.iter().find(|(p, _)| p == "consumer").unwrap();
-        assert!(consumer.1.as_deref().unwrap().starts_with("held no partition"));
+        assert!(
+            consumer
+                .1
+                .as_deref()
+                .unwrap()
+                .starts_with("held no partition")
+        );
         health.up("consumer");
         assert!(health.all_up());
     }

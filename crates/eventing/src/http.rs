@@ -239,11 +239,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// ([`Health`]: the consumer holds partitions, the relay publishes, every worker runs) is up.
 /// Otherwise 503, with `failing` naming each part that is not and why.
 async fn ready(State(observed): State<Observed>) -> Response {
-    let database = tokio::time::timeout(
-        CHECK_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&observed.db),
-    )
-    .await;
+    let database =
+        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&observed.db)).await;
     let database = match database {
         Ok(Ok(_)) => None,
         Ok(Err(error)) => Some(format!("the database does not answer: {error}")),
@@ -262,11 +259,18 @@ async fn ready(State(observed): State<Observed>) -> Response {
         .map(|fatal| format!("the producer hit a fatal error: {fatal}"));
     let mut checks = serde_json::Map::new();
     let mut failing = serde_json::Map::new();
-    let fixed = [("database", database), ("broker", broker), ("producer", fatal)]
-        .into_iter()
-        .map(|(part, problem)| (part.to_owned(), problem));
+    let fixed = [
+        ("database", database),
+        ("broker", broker),
+        ("producer", fatal),
+    ]
+    .into_iter()
+    .map(|(part, problem)| (part.to_owned(), problem));
     for (part, problem) in fixed.chain(observed.health.report()) {
-        checks.insert(part.clone(), json!(if problem.is_some() { "down" } else { "up" }));
+        checks.insert(
+            part.clone(),
+            json!(if problem.is_some() { "down" } else { "up" }),
+        );
         if let Some(problem) = problem {
             failing.insert(part, json!(problem));
         }
@@ -292,7 +296,9 @@ async fn metrics(State(observed): State<Observed>) -> Response {
         observed.metrics.set("outbox_parked", &[], parked as f64);
     }
     if let Ok(parked) = crate::dlq::parked(&observed.db).await {
-        observed.metrics.set("dead_letters_parked", &[], parked as f64);
+        observed
+            .metrics
+            .set("dead_letters_parked", &[], parked as f64);
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -355,7 +355,11 @@ pub fn broker_reachable(brokers: &str, timeout: Duration) -> bool {
         broker
             .trim()
             .to_socket_addrs()
-            .map(|addrs| addrs.into_iter().any(|a| TcpStream::connect_timeout(&a, timeout).is_ok()))
+            .map(|addrs| {
+                addrs
+                    .into_iter()
+                    .any(|a| TcpStream::connect_timeout(&a, timeout).is_ok())
+            })
             .unwrap_or(false)
     })
 }

@@ -29,8 +29,8 @@ use contract::Envelope;
 use contract::topics::{
     CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::Row;
@@ -383,7 +383,11 @@ impl Relay {
         }
         let sent: Vec<i64> = delivered
             .iter()
-            .filter(|row| failed_from.get(row.key.as_str()).is_none_or(|first| row.id < *first))
+            .filter(|row| {
+                failed_from
+                    .get(row.key.as_str())
+                    .is_none_or(|first| row.id < *first)
+            })
             .map(|row| row.id)
             .collect();
         self.mark_sent(&sent).await?;

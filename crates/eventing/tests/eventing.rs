@@ -165,6 +165,10 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
 
 /// A total the test handler refuses for good.
 const IMPOSSIBLE: i64 = 666;
+/// A total the test handler refuses for good with a reason of 4 kB.
+const LONG_REASON: i64 = 777;
+/// A total the effect table's CHECK constraint refuses.
+const REFUSED_BY_DATABASE: i64 = 13;
 
 /// Counts each event it applies in a table, fails the first `fail_first` attempts, and refuses
 /// events with an [`IMPOSSIBLE`] total.
@@ -201,8 +205,21 @@ impl Handler for CountingHandler {
                 "this total can never be right".into(),
             ));
         }
-        sqlx::query("INSERT INTO effect (event_id) VALUES ($1)")
+        if let contract::Event::OrderConfirmed(confirmed) = &event.envelope.event
+            && confirmed.total_amount == LONG_REASON
+        {
+            return Err(HandleError::Permanent(format!(
+                "a reason this long: {}",
+                "why ".repeat(1_000)
+            )));
+        }
+        let total = match &event.envelope.event {
+            contract::Event::OrderConfirmed(confirmed) => confirmed.total_amount,
+            _ => 0,
+        };
+        sqlx::query("INSERT INTO effect (event_id, total) VALUES ($1, $2)")
             .bind(event.envelope.event_id.to_string())
+            .bind(total)
             .execute(conn)
             .await?;
         Ok(())
@@ -219,7 +236,10 @@ async fn consuming_runtime(
     eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
         .await
         .expect("dead-letter topic");
-    sqlx::query("CREATE TABLE effect (event_id TEXT NOT NULL)")
+    // The CHECK lets a test make the database refuse an effect for good.
+    sqlx::query(&format!(
+        "CREATE TABLE effect (event_id TEXT NOT NULL, total BIGINT NOT NULL CHECK (total <> {REFUSED_BY_DATABASE}))"
+    ))
         .execute(&runtime.db)
         .await
         .expect("effect table");
@@ -609,4 +629,388 @@ async fn rows_past_retention_are_deleted_and_nothing_unsent_is() {
         .await
         .expect("ids");
     assert_eq!(ids, ["new"]);
+}
+
+#[tokio::test]
+async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the_next_is_handled() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("poison_kinds", &broker, handler.clone()).await;
+    let order = Uuid::now_v7();
+    let key = order.to_string();
+    let event = |event_type: &str, payload: serde_json::Value| {
+        serde_json::json!({
+            "event_id": Uuid::now_v7(), "event_type": event_type, "schema_version": 1,
+            "occurred_at": "2026-11-25T08:00:00Z", "producer": "x", "order_id": order,
+            "payload": payload,
+        })
+        .to_string()
+    };
+    // Every one of these decodes as JSON of the right shape but breaks a rule of the contract,
+    // or is refused by the database; all sit before a good event in one partition.
+    let poison = [
+        event(
+            "OrderConfirmed",
+            serde_json::json!({"order_id": order, "user_id": 1, "total_amount": 100,
+                "discount_amount": 150, "final_amount": -50, "confirmed_at": "2026-11-25T08:00:00Z"}),
+        ),
+        event(
+            "OrderCreated",
+            serde_json::json!({"order_id": order, "user_id": 1, "total_amount": 0,
+                "items": [{"product_id": 1, "quantity": 0, "unit_price": 5}],
+                "created_at": "2026-11-25T08:00:00Z"}),
+        ),
+        event(
+            "OrderCancelled",
+            serde_json::json!({"order_id": order, "user_id": 1, "reason": "TIMEOUT",
+                "detail": "late\u{0}", "cancelled_at": "2026-11-25T08:00:00Z"}),
+        ),
+        event(
+            "OrderCancelled",
+            serde_json::json!({"order_id": order, "user_id": 1, "reason": "BORED",
+                "detail": "", "cancelled_at": "2026-11-25T08:00:00Z"}),
+        ),
+        confirmed(order, REFUSED_BY_DATABASE).to_json(),
+    ];
+    for payload in &poison {
+        produce_raw(
+            &broker.brokers,
+            topics::ORDER_EVENTS,
+            &key,
+            payload.as_bytes(),
+            &[],
+        )
+        .await
+        .expect("produce");
+    }
+    let good = confirmed(order, 5);
+    produce_raw(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        &key,
+        good.to_json().as_bytes(),
+        &[],
+    )
+    .await
+    .expect("produce");
+    eventually(
+        "the good event handled",
+        Duration::from_secs(30),
+        || async { (effects(&runtime).await == 1).then_some(()) },
+    )
+    .await;
+    let dlq = contract::topics::dlq_topic("eventing-test");
+    let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
+        r.len() >= 5
+    })
+    .await
+    .expect("read");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .filter_map(|l| l.header("dlq.error"))
+        .collect();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons[0].contains("discount_amount must be at most the total"),
+        "{}",
+        reasons[0]
+    );
+    assert!(
+        reasons[1].contains("items[0].quantity must be positive"),
+        "{}",
+        reasons[1]
+    );
+    assert!(reasons[2].contains("NUL"), "{}", reasons[2]);
+    assert!(reasons[3].contains("BORED"), "{}", reasons[3]);
+    assert!(
+        reasons[4].contains("the database refuses"),
+        "{}",
+        reasons[4]
+    );
+    assert_eq!(
+        runtime.metrics.get(
+            "events_retried_total",
+            &[
+                ("consumer", "eventing-test"),
+                ("event_type", "OrderConfirmed")
+            ]
+        ),
+        0.0,
+        "a constraint violation is not retried"
+    );
+    stop.cancel();
+}
+
+/// An envelope of `total` padded (with a field consumers ignore) to about `bytes` bytes.
+fn padded(order: Uuid, total: i64, bytes: usize) -> String {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&confirmed(order, total).to_json()).expect("json");
+    let size = json.to_string().len();
+    json["payload"]["padding"] = serde_json::json!("p".repeat(bytes.saturating_sub(size + 14)));
+    json.to_string()
+}
+
+#[tokio::test]
+async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never_retried_forever() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("dlq_too_large", &broker, handler).await;
+    let order = Uuid::now_v7();
+    // librdkafka refuses messages over 1,000,000 bytes (`message.max.bytes`): the first fits
+    // once its 4 kB reason is trimmed, the second not even then.
+    let trimmable = padded(order, LONG_REASON, 996_000);
+    let hopeless = padded(order, IMPOSSIBLE, 999_900);
+    for payload in [&trimmable, &hopeless] {
+        produce_raw(
+            &broker.brokers,
+            topics::ORDER_EVENTS,
+            &order.to_string(),
+            payload.as_bytes(),
+            &[],
+        )
+        .await
+        .expect("produce");
+    }
+    let good = confirmed(order, 5);
+    produce_raw(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        &order.to_string(),
+        good.to_json().as_bytes(),
+        &[],
+    )
+    .await
+    .expect("produce");
+    eventually(
+        "the good event handled",
+        Duration::from_secs(30),
+        || async { (effects(&runtime).await == 1).then_some(()) },
+    )
+    .await;
+    let dlq = contract::topics::dlq_topic("eventing-test");
+    let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    })
+    .await
+    .expect("read");
+    assert_eq!(letters.len(), 1, "only the trimmed one is on the topic");
+    let reason = letters[0].header("dlq.error").expect("a reason");
+    assert!(
+        reason.len() <= 256
+            && reason.starts_with("a reason this long"),
+        "{reason}"
+    );
+    let parked: (String, String) = sqlx::query_as("SELECT error, payload FROM dead_letter")
+        .fetch_one(&runtime.db)
+        .await
+        .expect("one parked dead letter");
+    assert!(parked.0.contains("never be right"));
+    assert_eq!(
+        hex::decode(parked.1).expect("hex"),
+        hopeless.as_bytes(),
+        "every byte kept"
+    );
+    assert_eq!(
+        runtime.metrics.get(
+            "dead_letters_parked_total",
+            &[("consumer", "eventing-test")]
+        ),
+        1.0
+    );
+    stop.cancel();
+}
+
+/// Triggers a fatal error in a producer, as librdkafka's test hook allows.
+#[allow(unsafe_code)]
+fn make_fatal(producer: &eventing::kafka::Producer) {
+    use rdkafka::producer::Producer;
+    let reason = std::ffi::CString::new("fatal error triggered by a test").expect("c string");
+    // SAFETY: the pointer is a live client owned by `producer`, and the hook only raises an
+    // error on it.
+    unsafe {
+        rdkafka_sys::rd_kafka_test_fatal_error(
+            producer.client().native_ptr(),
+            rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        );
+    }
+}
+
+async fn readiness(http: &reqwest::Client, app: &eventing::RunningApp) -> (u16, serde_json::Value) {
+    let response = http
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_is_replaced() {
+    let broker = Broker::start().await.expect("broker");
+    let mut runtime = runtime("fatal", &broker).await;
+    // A long poll, so that the relay notices only when the next commit wakes it.
+    runtime.settings.relay.poll_interval_ms = 60_000;
+    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind");
+    let app = eventing::App::new(
+        "eventing-test",
+        listener,
+        runtime.router(axum::Router::new()),
+    )
+    .with_relay(&runtime)
+    .spawn();
+    let http = reqwest::Client::new();
+    eventually("ready", Duration::from_secs(20), || async {
+        (readiness(&http, &app).await.0 == 200).then_some(())
+    })
+    .await;
+    let before = confirmed(Uuid::now_v7(), 1);
+    enqueue_committed(&runtime, std::slice::from_ref(&before)).await;
+    eventually(
+        "the first event published",
+        Duration::from_secs(20),
+        || async { (unsent(&runtime).await == 0).then_some(()) },
+    )
+    .await;
+
+    make_fatal(&runtime.producer.get());
+    let (status, body) = readiness(&http, &app).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["failing"]["producer"]
+            .as_str()
+            .is_some_and(|r| r.contains("fatal")),
+        "{body}"
+    );
+
+    let after = confirmed(Uuid::now_v7(), 2);
+    enqueue_committed(&runtime, std::slice::from_ref(&after)).await;
+    eventually(
+        "the next event published by a new producer",
+        Duration::from_secs(30),
+        || async { (unsent(&runtime).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(runtime.metrics.get("producer_replacements_total", &[]), 1.0);
+    eventually("ready again", Duration::from_secs(20), || async {
+        (readiness(&http, &app).await.0 == 200).then_some(())
+    })
+    .await;
+    let read = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| r.len() >= 2,
+    )
+    .await
+    .expect("read");
+    let ids: Vec<_> = read
+        .iter()
+        .filter_map(|r| r.envelope.as_ref().map(|e| e.event_id))
+        .collect();
+    assert!(
+        ids.contains(&before.event_id) && ids.contains(&after.event_id),
+        "{ids:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_stops_the_service_with_an_error() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("worker_stops", &broker).await;
+    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind");
+    let app = eventing::App::new(
+        "eventing-test",
+        listener,
+        runtime.router(axum::Router::new()),
+    )
+    .with_health(&runtime)
+    .worker("sweeper", |_shutdown| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .spawn();
+    let ended = tokio::time::timeout(Duration::from_secs(10), app.stopped())
+        .await
+        .expect("the service stops by itself");
+    let error = ended.expect_err("with an error");
+    assert!(
+        error.to_string().contains("the sweeper worker stopped"),
+        "{error:#}"
+    );
+
+    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind");
+    let app = eventing::App::new(
+        "eventing-test",
+        listener,
+        runtime.router(axum::Router::new()),
+    )
+    .worker("panicky", |_shutdown| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        panic!("a bug");
+    })
+    .spawn();
+    let ended = tokio::time::timeout(Duration::from_secs(10), app.stopped())
+        .await
+        .expect("the service stops by itself");
+    assert!(
+        ended
+            .expect_err("with an error")
+            .to_string()
+            .contains("panicked")
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
+    let broker = Broker::start().await.expect("broker");
+    // One partition for two members: one of them holds nothing.
+    let topic = format!("watchdog-{}", Uuid::new_v4().simple());
+    let settings = eventing::kafka::KafkaSettings::new(&broker.brokers);
+    eventing::kafka::ensure_topics(&settings, &[(topic.clone(), 1, false)])
+        .await
+        .expect("topic");
+    let mut members = Vec::new();
+    for n in 0..2 {
+        let mut runtime = runtime(&format!("watchdog{n}"), &broker).await;
+        runtime.settings.kafka.watchdog_ms = Some(3_000);
+        runtime.settings.kafka.session_timeout_ms = 6_000;
+        let consumer = runtime
+            .consumer(&[topic.as_str()], CountingHandler::failing_first(0))
+            .expect("consumer");
+        let stop = CancellationToken::new();
+        tokio::spawn(consumer.run(stop.clone()));
+        members.push((runtime, stop));
+    }
+    let rejoins = |runtime: &Runtime| {
+        runtime.metrics.get(
+            "consumer_rejoins_total",
+            &[("consumer", "eventing-test"), ("reason", "no_partitions")],
+        )
+    };
+    let idle = eventually("a member reports that it holds nothing", Duration::from_secs(30), || async {
+        members.iter().position(|(runtime, _)| {
+            matches!(
+                runtime.health.state(eventing::consumer::HEALTH_PART),
+                Some(eventing::health::PartState::Failing { reason, .. }) if reason.contains("held no partition")
+            )
+        })
+    })
+    .await;
+    eventually(
+        "the idle member rejoins its group",
+        Duration::from_secs(30),
+        || async { (rejoins(&members[idle].0) >= 1.0).then_some(()) },
+    )
+    .await;
+    for (_, stop) in &members {
+        stop.cancel();
+    }
 }

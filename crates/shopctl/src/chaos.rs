@@ -170,6 +170,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         broker_port: args.broker_port,
         http_port_base: args.http_port_base,
         build: !args.no_build,
+        bin_dir: None,
         database_urls,
         env: env
             .iter()
@@ -497,7 +498,7 @@ async fn place_one(
 }
 
 /// Injects the faults in turn as the load progresses, and keeps watching the broker until
-/// `stop`: when Tansu's storage has failed for good, see [`recover_from_broker_crash`]. Gives
+/// `stop`: when Tansu's storage has failed for good, see [`Stack::recover_broker`]. Gives
 /// the stack back with what was done.
 async fn inject_faults(
     mut stack: Stack,
@@ -511,7 +512,7 @@ async fn inject_faults(
     while !stop.load(Ordering::SeqCst) {
         if stack.broker_crashed() {
             step("Tansu's storage failed; restarting the broker and every service");
-            let result = match recover_from_broker_crash(&mut stack).await {
+            let result = match stack.recover_broker().await {
                 Ok(()) => "restarted the broker and every service".to_owned(),
                 Err(error) => format!("failed: {error:#}"),
             };
@@ -530,22 +531,6 @@ async fn inject_faults(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (stack, done)
-}
-
-/// Tansu 0.6.0's SQLite storage can fail for good when idempotent producers come back after a
-/// restart (a query it expects one row from finds none, and its storage task panics). What
-/// clears it is a broker restart with every producer starting over: so the services are
-/// killed (SIGKILL, a harsher fault than any other here), the broker restarted, and the
-/// services started again.
-async fn recover_from_broker_crash(stack: &mut Stack) -> anyhow::Result<()> {
-    for (service, _) in SERVICES {
-        stack.kill_service(service);
-    }
-    restart_broker(stack).await?;
-    for (service, _) in SERVICES {
-        stack.start_service(service).await?;
-    }
-    Ok(())
 }
 
 async fn restart_broker(stack: &mut Stack) -> anyhow::Result<()> {

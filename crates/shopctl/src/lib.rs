@@ -1,6 +1,7 @@
 //! `shopctl`, the command line of the order saga.
 //!
-//! - [`up`]: `shopctl up` runs the whole system locally, as a [`stack::Stack`] of processes.
+//! - [`up`]: `shopctl up` runs the whole system locally, as a [`stack::Stack`] of processes
+//!   kept running by [`supervise`].
 //! - [`kafka`]: `shopctl tail` follows a topic; reading topics to their end for `trace`.
 //! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod chaos;
 pub mod kafka;
 pub mod stack;
+pub mod supervise;
 pub mod trace;
 pub mod up;
 

@@ -39,6 +39,8 @@ pub struct StackConfig {
     pub http_port_base: u16,
     /// Run `cargo build --bins` first, when run from the workspace.
     pub build: bool,
+    /// Where the service binaries are; beside `shopctl` when absent.
+    pub bin_dir: Option<PathBuf>,
     /// `DATABASE_URL` per service; services not listed use a SQLite file in the data folder.
     pub database_urls: Vec<(String, String)>,
     /// More environment for every service.
@@ -61,11 +63,14 @@ impl Stack {
     /// Builds (if asked), installs Tansu if missing, starts the broker, creates the topics and
     /// starts every service, waiting until each is ready.
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
-        let bin_dir = std::env::current_exe()
-            .context("finding shopctl's own path")?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("shopctl's path has no folder")?;
+        let bin_dir = match &config.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()
+                .context("finding shopctl's own path")?
+                .parent()
+                .map(Path::to_path_buf)
+                .context("shopctl's path has no folder")?,
+        };
         if config.build {
             build(&bin_dir)?;
         }
@@ -195,6 +200,14 @@ impl Stack {
         String::from_utf8_lossy(&log[since..]).contains("panicked at")
     }
 
+    /// Kills Tansu with SIGKILL: it writes nothing more, as in a crash.
+    pub fn kill_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            let _ = broker.kill();
+            let _ = broker.wait();
+        }
+    }
+
     /// Stops Tansu (SIGTERM, then SIGKILL after five seconds).
     pub fn stop_broker(&mut self) {
         if let Some(mut broker) = self.broker.take() {
@@ -232,6 +245,47 @@ impl Stack {
         let child = spawn(&mut command, &log)?;
         self.services.push((name, child));
         self.wait_ready(name, port, &log).await
+    }
+
+    /// Services that have exited by themselves since the last look, with how they ended;
+    /// they are no longer part of the stack until started again.
+    pub fn exited_services(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        self.services
+            .retain_mut(|(name, child)| match child.try_wait() {
+                Ok(Some(status)) => {
+                    exited.push((*name, status));
+                    false
+                }
+                _ => true,
+            });
+        exited
+    }
+
+    /// Whether the broker has exited by itself, and how.
+    pub fn broker_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.broker.as_mut()?.try_wait().ok()??;
+        self.broker = None;
+        Some(status)
+    }
+
+    /// Tansu 0.6.0's SQLite storage can fail for good when idempotent producers come back
+    /// after a restart (a query it expects one row from finds none, and its storage task
+    /// panics; every request fails from then on). What clears it is a broker restart with
+    /// every producer starting over: so the services are killed (they lose nothing: whatever
+    /// they had not published is in their outbox, whatever they had not committed is
+    /// redelivered), the broker restarted, and the services started again.
+    pub async fn recover_broker(&mut self) -> anyhow::Result<()> {
+        let running: Vec<&'static str> = self.services.iter().map(|(name, _)| *name).collect();
+        for service in &running {
+            self.kill_service(service);
+        }
+        self.stop_broker();
+        self.start_broker().await?;
+        for (service, _) in SERVICES {
+            self.start_service(service).await?;
+        }
+        Ok(())
     }
 
     /// Kills a service with SIGKILL: no shutdown hook runs, nothing is flushed.

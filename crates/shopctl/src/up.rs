@@ -3,8 +3,9 @@
 //! It builds the binaries (when run from the workspace), installs Tansu if it is missing,
 //! and runs the [`Stack`]: Tansu with its data in a SQLite file under the data folder, the
 //! topics, every service on its own SQLite file, and the data-platform mock. It prints where
-//! each listens and runs until Ctrl-C (or SIGTERM), then stops the services first, so that
-//! they commit their offsets, and the broker last. Run again on the same folder, it finds the
+//! each listens and runs until Ctrl-C (or SIGTERM), restarting whatever exits or fails
+//! ([`crate::supervise`]), then stops the services first, so that they commit their offsets,
+//! and the broker last. Run again on the same folder, it finds the
 //! orders, stock and offsets where they were.
 
 use std::io::Write;
@@ -51,6 +52,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         broker_port: args.broker_port,
         http_port_base: args.http_port_base,
         build: !args.no_build,
+        bin_dir: None,
         database_urls: Vec::new(),
         env: Vec::new(),
     })
@@ -60,7 +62,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     print_summary(&args, stack.data_dir());
 
-    wait_for_signal().await;
+    crate::supervise::supervise(&mut stack, wait_for_signal()).await;
     step("stopping: services first, then the broker");
     tokio::task::spawn_blocking(move || stack.stop(Duration::from_secs(15))).await?;
     step("stopped");

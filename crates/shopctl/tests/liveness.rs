@@ -1,0 +1,179 @@
+//! Liveness under the faults that used to stall the saga quietly, on the local stack as
+//! `shopctl up` runs it (Tansu on SQLite storage, every service a process on its own SQLite
+//! file): after each fault, a new order must confirm within 30 s, with no help from anyone.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shopctl::stack::{Stack, StackConfig};
+
+/// How long a new order may take to confirm once the fault is over.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+
+async fn start_stack(label: &str) -> Stack {
+    let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
+    let data_dir: PathBuf =
+        std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()));
+    Stack::start(StackConfig {
+        data_dir,
+        broker_port: testkit::free_port(),
+        http_port_base: testkit::free_port_run(11),
+        build: true,
+        bin_dir: shopctl.parent().map(Path::to_path_buf),
+        database_urls: Vec::new(),
+        env: vec![("RUST_LOG".into(), "info".into())],
+    })
+    .await
+    .expect("the stack starts")
+}
+
+async fn post(url: String, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    assert!(
+        response.status().is_success(),
+        "POST {url}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
+
+/// A product with plenty of stock, known to the order service's catalog.
+async fn product(stack: &Stack) -> i64 {
+    let created = post(
+        format!("{}/products", stack.url("product-service")),
+        json!({ "name": "Lamp", "price": 1000, "stock": 1000 }),
+    )
+    .await;
+    let id = created["product_id"].as_i64().expect("id");
+    let url = format!("{}/catalog/{id}", stack.url("order-service"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "product {id} reached the catalog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    id
+}
+
+/// Places an order (retrying while the order service comes back) with a coupon of the user's
+/// own, and returns how long it took from the first try to CONFIRMED, or the status it was
+/// left in after [`CONFIRM_WITHIN`].
+async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, String> {
+    let started = Instant::now();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let coupon = loop {
+        let created = http
+            .post(format!("{}/coupons", stack.url("coupon-service")))
+            .json(&json!({ "user_id": 9, "kind": "FIXED", "value": 100 }))
+            .send()
+            .await;
+        if let Ok(response) = created
+            && response.status().is_success()
+        {
+            let body: Value = response.json().await.expect("json");
+            break body["coupon_id"].as_i64().expect("coupon id");
+        }
+        if started.elapsed() > CONFIRM_WITHIN {
+            return Err("the coupon service never answered".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({ "user_id": 9, "items": [{ "product_id": product_id, "quantity": 1 }], "coupon_id": coupon });
+    let id = loop {
+        let placed = http
+            .post(format!("{}/orders", stack.url("order-service")))
+            .header("Idempotency-Key", &key)
+            .json(&body)
+            .send()
+            .await;
+        if let Ok(response) = placed
+            && response.status().is_success()
+        {
+            let order: Value = response.json().await.expect("json");
+            break order["order_id"].as_str().expect("id").to_owned();
+        }
+        if started.elapsed() > CONFIRM_WITHIN {
+            return Err("the order service never took the order".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let url = format!("{}/orders/{id}", stack.url("order-service"));
+    let mut last = Value::Null;
+    while started.elapsed() < CONFIRM_WITHIN {
+        if let Ok(response) = http.get(&url).send().await
+            && let Ok(order) = response.json::<Value>().await
+        {
+            if order["status"] == "CONFIRMED" {
+                return Ok(started.elapsed());
+            }
+            last = order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("after {CONFIRM_WITHIN:?} the order is {last}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_killed_and_restarted_five_times_in_a_row_confirms_new_orders_within_30_s() {
+    let mut stack = start_stack("kill5").await;
+    let product_id = product(&stack).await;
+    order_confirms(&stack, product_id)
+        .await
+        .expect("an order confirms before any fault");
+    for service in ["order-service", "product-service", "coupon-service"] {
+        for _ in 0..5 {
+            stack.kill_service(service);
+            stack
+                .start_service(service)
+                .await
+                .unwrap_or_else(|e| panic!("{service} comes back: {e:#}"));
+        }
+        let took = order_confirms(&stack, product_id)
+            .await
+            .unwrap_or_else(|e| panic!("after five kills of {service}: {e}"));
+        println!("after five kills of {service}: an order confirmed in {took:?}");
+    }
+    stack.stop(Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_broker_is_killed_and_back_a_minute_later_new_orders_confirm_within_30_s() {
+    let mut stack = start_stack("broker").await;
+    let product_id = product(&stack).await;
+    order_confirms(&stack, product_id)
+        .await
+        .expect("an order confirms before any fault");
+    stack.kill_broker();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stack.start_broker().await.expect("the broker starts again");
+    // As `shopctl up` does: a broker whose storage fails is restarted with every service.
+    let took = {
+        let mut confirmed = Box::pin(order_confirms(&stack, product_id));
+        loop {
+            tokio::select! {
+                result = &mut confirmed => break result,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {
+                    assert!(!stack.broker_crashed(), "Tansu's storage failed after its restart; see its log");
+                }
+            }
+        }
+    }
+    .unwrap_or_else(|e| panic!("after the broker came back: {e}"));
+    println!("after the broker came back: an order confirmed in {took:?}");
+    stack.stop(Duration::from_secs(10));
+}
