@@ -205,16 +205,31 @@ impl Relay {
                             .failing(HEALTH_PART, format!("cannot publish: {error}"));
                     }
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
+                        () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(delay) => continue,
                     }
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 () = self.outbox.woken() => {}
                 () = tokio::time::sleep(poll) => {}
             }
+        }
+        self.release_lease().await;
+    }
+
+    /// Gives the lease up on a clean stop, so that another replica takes over publishing at
+    /// once instead of after the lease runs out.
+    async fn release_lease(&self) {
+        let released = sqlx::query(
+            "UPDATE outbox_relay_lease SET expires_at = 0 WHERE name = 'relay' AND holder = $1",
+        )
+        .bind(&self.instance)
+        .execute(&self.db)
+        .await;
+        if let Err(error) = released {
+            tracing::debug!(%error, "could not give the relay lease up; it runs out by itself");
         }
     }
 

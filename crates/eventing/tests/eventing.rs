@@ -796,8 +796,7 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     assert_eq!(letters.len(), 1, "only the trimmed one is on the topic");
     let reason = letters[0].header("dlq.error").expect("a reason");
     assert!(
-        reason.len() <= 256
-            && reason.starts_with("a reason this long"),
+        reason.len() <= 256 && reason.starts_with("a reason this long"),
         "{reason}"
     );
     let parked: (String, String) = sqlx::query_as("SELECT error, payload FROM dead_letter")

@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use contract::topics;
-use helpers::{Options, SETTLE, System, order_body, start_order_service, timeline};
+use helpers::{
+    Options, SETTLE, System, metric, order_body, ready, start_coupon_service, start_order_service,
+    start_product_service, timeline,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{eventually, produce_raw, read_topic};
@@ -993,4 +996,130 @@ async fn the_forwarder_waits_as_long_as_a_429_retry_after_asks() {
     })
     .await;
     system.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_of_each_service_share_the_work_and_one_stopping_hands_everything_over() {
+    let system = System::start().await;
+    let order2 = start_order_service(&system.order_db, &system.broker, &system.options).await;
+    let product2 = start_product_service(&system.product_db, &system.broker).await;
+    let coupon2 = start_coupon_service(&system.coupon_db, &system.broker).await;
+    let mug = system.create_product("Mug", 100, 1_000).await;
+    let pairs = [
+        (&system.order, &order2),
+        (system.product.as_ref().expect("product"), &product2),
+        (&system.coupon, &coupon2),
+    ];
+    // Every replica holds partitions of its group: each is ready.
+    eventually("every replica ready", SETTLE, || async {
+        for (a, b) in pairs {
+            if !(ready(a).await && ready(b).await) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+
+    // Orders through both order replicas, half of them with a coupon.
+    let mut placed = Vec::new();
+    for n in 0..20i64 {
+        let coupon = if n % 2 == 0 {
+            Some(system.create_coupon(100 + n, "FIXED", 10).await)
+        } else {
+            None
+        };
+        let via = if n % 2 == 0 { &system.order } else { &order2 };
+        let (status, body) = system
+            .post(via.url("/orders"), order_body(100 + n, &[(mug, 1)], coupon))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        placed.push(body["order_id"].as_str().expect("id").to_owned());
+    }
+    for id in &placed {
+        assert_eq!(system.settled_order(id).await["status"], "CONFIRMED");
+    }
+    // One relay per service publishes: of each pair, exactly one has published anything.
+    for (a, b) in pairs {
+        let published = [
+            metric(a, "outbox_published_total").await,
+            metric(b, "outbox_published_total").await,
+        ];
+        assert_eq!(
+            published.iter().filter(|n| **n > 0.0).count(),
+            1,
+            "one relay publishes: {published:?}"
+        );
+    }
+
+    // The first replica of each service stops cleanly; the second takes over its partitions
+    // and its relay lease at once.
+    let System {
+        broker,
+        order,
+        product,
+        coupon,
+        forwarder,
+        platform,
+        http,
+        ..
+    } = system;
+    order.stop().await;
+    product.expect("product").stop().await;
+    coupon.stop().await;
+    let mut later = Vec::new();
+    for n in 0..10i64 {
+        let (status, body) = post(
+            &http,
+            order2.url("/orders"),
+            order_body(200 + n, &[(mug, 1)], None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        later.push(body["order_id"].as_str().expect("id").to_owned());
+    }
+    for id in &later {
+        let order = eventually(
+            "the order confirmed by the remaining replicas",
+            SETTLE,
+            || async {
+                let (_, order) = get(&http, order2.url(&format!("/orders/{id}"))).await;
+                (order["status"] != "PENDING").then_some(order)
+            },
+        )
+        .await;
+        assert_eq!(order["status"], "CONFIRMED");
+    }
+    // Nothing was applied twice: 30 units are held, and each coupon by its one order.
+    let (_, product) = get(&http, product2.url(&format!("/products/{mug}"))).await;
+    assert_eq!(
+        (product["available"].as_i64(), product["reserved"].as_i64()),
+        (Some(970), Some(30))
+    );
+    for (n, id) in placed.iter().enumerate().filter(|(n, _)| n % 2 == 0) {
+        let (_, order) = get(&http, order2.url(&format!("/orders/{id}"))).await;
+        let coupon_id = order["coupon_id"].as_i64().expect("coupon");
+        let (_, coupon) = get(&http, coupon2.url(&format!("/coupons/{coupon_id}"))).await;
+        assert_eq!(coupon["used_by_order"], json!(id), "order {n}");
+    }
+    for app in [order2, product2, coupon2, forwarder, platform] {
+        app.stop().await;
+    }
+    drop(broker);
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let response = http.post(url).json(&body).send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn get(http: &reqwest::Client, url: String) -> (StatusCode, serde_json::Value) {
+    let response = http.get(url).send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
 }

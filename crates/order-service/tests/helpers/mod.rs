@@ -44,6 +44,7 @@ pub struct System {
     pub platform: RunningApp,
     pub order_db: String,
     pub product_db: String,
+    pub coupon_db: String,
     pub options: Options,
     pub http: reqwest::Client,
 }
@@ -81,6 +82,37 @@ pub async fn start_product_service(db: &str, broker: &Broker) -> RunningApp {
     .spawn()
 }
 
+pub async fn start_coupon_service(db: &str, broker: &Broker) -> RunningApp {
+    coupon_service::build(coupon_service::Config {
+        http_addr: local(),
+        reconcile_interval_ms: 1_000,
+        common: common(db, broker),
+    })
+    .await
+    .expect("coupon-service starts")
+    .spawn()
+}
+
+/// The value of one series in a service's `/metrics`, 0 when absent.
+pub async fn metric(app: &RunningApp, series: &str) -> f64 {
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Whether a service answers `/health/ready` with 200.
+pub async fn ready(app: &RunningApp) -> bool {
+    reqwest::get(app.url("/health/ready"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 impl System {
     pub async fn start() -> System {
         Self::start_with(Options::default()).await
@@ -113,14 +145,7 @@ impl System {
         .await
         .expect("analytics-forwarder starts")
         .spawn();
-        let coupon = coupon_service::build(coupon_service::Config {
-            http_addr: local(),
-            reconcile_interval_ms: 1_000,
-            common: common(&coupon_db, &broker),
-        })
-        .await
-        .expect("coupon-service starts")
-        .spawn();
+        let coupon = start_coupon_service(&coupon_db, &broker).await;
         let product = start_product_service(&product_db, &broker).await;
         let order = start_order_service(&order_db, &broker, &options).await;
         System {
@@ -133,6 +158,7 @@ impl System {
             platform,
             order_db,
             product_db,
+            coupon_db,
             options,
             http: reqwest::Client::new(),
         }
