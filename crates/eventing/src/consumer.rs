@@ -362,7 +362,10 @@ impl<H: Handler> ConsumerRunner<H> {
                 Err(error) => {
                     receive_failures += 1;
                     tracing::warn!(consumer = self.name, %error, "could not receive a message");
-                    tokio::time::sleep(crate::backoff::delay(receive_failures)).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                        () = tokio::time::sleep(crate::backoff::delay(receive_failures)) => {}
+                    }
                     continue;
                 }
             };

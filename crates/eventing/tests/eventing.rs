@@ -1013,3 +1013,102 @@ async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
         stop.cancel();
     }
 }
+
+/// Writes an outbox row by hand, for a topic the contract does not have.
+async fn enqueue_raw(runtime: &Runtime, topic: &str, envelope: &Envelope) {
+    sqlx::query(
+        "INSERT INTO outbox_message (topic, message_key, payload, headers, created_at) \
+         VALUES ($1, $2, $3, '{}', 0)",
+    )
+    .bind(topic)
+    .bind(envelope.key())
+    .bind(envelope.to_json())
+    .execute(&runtime.db)
+    .await
+    .expect("insert");
+    runtime.outbox.wake();
+}
+
+async fn sent(runtime: &Runtime, envelope: &Envelope) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM outbox_message WHERE payload = $1 AND sent_at IS NOT NULL",
+    )
+    .bind(envelope.to_json())
+    .fetch_one(&runtime.db)
+    .await
+    .expect("count")
+        == 1
+}
+
+#[tokio::test]
+async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_go_on() {
+    let broker = Broker::start().await.expect("broker");
+    let mut runtime = runtime("relay_blocked_key", &broker).await;
+    runtime.settings.kafka.message_timeout_ms = 1_000;
+    runtime.settings.relay.lease_ms = 7_000;
+    // A new producer with the short timeout, so that the failing row fails fast.
+    runtime.producer =
+        eventing::kafka::SharedProducer::new(&runtime.settings.kafka, "eventing-test")
+            .expect("producer");
+    let blocked = Uuid::now_v7();
+    let failing = confirmed(blocked, 1);
+    let behind = confirmed(blocked, 2);
+    let other = confirmed(Uuid::now_v7(), 3);
+    // The broker has no such topic and creates none, so this row fails every time.
+    enqueue_raw(&runtime, "no.such.topic", &failing).await;
+    enqueue_committed(&runtime, &[behind.clone(), other.clone()]).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
+    eventually(
+        "the other key published",
+        Duration::from_secs(20),
+        || async { sent(&runtime, &other).await.then_some(()) },
+    )
+    .await;
+    eventually(
+        "the failing row failed twice",
+        Duration::from_secs(30),
+        || async { (runtime.metrics.get("outbox_relay_failures_total", &[]) >= 2.0).then_some(()) },
+    )
+    .await;
+    assert!(!sent(&runtime, &failing).await);
+    assert!(
+        !sent(&runtime, &behind).await,
+        "a row behind a failed row of its key waits for it"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("relay_fenced", &broker).await;
+    // Another relay holds the lease, and will for a minute.
+    sqlx::query("UPDATE outbox_relay_lease SET holder = 'someone-else', expires_at = $1")
+        .bind(eventing::now_ms() + 60_000)
+        .execute(&runtime.db)
+        .await
+        .expect("lease");
+    let envelope = confirmed(Uuid::now_v7(), 1);
+    enqueue_committed(&runtime, std::slice::from_ref(&envelope)).await;
+    let stop = CancellationToken::new();
+    tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !sent(&runtime, &envelope).await,
+        "it does not publish without the lease"
+    );
+    assert_eq!(unsent(&runtime).await, 1);
+    // The holder stops cleanly and gives the lease up: this relay takes over at once.
+    sqlx::query("UPDATE outbox_relay_lease SET expires_at = 0")
+        .execute(&runtime.db)
+        .await
+        .expect("lease");
+    eventually(
+        "published by the new holder",
+        Duration::from_secs(10),
+        || async { sent(&runtime, &envelope).await.then_some(()) },
+    )
+    .await;
+    stop.cancel();
+}

@@ -74,7 +74,15 @@ pub struct ChaosArgs {
     /// Do not run `cargo build` first.
     #[arg(long)]
     pub no_build: bool,
+    /// Most orders that may end cancelled with TIMEOUT, in percent; more is a violation.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_timeout_percent: f64,
 }
+
+/// How long an order placed after the last fault may take to confirm.
+pub const LIVENESS_WITHIN: Duration = Duration::from_secs(30);
+/// Orders placed after the last fault, each of which must confirm within [`LIVENESS_WITHIN`].
+const LIVENESS_ORDERS: usize = 5;
 
 /// The faults, injected in this order, spread evenly over the load.
 const FAULTS: &[&str] = &[
@@ -93,6 +101,9 @@ const FAULTS: &[&str] = &[
 pub struct Report {
     pub orders: usize,
     pub confirmed: usize,
+    /// How long each order placed after the last fault took to confirm; `None` for one that
+    /// did not within [`LIVENESS_WITHIN`].
+    pub after_faults: Vec<Option<Duration>>,
     pub cancelled: BTreeMap<String, usize>,
     pub faults: Vec<(String, String)>,
     pub violations: Vec<String>,
@@ -101,6 +112,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// The share of orders cancelled because their saga deadline passed.
+    pub fn timeout_share(&self) -> f64 {
+        let timeouts = self.cancelled.get("TIMEOUT").copied().unwrap_or_default();
+        timeouts as f64 / self.orders.max(1) as f64
+    }
+
     /// The summary table.
     pub fn print(&self) {
         println!();
@@ -111,6 +128,20 @@ impl Report {
         for (reason, n) in &self.cancelled {
             println!("| cancelled {reason} | {n} |");
         }
+        println!("| TIMEOUT share | {:.1} % |", self.timeout_share() * 100.0);
+        let confirmed_after: Vec<Duration> = self.after_faults.iter().flatten().copied().collect();
+        println!(
+            "| orders after the faults confirmed within {} s | {} of {} (slowest {:.1} s) |",
+            LIVENESS_WITHIN.as_secs(),
+            confirmed_after.len(),
+            self.after_faults.len(),
+            confirmed_after
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+        );
         let injected = self
             .faults
             .iter()
@@ -180,6 +211,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     .await?;
     let client = Client::new(&stack);
     let (products, coupons) = seed(&client, &args).await?;
+    let probe = seed_probe_product(&client).await?;
     client
         .put(
             &client.platform,
@@ -194,17 +226,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     ));
     let started = Instant::now();
     let progress = Arc::new(AtomicUsize::new(0));
+    let injected = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let brokers = stack.brokers();
     let injector = tokio::spawn(inject_faults(
         stack,
         args.clone(),
         progress.clone(),
+        injected.clone(),
         stop.clone(),
     ));
     let outcome = async {
         let placed = place_orders(&client, &args, &products, &coupons, progress).await?;
         let load = started.elapsed();
+        step("waiting for the last fault to be over");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while injected.load(Ordering::SeqCst) < FAULTS.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        step(&format!(
+            "the faults are over: {LIVENESS_ORDERS} new orders must confirm within {} s",
+            LIVENESS_WITHIN.as_secs()
+        ));
+        let (probe_orders, after_faults) = orders_after_faults(&client, probe).await?;
+        // They count in the invariants like every other order.
+        let mut placed = placed;
+        placed.extend(probe_orders);
+        let mut products = products.clone();
+        products.push(probe);
         step("the data platform recovers; waiting for the system to settle");
         client
             .put(
@@ -219,6 +268,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         let mut report = check(&client, &brokers, &orders, &products, &coupons).await?;
         report.load = load;
         report.settle = settle;
+        for (n, took) in after_faults.iter().enumerate() {
+            if took.is_none() {
+                report.violations.push(format!(
+                    "order {n} placed after the faults did not confirm within {} s",
+                    LIVENESS_WITHIN.as_secs()
+                ));
+            }
+        }
+        report.after_faults = after_faults;
+        if report.timeout_share() * 100.0 > args.max_timeout_percent {
+            report.violations.push(format!(
+                "{:.1} % of orders timed out (at most {} % allowed)",
+                report.timeout_share() * 100.0,
+                args.max_timeout_percent
+            ));
+        }
         anyhow::Ok(report)
     }
     .await;
@@ -396,6 +461,78 @@ async fn seed(client: &Client, args: &ChaosArgs) -> anyhow::Result<(Vec<Product>
     Ok((products, coupons))
 }
 
+/// A product with ample stock that the load never orders, for the orders placed after the
+/// faults.
+async fn seed_probe_product(client: &Client) -> anyhow::Result<Product> {
+    let body = json!({ "name": "chaos liveness probe", "price": 100, "stock": 10_000 });
+    let (status, product) = client.post(&client.product, "/products", body).await?;
+    if status != 201 {
+        bail!("creating a product: {status} {product}");
+    }
+    let id = product["product_id"].as_i64().context("product id")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .http
+        .get(format!("{}/catalog/{id}", client.order))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        if Instant::now() > deadline {
+            bail!("product {id} never reached the order service's catalog");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Product { id, stock: 10_000 })
+}
+
+/// Places [`LIVENESS_ORDERS`] orders one after another once the faults are over; returns
+/// their ids and how long each took from its first try to CONFIRMED, `None` where it did not
+/// within [`LIVENESS_WITHIN`].
+async fn orders_after_faults(
+    client: &Client,
+    probe: Product,
+) -> anyhow::Result<(Vec<String>, Vec<Option<Duration>>)> {
+    let mut ids = Vec::new();
+    let mut took = Vec::new();
+    for n in 0..LIVENESS_ORDERS {
+        let started = Instant::now();
+        let url = format!("{}/orders", client.order);
+        let key = format!("chaos-after-faults-{n}-{}", uuid::Uuid::new_v4());
+        let body = json!({ "user_id": 1, "items": [{ "product_id": probe.id, "quantity": 1 }] });
+        let (status, order) = client
+            .send(|| {
+                client
+                    .http
+                    .post(&url)
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+            })
+            .await?;
+        if status != 202 && status != 200 {
+            bail!("placing an order after the faults: {status} {order}");
+        }
+        let id = order["order_id"].as_str().context("order id")?.to_owned();
+        ids.push(id.clone());
+        let mut confirmed = None;
+        while started.elapsed() < LIVENESS_WITHIN {
+            let order = client.get(&client.order, &format!("/orders/{id}")).await?;
+            match order["status"].as_str() {
+                Some("CONFIRMED") => {
+                    confirmed = Some(started.elapsed());
+                    break;
+                }
+                Some("CANCELLED") => break,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        took.push(confirmed);
+    }
+    Ok((ids, took))
+}
+
 /// Places the orders with `concurrency` workers; returns their ids.
 async fn place_orders(
     client: &Client,
@@ -504,6 +641,7 @@ async fn inject_faults(
     mut stack: Stack,
     args: ChaosArgs,
     progress: Arc<AtomicUsize>,
+    injected: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) -> (Stack, Vec<(String, String)>) {
     let mut done = Vec::new();
@@ -527,6 +665,7 @@ async fn inject_faults(
                 Err(error) => format!("failed: {error:#}"),
             };
             done.push((fault.to_owned(), result));
+            injected.fetch_add(1, Ordering::SeqCst);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

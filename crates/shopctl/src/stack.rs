@@ -288,6 +288,23 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops a service with SIGTERM, as a supervisor does; returns how long it took to exit,
+    /// or an error (after killing it) when it did not exit within `grace`.
+    pub fn stop_service(&mut self, name: &str, grace: Duration) -> anyhow::Result<Duration> {
+        let Some(index) = self.services.iter().position(|(n, _)| *n == name) else {
+            bail!("{name} is not running");
+        };
+        let (_, mut child) = self.services.remove(index);
+        let started = Instant::now();
+        terminate(&child);
+        if wait_for_exit(&mut child, grace) {
+            return Ok(started.elapsed());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{name} did not stop within {grace:?} of SIGTERM")
+    }
+
     /// Kills a service with SIGKILL: no shutdown hook runs, nothing is flushed.
     pub fn kill_service(&mut self, name: &str) {
         if let Some(index) = self.services.iter().position(|(n, _)| *n == name) {

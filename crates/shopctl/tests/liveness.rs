@@ -159,8 +159,18 @@ async fn after_the_broker_is_killed_and_back_a_minute_later_new_orders_confirm_w
         .await
         .expect("an order confirms before any fault");
     stack.kill_broker();
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // A service told to stop while the broker is away stops within 10 s.
+    let took = stack
+        .stop_service("coupon-service", Duration::from_secs(10))
+        .expect("SIGTERM stops a service within 10 s while the broker is down");
+    println!("with the broker down, the coupon service stopped in {took:?} after SIGTERM");
+    tokio::time::sleep(Duration::from_secs(50)).await;
     stack.start_broker().await.expect("the broker starts again");
+    stack
+        .start_service("coupon-service")
+        .await
+        .expect("the coupon service starts again");
     // As `shopctl up` does: a broker whose storage fails is restarted with every service.
     let took = {
         let mut confirmed = Box::pin(order_confirms(&stack, product_id));
