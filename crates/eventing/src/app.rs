@@ -16,6 +16,7 @@ use std::pin::Pin;
 
 use anyhow::Context;
 use axum::Router;
+use futures::FutureExt;
 use rdkafka::producer::Producer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -294,8 +295,10 @@ impl App {
             health.up(&format!("worker:{name}"));
             let token = shutdown.clone();
             workers.spawn(async move {
-                worker(token).await;
-                name
+                let ended = std::panic::AssertUnwindSafe(worker(token))
+                    .catch_unwind()
+                    .await;
+                (name, ended.is_err())
             });
         }
         let server = axum::serve(self.listener, self.router)
@@ -305,15 +308,17 @@ impl App {
         let mut broken = None;
         let served = tokio::select! {
             served = &mut server => served,
-            Some(ended) = workers.join_next() => {
-                let why = match ended {
-                    Ok(name) if !shutdown.is_cancelled() => Some(format!("the {name} worker stopped")),
-                    Ok(_) => None,
-                    Err(error) => Some(format!("a worker panicked: {error}")),
+            Some(Ok((name, panicked))) = workers.join_next() => {
+                let why = if panicked {
+                    Some(format!("the {name} worker panicked"))
+                } else if !shutdown.is_cancelled() {
+                    Some(format!("the {name} worker stopped"))
+                } else {
+                    None
                 };
                 if let Some(why) = &why {
                     tracing::error!(service = self.name, "{why}; stopping the service so that it is restarted");
-                    health.failing("worker", why.clone());
+                    health.failing(&format!("worker:{name}"), why.clone());
                 }
                 broken = why;
                 shutdown.cancel();
@@ -323,9 +328,13 @@ impl App {
         // If the server stopped on its own, stop the workers too.
         shutdown.cancel();
         while let Some(joined) = workers.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(service = self.name, %error, "a worker panicked");
-                broken.get_or_insert_with(|| format!("a worker panicked: {error}"));
+            if let Ok((name, true)) = joined {
+                tracing::error!(
+                    service = self.name,
+                    worker = name,
+                    "a worker panicked while stopping"
+                );
+                broken.get_or_insert_with(|| format!("the {name} worker panicked"));
             }
         }
         if let Some(producer) = self.producer {

@@ -478,18 +478,11 @@ impl<H: Handler> ConsumerRunner<H> {
         watch.cut_off_since = None;
         let mut waiting = false;
         for view in partitions {
-            // Finished: what this client stored or the group committed; with neither, the
-            // consumer starts at the first offset on the broker (`auto.offset.reset`).
-            let done = session
+            let stored = session
                 .stored
                 .get(&(view.topic.clone(), view.partition))
-                .map(|offset| offset + 1)
-                .into_iter()
-                .chain(view.committed)
-                .max()
-                .unwrap_or(view.low);
-            let taken = view.position.map_or(done, |position| position.max(done));
-            let lag = (view.high - done).max(0);
+                .copied();
+            let (lag, messages_waiting) = view.lag(stored);
             let partition = view.partition.to_string();
             let labels = [
                 ("consumer", self.name),
@@ -497,9 +490,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 ("partition", partition.as_str()),
             ];
             self.metrics.set("consumer_lag", &labels, lag as f64);
-            if view.high > taken {
-                waiting = true;
-            }
+            waiting |= messages_waiting;
         }
         if waiting && started > watch.progress_at {
             watch.stalled_since.get_or_insert(started);
@@ -666,6 +657,23 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 }
 
+impl PartitionView {
+    /// The partition's lag (messages after the last one finished), and whether messages are
+    /// waiting that this client has not even taken, given the last offset it `stored`.
+    fn lag(&self, stored: Option<i64>) -> (i64, bool) {
+        // Finished: what this client stored or the group committed; with neither, the
+        // consumer starts at the first offset on the broker (`auto.offset.reset`).
+        let done = stored
+            .map(|offset| offset + 1)
+            .into_iter()
+            .chain(self.committed)
+            .max()
+            .unwrap_or(self.low);
+        let taken = self.position.map_or(done, |position| position.max(done));
+        ((self.high - done).max(0), self.high > taken)
+    }
+}
+
 impl Watch {
     /// The client took or finished a message.
     fn progress(&mut self) {
@@ -760,4 +768,39 @@ fn header(message: &OwnedMessage, name: &str) -> Option<String> {
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(low: i64, high: i64, committed: Option<i64>, position: Option<i64>) -> PartitionView {
+        PartitionView {
+            topic: "t".into(),
+            partition: 0,
+            low,
+            high,
+            committed,
+            position,
+        }
+    }
+
+    #[test]
+    fn a_partition_read_to_its_end_has_no_lag_and_nothing_waiting() {
+        assert_eq!(view(0, 10, Some(10), None).lag(None), (0, false));
+        assert_eq!(view(0, 10, Some(4), Some(10)).lag(Some(9)), (0, false));
+        assert_eq!(view(0, 0, None, None).lag(None), (0, false));
+    }
+
+    #[test]
+    fn messages_taken_but_not_finished_are_lag_but_not_waiting() {
+        assert_eq!(view(0, 10, Some(5), Some(10)).lag(Some(6)), (3, false));
+    }
+
+    #[test]
+    fn messages_not_taken_at_all_are_waiting() {
+        assert_eq!(view(0, 10, Some(5), None).lag(None), (5, true));
+        assert_eq!(view(3, 10, None, None).lag(None), (7, true));
+        assert_eq!(view(0, 10, Some(5), Some(7)).lag(Some(6)), (3, true));
+    }
 }

@@ -479,3 +479,32 @@ pub fn read_to_end(
     }
     Ok(read)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_complaint_is_logged_once_per_interval_with_the_count_held_back() {
+        let state = ClientState::new("test", Duration::from_millis(50));
+        assert_eq!(state.may_log("AllBrokersDown"), Some(0));
+        assert_eq!(state.may_log("AllBrokersDown"), None);
+        assert_eq!(state.may_log("AllBrokersDown"), None);
+        assert_eq!(
+            state.may_log("another"),
+            Some(0),
+            "each complaint on its own"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(state.may_log("AllBrokersDown"), Some(2));
+        assert_eq!(state.may_log("AllBrokersDown"), None);
+    }
+
+    #[test]
+    fn the_watchdog_defaults_to_twice_the_session_timeout() {
+        let mut settings = KafkaSettings::new("b:9092");
+        assert_eq!(settings.watchdog(), Duration::from_secs(20));
+        settings.watchdog_ms = Some(5_000);
+        assert_eq!(settings.watchdog(), Duration::from_secs(5));
+    }
+}

@@ -15,6 +15,8 @@ const SHOPCTL: &str = env!("CARGO_BIN_EXE_shopctl");
 struct Up {
     child: Child,
     base: u16,
+    /// What `shopctl up` prints, line by line.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Up {
@@ -37,14 +39,25 @@ impl Up {
                 let _ = lines.send(line);
             }
         });
-        let up = Up { child, base };
-        let deadline = Instant::now() + Duration::from_secs(900);
+        let up = Up {
+            child,
+            base,
+            lines: received,
+        };
+        up.wait_for_line("the system is up", Duration::from_secs(900));
+        up
+    }
+
+    /// Waits until `shopctl up` prints a line containing `text`, and returns it.
+    fn wait_for_line(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
         loop {
-            let line = received
+            let line = self
+                .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("shopctl up says the system is up in time");
-            if line.contains("the system is up") {
-                return up;
+                .unwrap_or_else(|_| panic!("shopctl up prints {text:?} within {within:?}"));
+            if line.contains(text) {
+                return line;
             }
         }
     }
@@ -242,6 +255,57 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         "{}",
         String::from_utf8_lossy(&dlq.stdout)
     );
+    up.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The process serving `port` among those `shopctl up` started: the one whose environment
+/// says `HTTP_ADDR=127.0.0.1:<port>`.
+fn pid_serving(port: u16) -> u32 {
+    let wanted = format!("HTTP_ADDR=127.0.0.1:{port}");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("a process serves port {port}"))
+}
+
+fn ready(up: &Up, offset: u16) -> bool {
+    runtime().block_on(async {
+        reqwest::get(up.url(offset, "/health/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+}
+
+#[test]
+fn shopctl_up_starts_a_service_that_died_again_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("shopctl-up-{}", uuid::Uuid::new_v4()));
+    let up = Up::start(&dir, testkit::free_port(), testkit::free_port_run(11));
+    let product_service = pid_serving(up.base + 1);
+    Command::new("kill")
+        .args(["-KILL", &product_service.to_string()])
+        .status()
+        .expect("kill");
+    let said = up.wait_for_line("product-service exited", Duration::from_secs(10));
+    assert!(said.contains("starting it again"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready(&up, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the product service is ready again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(pid_serving(up.base + 1), product_service, "a new process");
+    let order = place(
+        &up,
+        json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 1 }] }),
+    );
+    assert_eq!(settled(&up, &order)["status"], "CONFIRMED");
     up.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
