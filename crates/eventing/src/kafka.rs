@@ -305,20 +305,43 @@ impl SharedProducer {
         fatal_error(&self.get())
     }
 
-    /// Replaces the producer when it hit a fatal error; returns the error it had. The old
-    /// producer is dropped on a thread of its own, since dropping a client blocks until its
-    /// threads end.
+    /// Replaces the producer when it hit a fatal error; returns the error it had.
     pub fn replace_if_fatal(&self) -> Result<Option<String>, KafkaError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(fatal) = fatal_error(&current) else {
+        let Some(fatal) = self.fatal() else {
             return Ok(None);
         };
-        let old = std::mem::replace(&mut *current, self.settings.producer(&self.name)?);
-        drop(current);
+        self.replace()?;
+        Ok(Some(fatal))
+    }
+
+    /// Replaces the producer when it cannot fetch the broker's metadata although the broker
+    /// accepts connections: a client that lost its way (seen after a broker restart) and
+    /// that a new client does not share. `true` if it did. Blocking: it asks the broker.
+    pub fn replace_if_cut_off(&self) -> Result<bool, KafkaError> {
+        let answers = self
+            .get()
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok();
+        if answers || !broker_reachable(&self.settings.brokers, Duration::from_secs(1)) {
+            return Ok(false);
+        }
+        self.replace()?;
+        Ok(true)
+    }
+
+    /// Puts a new producer in place. The old one is dropped on a thread of its own, since
+    /// dropping a client blocks until its threads end.
+    fn replace(&self) -> Result<(), KafkaError> {
+        let new = self.settings.producer(&self.name)?;
+        let old = std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(|e| e.into_inner()),
+            new,
+        );
         let _ = std::thread::Builder::new()
             .name("drop-producer".into())
             .spawn(move || drop(old));
-        Ok(Some(fatal))
+        Ok(())
     }
 }
 

@@ -180,7 +180,10 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         self.metrics.add("outbox_relay_failures_total", &[], 0);
-        self.metrics.add("producer_replacements_total", &[], 0);
+        for reason in ["fatal", "cut_off"] {
+            self.metrics
+                .add("producer_replacements_total", &[("reason", reason)], 0);
+        }
         self.health.up(HEALTH_PART);
         let mut failures = 0u32;
         loop {
@@ -196,6 +199,11 @@ impl Relay {
                     failures += 1;
                     self.metrics.inc("outbox_relay_failures_total", &[]);
                     if self.replace_fatal_producer() {
+                        continue;
+                    }
+                    if failures.is_multiple_of(FAILURES_BEFORE_NOT_READY)
+                        && self.replace_cut_off_producer().await
+                    {
                         continue;
                     }
                     let delay = crate::backoff::delay(failures);
@@ -246,13 +254,36 @@ impl Relay {
         match self.producer.replace_if_fatal() {
             Ok(_) => {
                 tracing::warn!(%fatal, "replaced the producer after its fatal error");
-                self.metrics.inc("producer_replacements_total", &[]);
+                self.metrics
+                    .inc("producer_replacements_total", &[("reason", "fatal")]);
                 true
             }
             Err(error) => {
                 tracing::error!(%error, "could not create a new producer");
                 false
             }
+        }
+    }
+
+    /// When the producer cannot reach a broker that others can, puts a new producer in its
+    /// place; `true` if it did.
+    async fn replace_cut_off_producer(&self) -> bool {
+        let producer = self.producer.clone();
+        match tokio::task::spawn_blocking(move || producer.replace_if_cut_off()).await {
+            Ok(Ok(true)) => {
+                tracing::warn!(
+                    "the producer cannot reach the broker, which accepts connections; replaced it"
+                );
+                self.metrics
+                    .inc("producer_replacements_total", &[("reason", "cut_off")]);
+                true
+            }
+            Ok(Ok(false)) => false,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not create a new producer");
+                false
+            }
+            Err(_) => false,
         }
     }
 

@@ -893,7 +893,12 @@ async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_i
         || async { (unsent(&runtime).await == 0).then_some(()) },
     )
     .await;
-    assert_eq!(runtime.metrics.get("producer_replacements_total", &[]), 1.0);
+    assert_eq!(
+        runtime
+            .metrics
+            .get("producer_replacements_total", &[("reason", "fatal")]),
+        1.0
+    );
     eventually("ready again", Duration::from_secs(20), || async {
         (readiness(&http, &app).await.0 == 200).then_some(())
     })
