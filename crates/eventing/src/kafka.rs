@@ -84,7 +84,7 @@ pub struct KafkaSettings {
     #[arg(
         long = "kafka-message-timeout-ms",
         env = "KAFKA_MESSAGE_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value_t = 5_000
     )]
     pub message_timeout_ms: u32,
     /// librdkafka's repeated errors (a broker down, say) are logged at most once per this
@@ -108,7 +108,7 @@ impl KafkaSettings {
             heartbeat_interval_ms: 1_000,
             lag_interval_ms: 10_000,
             watchdog_ms: None,
-            message_timeout_ms: 10_000,
+            message_timeout_ms: 5_000,
             log_interval_ms: 30_000,
         }
     }

@@ -121,7 +121,7 @@ pub struct RelaySettings {
     #[arg(
         long = "outbox-lease-ms",
         env = "OUTBOX_LEASE_MS",
-        default_value_t = 30_000
+        default_value_t = 15_000
     )]
     pub lease_ms: i64,
 }
@@ -131,7 +131,7 @@ impl Default for RelaySettings {
         RelaySettings {
             poll_interval_ms: 200,
             batch_size: 256,
-            lease_ms: 30_000,
+            lease_ms: 15_000,
         }
     }
 }

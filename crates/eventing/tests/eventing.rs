@@ -57,6 +57,13 @@ async fn enqueue_committed(runtime: &Runtime, envelopes: &[Envelope]) {
     runtime.outbox.wake();
 }
 
+/// Publishes `payload` to `order.events` under `key`, as another producer would.
+async fn produce(broker: &Broker, key: &str, payload: &[u8]) {
+    produce_raw(&broker.brokers, topics::ORDER_EVENTS, key, payload, &[])
+        .await
+        .expect("produce");
+}
+
 async fn unsent(runtime: &Runtime) -> i64 {
     outbox::backlog(&runtime.db).await.expect("backlog")
 }
@@ -273,15 +280,7 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     let envelope = confirmed(Uuid::now_v7(), 7);
     let marker = confirmed(Uuid::now_v7(), 8);
     for e in [&envelope, &envelope, &marker] {
-        produce_raw(
-            &broker.brokers,
-            topics::ORDER_EVENTS,
-            &e.key(),
-            e.to_json().as_bytes(),
-            &[],
-        )
-        .await
-        .expect("produce");
+        produce(&broker, &e.key(), e.to_json().as_bytes()).await;
     }
     eventually(
         "both distinct events handled",
@@ -347,9 +346,7 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
         unknown,
         good.to_json().as_bytes(),
     ] {
-        produce_raw(&broker.brokers, topics::ORDER_EVENTS, &key, payload, &[])
-            .await
-            .expect("produce");
+        produce(&broker, &key, payload).await;
     }
     eventually(
         "the good event handled",
@@ -421,15 +418,7 @@ async fn a_transient_failure_is_retried_until_the_event_is_applied() {
     let handler = CountingHandler::failing_first(3);
     let (runtime, stop) = consuming_runtime("retry", &broker, handler.clone()).await;
     let envelope = confirmed(Uuid::now_v7(), 3);
-    produce_raw(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        &envelope.key(),
-        envelope.to_json().as_bytes(),
-        &[],
-    )
-    .await
-    .expect("produce");
+    produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
     eventually("the event applied", Duration::from_secs(30), || async {
         (effects(&runtime).await == 1).then_some(())
     })
@@ -465,15 +454,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     let handler = CountingHandler::failing_first(0);
     let (runtime, stop) = consuming_runtime("replay", &broker, handler.clone()).await;
     let impossible = confirmed(Uuid::now_v7(), IMPOSSIBLE);
-    produce_raw(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        &impossible.key(),
-        impossible.to_json().as_bytes(),
-        &[],
-    )
-    .await
-    .expect("produce");
+    produce(&broker, &impossible.key(), impossible.to_json().as_bytes()).await;
     let dead_lettered = || {
         runtime.metrics.get(
             "events_dead_lettered_total",
@@ -673,26 +654,10 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
         confirmed(order, REFUSED_BY_DATABASE).to_json(),
     ];
     for payload in &poison {
-        produce_raw(
-            &broker.brokers,
-            topics::ORDER_EVENTS,
-            &key,
-            payload.as_bytes(),
-            &[],
-        )
-        .await
-        .expect("produce");
+        produce(&broker, &key, payload.as_bytes()).await;
     }
     let good = confirmed(order, 5);
-    produce_raw(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        &key,
-        good.to_json().as_bytes(),
-        &[],
-    )
-    .await
-    .expect("produce");
+    produce(&broker, &key, good.to_json().as_bytes()).await;
     eventually(
         "the good event handled",
         Duration::from_secs(30),
@@ -761,26 +726,10 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     let trimmable = padded(order, LONG_REASON, 996_000);
     let hopeless = padded(order, IMPOSSIBLE, 999_900);
     for payload in [&trimmable, &hopeless] {
-        produce_raw(
-            &broker.brokers,
-            topics::ORDER_EVENTS,
-            &order.to_string(),
-            payload.as_bytes(),
-            &[],
-        )
-        .await
-        .expect("produce");
+        produce(&broker, &order.to_string(), payload.as_bytes()).await;
     }
     let good = confirmed(order, 5);
-    produce_raw(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        &order.to_string(),
-        good.to_json().as_bytes(),
-        &[],
-    )
-    .await
-    .expect("produce");
+    produce(&broker, &order.to_string(), good.to_json().as_bytes()).await;
     eventually(
         "the good event handled",
         Duration::from_secs(30),

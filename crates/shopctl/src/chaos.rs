@@ -363,6 +363,39 @@ impl Client {
         }
     }
 
+    /// Waits until the order service's catalog replica has a product.
+    async fn wait_for_catalog(&self, product_id: i64) -> anyhow::Result<()> {
+        let url = format!("{}/catalog/{product_id}", self.order);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            if Instant::now() > deadline {
+                bail!("product {product_id} never reached the order service's catalog");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// `POST /orders` with an `Idempotency-Key`, retried until the order service answers.
+    async fn place(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}/orders", self.order);
+        self.send(|| {
+            self.http
+                .post(&url)
+                .header("Idempotency-Key", key)
+                .json(body)
+        })
+        .await
+    }
+
     async fn get(&self, base: &str, path: &str) -> anyhow::Result<Value> {
         let url = format!("{base}{path}");
         let (status, body) = self.send(|| self.http.get(&url)).await?;
@@ -439,24 +472,7 @@ async fn seed(client: &Client, args: &ChaosArgs) -> anyhow::Result<(Vec<Product>
         });
     }
     for product in &products {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .http
-            .get(format!("{}/catalog/{}", client.order, product.id))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "product {} never reached the order service's catalog",
-                    product.id
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        client.wait_for_catalog(product.id).await?;
     }
     Ok((products, coupons))
 }
@@ -470,21 +486,7 @@ async fn seed_probe_product(client: &Client) -> anyhow::Result<Product> {
         bail!("creating a product: {status} {product}");
     }
     let id = product["product_id"].as_i64().context("product id")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .http
-        .get(format!("{}/catalog/{id}", client.order))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        if Instant::now() > deadline {
-            bail!("product {id} never reached the order service's catalog");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client.wait_for_catalog(id).await?;
     Ok(Product { id, stock: 10_000 })
 }
 
@@ -499,18 +501,9 @@ async fn orders_after_faults(
     let mut took = Vec::new();
     for n in 0..LIVENESS_ORDERS {
         let started = Instant::now();
-        let url = format!("{}/orders", client.order);
         let key = format!("chaos-after-faults-{n}-{}", uuid::Uuid::new_v4());
         let body = json!({ "user_id": 1, "items": [{ "product_id": probe.id, "quantity": 1 }] });
-        let (status, order) = client
-            .send(|| {
-                client
-                    .http
-                    .post(&url)
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-            })
-            .await?;
+        let (status, order) = client.place(&key, &body).await?;
         if status != 202 && status != 200 {
             bail!("placing an order after the faults: {status} {order}");
         }
@@ -602,19 +595,10 @@ async fn place_one(
             .then(|| Duration::from_millis(rng.random_range(0..300)));
         (body, cancel)
     };
-    let url = format!("{}/orders", client.order);
     let mut key = format!("chaos-{n}");
     let mut body = body;
     let id = loop {
-        let (status, order) = client
-            .send(|| {
-                client
-                    .http
-                    .post(&url)
-                    .header("Idempotency-Key", &key)
-                    .json(&body)
-            })
-            .await?;
+        let (status, order) = client.place(&key, &body).await?;
         match status {
             200 | 202 => break order["order_id"].as_str().context("order id")?.to_owned(),
             // A coupon the order service knows is taken: the customer orders without it.
