@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiJson, ApiPath, Db, now_ms};
+use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, now_ms};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -86,15 +86,15 @@ async fn create(
     ApiJson(new): ApiJson<NewCoupon>,
 ) -> Result<impl IntoResponse, ApiError> {
     if new.user_id < 1 {
-        return Err(ApiError::unprocessable(
-            "invalid_user_id",
+        return Err(ApiError::new(
+            ErrorCode::InvalidUserId,
             "user_id must be a positive integer",
         ));
     }
     let valid = new.kind.valid_values();
     if !valid.contains(&new.value) {
-        return Err(ApiError::unprocessable(
-            "invalid_value",
+        return Err(ApiError::new(
+            ErrorCode::InvalidValue,
             format!(
                 "a {} coupon's value must be {} to {}",
                 new.kind.as_str(),
@@ -119,5 +119,5 @@ async fn show(
     store::find_coupon(&mut conn, id)
         .await?
         .map(|c| Json(c.into()))
-        .ok_or_else(|| ApiError::not_found("coupon_not_found", format!("no coupon has id {id}")))
+        .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("no coupon has id {id}")))
 }

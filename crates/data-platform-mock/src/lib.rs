@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use eventing::openapi::OpenApi;
-use eventing::{ApiError, ApiJson, App, Metrics};
+use eventing::{ApiError, ApiJson, App, ErrorCode, Metrics};
 use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -205,7 +205,7 @@ fn router(state: State) -> Router {
             get(|| async { Json(json!({ "status": "ready" })) }),
         )
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .with_state(state)
         .merge(eventing::openapi::route(openapi()))
 }
@@ -221,8 +221,11 @@ async fn receive(
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
     else {
-        return ApiError::bad_request("missing_idempotency_key", "send an Idempotency-Key header")
-            .into_response();
+        return ApiError::new(
+            ErrorCode::MissingIdempotencyKey,
+            "send an Idempotency-Key header",
+        )
+        .into_response();
     };
     let settings = state.lock().settings;
     if settings.latency_ms > 0 {
@@ -236,11 +239,12 @@ async fn receive(
         let status = StatusCode::from_u16(settings.failure_status)
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut response = ApiError::new(
-            status,
-            "unavailable",
+            ErrorCode::Unavailable,
             "the data platform is failing on purpose",
         )
         .into_response();
+        // The status of a failure on purpose is a setting.
+        *response.status_mut() = status;
         if let Some(seconds) = settings.retry_after_s
             && let Ok(value) = seconds.to_string().parse()
         {
@@ -306,7 +310,7 @@ async fn change_settings(
             None => inner.settings.retry_after_s,
         },
     };
-    validate(&settings).map_err(|message| ApiError::unprocessable("invalid_settings", message))?;
+    validate(&settings).map_err(|message| ApiError::new(ErrorCode::InvalidSettings, message))?;
     inner.settings = settings;
     tracing::info!(?settings, "settings changed");
     Ok(Json(settings))

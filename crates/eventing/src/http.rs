@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
+pub use crate::error_code::ErrorCode;
 use crate::health::Health;
 use crate::kafka::SharedProducer;
 use crate::metrics::Metrics;
@@ -55,42 +56,21 @@ impl Default for HttpSettings {
 /// An error answered as `{"error": {"code": "…", "message": "…"}}`.
 ///
 /// The caller's mistakes are 4xx with a code to branch on and a message to read. Anything
-/// unexpected is a 500 with a generic message, while its cause chain goes to the log.
+/// unexpected is a 500 with a generic message, while its cause chain goes to the log. The
+/// status comes from the [`ErrorCode`], so one code always has one status.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    /// An error with any status.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code`, answered with the code's status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
         }
-    }
-
-    /// 400: the request is malformed.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    /// 404: no such resource.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    /// 409: the request conflicts with the resource's state.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
-    }
-
-    /// 422: well-formed, but its values cannot be accepted.
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
     /// 500: logs the error with its causes and answers without them.
@@ -98,19 +78,18 @@ impl ApiError {
         let error = error.into();
         tracing::error!(error = format!("{error:#}"), "request failed");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "something went wrong on our side; it has been logged",
         )
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }
@@ -123,8 +102,8 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        (self.code.status(), Json(body)).into_response()
     }
 }
 
@@ -150,21 +129,19 @@ where
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_body", e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
+        JsonRejection::JsonDataError(e) => ApiError::new(ErrorCode::InvalidBody, e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON with `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 "the request body is larger than this service accepts",
             )
         }
-        other => ApiError::bad_request("unreadable_body", other.body_text()),
+        other => ApiError::new(ErrorCode::UnreadableBody, other.body_text()),
     }
 }
 
@@ -184,7 +161,7 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::not_found("not_found", e.body_text()))
+                Err(ApiError::new(ErrorCode::NotFound, e.body_text()))
             }
             Err(other) => Err(ApiError::internal(anyhow::anyhow!(other.body_text()))),
         }
@@ -313,7 +290,10 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
     let metrics = observed.metrics.clone();
     api.merge(health_routes(observed))
         .fallback(|| async {
-            ApiError::not_found("not_found", "no such route; see the README for the API")
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no such route; see the README for the API",
+            )
         })
         .layer(middleware::from_fn_with_state(metrics, count_requests))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))

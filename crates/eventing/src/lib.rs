@@ -8,6 +8,7 @@
 //! - [`health`]: what each part of a service says about itself, for readiness.
 //! - [`housekeeping`]: retention of published outbox rows and processed-event records.
 //! - [`trace`]: W3C trace context carried in Kafka headers.
+//! - [`error_code`]: every error code of the HTTP APIs, with its status.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
 //! - [`metrics`]: a per-service Prometheus registry.
 //! - [`openapi`]: OpenAPI documents built from the request and response types.
@@ -24,6 +25,7 @@ pub mod backoff;
 pub mod consumer;
 pub mod db;
 pub mod dlq;
+pub mod error_code;
 pub mod health;
 pub mod housekeeping;
 pub mod http;
@@ -37,6 +39,7 @@ pub mod trace;
 pub use app::{App, CommonSettings, RunningApp, Runtime};
 pub use consumer::{HandleError, Handler, Inbound};
 pub use db::{Conn, Db, Migrations, Tx, now_ms};
+pub use error_code::ErrorCode;
 pub use http::{ApiError, ApiJson, ApiPath, RequestTrace};
 pub use metrics::Metrics;
 pub use outbox::Outbox;

@@ -1,6 +1,7 @@
 //! The order's state machine and the rules of placing an order: pure logic, no I/O.
 
 use contract::CancelReason;
+use eventing::ErrorCode;
 use serde::Serialize;
 
 /// Where an order stands.
@@ -68,12 +69,12 @@ pub const MAX_QUANTITY: i64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     /// Machine-readable, as the API's error code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> Invalid {
+fn invalid(code: ErrorCode, message: impl Into<String>) -> Invalid {
     Invalid {
         code,
         message: message.into(),
@@ -89,16 +90,19 @@ pub fn validate_request(
 ) -> Result<(), Invalid> {
     if user_id < 1 {
         return Err(invalid(
-            "invalid_user_id",
+            ErrorCode::InvalidUserId,
             "user_id must be a positive integer",
         ));
     }
     if lines.is_empty() {
-        return Err(invalid("no_items", "an order needs at least one item"));
+        return Err(invalid(
+            ErrorCode::NoItems,
+            "an order needs at least one item",
+        ));
     }
     if lines.len() > MAX_LINES {
         return Err(invalid(
-            "too_many_items",
+            ErrorCode::TooManyItems,
             format!("an order may have at most {MAX_LINES} items"),
         ));
     }
@@ -106,19 +110,19 @@ pub fn validate_request(
     for &(product_id, quantity) in lines {
         if product_id < 1 {
             return Err(invalid(
-                "invalid_product_id",
+                ErrorCode::InvalidProductId,
                 "product_id must be a positive integer",
             ));
         }
         if !(1..=MAX_QUANTITY).contains(&quantity) {
             return Err(invalid(
-                "invalid_quantity",
+                ErrorCode::InvalidQuantity,
                 format!("quantity of product {product_id} must be 1 to {MAX_QUANTITY}"),
             ));
         }
         if !seen.insert(product_id) {
             return Err(invalid(
-                "duplicate_product",
+                ErrorCode::DuplicateProduct,
                 format!(
                     "product {product_id} appears on more than one line; put its quantities on one"
                 ),
@@ -127,7 +131,7 @@ pub fn validate_request(
     }
     if coupon_id.is_some_and(|c| c < 1) {
         return Err(invalid(
-            "invalid_coupon_id",
+            ErrorCode::InvalidCouponId,
             "coupon_id must be a positive integer",
         ));
     }
@@ -178,14 +182,23 @@ mod tests {
         let code = |user, lines: &[(i64, i64)], coupon| {
             validate_request(user, lines, coupon).err().map(|e| e.code)
         };
-        assert_eq!(code(0, &[(1, 1)], None), Some("invalid_user_id"));
-        assert_eq!(code(1, &[], None), Some("no_items"));
-        assert_eq!(code(1, &vec![(1, 1); 101], None), Some("too_many_items"));
-        assert_eq!(code(1, &[(1, 0)], None), Some("invalid_quantity"));
-        assert_eq!(code(1, &[(1, -3)], None), Some("invalid_quantity"));
-        assert_eq!(code(1, &[(0, 1)], None), Some("invalid_product_id"));
-        assert_eq!(code(1, &[(1, 1), (1, 2)], None), Some("duplicate_product"));
-        assert_eq!(code(1, &[(1, 1)], Some(0)), Some("invalid_coupon_id"));
+        assert_eq!(code(0, &[(1, 1)], None), Some(ErrorCode::InvalidUserId));
+        assert_eq!(code(1, &[], None), Some(ErrorCode::NoItems));
+        assert_eq!(
+            code(1, &vec![(1, 1); 101], None),
+            Some(ErrorCode::TooManyItems)
+        );
+        assert_eq!(code(1, &[(1, 0)], None), Some(ErrorCode::InvalidQuantity));
+        assert_eq!(code(1, &[(1, -3)], None), Some(ErrorCode::InvalidQuantity));
+        assert_eq!(code(1, &[(0, 1)], None), Some(ErrorCode::InvalidProductId));
+        assert_eq!(
+            code(1, &[(1, 1), (1, 2)], None),
+            Some(ErrorCode::DuplicateProduct)
+        );
+        assert_eq!(
+            code(1, &[(1, 1)], Some(0)),
+            Some(ErrorCode::InvalidCouponId)
+        );
         assert_eq!(code(1, &[(1, 1), (2, 10_000)], Some(3)), None);
     }
 }

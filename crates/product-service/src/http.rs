@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use contract::ProductUpserted;
 use eventing::openapi::{OpenApi, Param};
 use eventing::outbox::{self, Outbox};
-use eventing::{ApiError, ApiJson, ApiPath, Db, RequestTrace, TraceContext};
+use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, RequestTrace, TraceContext};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -91,22 +91,22 @@ async fn create(
         || name.chars().count() > MAX_NAME_CHARS
         || name.chars().any(char::is_control)
     {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
+        return Err(ApiError::new(
+            ErrorCode::InvalidName,
             format!(
                 "name must be 1 to {MAX_NAME_CHARS} characters, none of them control characters"
             ),
         ));
     }
     if !(0..=MAX_PRICE).contains(&new.price) {
-        return Err(ApiError::unprocessable(
-            "invalid_price",
+        return Err(ApiError::new(
+            ErrorCode::InvalidPrice,
             format!("price must be 0 to {MAX_PRICE} minor units"),
         ));
     }
     if !(0..=MAX_QUANTITY).contains(&new.stock) {
-        return Err(ApiError::unprocessable(
-            "invalid_stock",
+        return Err(ApiError::new(
+            ErrorCode::InvalidStock,
             format!("stock must be 0 to {MAX_QUANTITY}"),
         ));
     }
@@ -136,8 +136,8 @@ async fn restock(
     ApiJson(restock): ApiJson<Restock>,
 ) -> Result<Json<Product>, ApiError> {
     if !(1..=MAX_QUANTITY).contains(&restock.quantity) {
-        return Err(ApiError::unprocessable(
-            "invalid_quantity",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuantity,
             format!("quantity must be 1 to {MAX_QUANTITY}"),
         ));
     }
@@ -167,5 +167,8 @@ async fn publish_upsert(
 }
 
 fn no_such_product(id: i64) -> ApiError {
-    ApiError::not_found("product_not_found", format!("no product has id {id}"))
+    ApiError::new(
+        ErrorCode::ProductNotFound,
+        format!("no product has id {id}"),
+    )
 }

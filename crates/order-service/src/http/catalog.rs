@@ -4,7 +4,7 @@ use axum::extract::State as Extract;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiPath};
+use eventing::{ApiError, ApiPath, ErrorCode};
 
 use super::State;
 use crate::store::{self, CatalogProduct};
@@ -35,8 +35,8 @@ async fn show(
         .await?
         .map(Json)
         .ok_or_else(|| {
-            ApiError::not_found(
-                "product_not_in_catalog",
+            ApiError::new(
+                ErrorCode::ProductNotInCatalog,
                 format!("product {id} is not in the catalog (yet)"),
             )
         })

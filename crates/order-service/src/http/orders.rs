@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use contract::{CancelReason, OrderCreated, OrderLine};
 use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiJson, ApiPath, Conn, RequestTrace, TraceContext, now_ms};
+use eventing::{ApiError, ApiJson, ApiPath, Conn, ErrorCode, RequestTrace, TraceContext, now_ms};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -154,8 +154,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let invalid = || {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             format!(
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
             ),
@@ -188,7 +188,7 @@ async fn place(
         .map(|i| (i.product_id, i.quantity))
         .collect();
     domain::validate_request(request.user_id, &lines, request.coupon_id)
-        .map_err(|invalid| ApiError::unprocessable(invalid.code, invalid.message))?;
+        .map_err(|invalid| ApiError::new(invalid.code, invalid.message))?;
     let hash = request_hash(&request);
 
     let mut tx = eventing::db::begin(&state.db).await?;
@@ -210,9 +210,7 @@ async fn place(
                 .checked_mul(l.unit_price)
                 .and_then(|x| sum.checked_add(x))
         })
-        .ok_or_else(|| {
-            ApiError::unprocessable("total_too_large", "the order's total is too large")
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::TotalTooLarge, "the order's total is too large"))?;
     let created_at = now_ms();
     let timeout_ms = i64::try_from(state.saga_timeout.as_millis()).unwrap_or(i64::MAX);
     let id = order_id.to_string();
@@ -270,8 +268,8 @@ async fn replay(state: &State, key: &str, hash: &str) -> Result<Response, ApiErr
             ))
         })?;
     if stored_hash != hash {
-        return Err(ApiError::unprocessable(
-            "idempotency_key_reused",
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key for a new order",
         ));
     }
@@ -306,8 +304,8 @@ async fn price_lines(conn: &mut Conn, items: &[RequestedItem]) -> Result<Vec<Ord
         }
     }
     if !unknown.is_empty() {
-        return Err(ApiError::unprocessable(
-            "unknown_product",
+        return Err(ApiError::new(
+            ErrorCode::UnknownProduct,
             format!("no such product: {}", unknown.join(", ")),
         ));
     }
@@ -319,14 +317,14 @@ async fn price_lines(conn: &mut Conn, items: &[RequestedItem]) -> Result<Vec<Ord
 /// coupon service decides, and a refusal cancels the order with reason COUPON_REJECTED.
 async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(), ApiError> {
     if store::coupon_owned_by_other(conn, coupon_id, user_id).await? {
-        return Err(ApiError::unprocessable(
-            "coupon_not_owned",
+        return Err(ApiError::new(
+            ErrorCode::CouponNotOwned,
             format!("coupon {coupon_id} belongs to another user"),
         ));
     }
     if store::coupon_in_use(conn, coupon_id).await? {
-        return Err(ApiError::conflict(
-            "coupon_in_use",
+        return Err(ApiError::new(
+            ErrorCode::CouponInUse,
             format!("coupon {coupon_id} is already used by another order"),
         ));
     }
@@ -335,7 +333,7 @@ async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
-        .map_err(|_| ApiError::not_found("order_not_found", format!("no order has id {raw}")))
+        .map_err(|_| ApiError::new(ErrorCode::OrderNotFound, format!("no order has id {raw}")))
 }
 
 async fn show(
@@ -346,7 +344,7 @@ async fn show(
     let mut conn = state.db.acquire().await?;
     let order = store::find_order(&mut conn, &id.to_string())
         .await?
-        .ok_or_else(|| ApiError::not_found("order_not_found", format!("no order has id {raw}")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, format!("no order has id {raw}")))?;
     Ok(Json(view(&mut conn, order).await?))
 }
 
@@ -384,15 +382,15 @@ async fn cancel(
             state.outbox.wake();
             Ok(Json(body))
         }
-        Cancel::NotCancellable(status) => Err(ApiError::conflict(
-            "order_already_cancelled",
+        Cancel::NotCancellable(status) => Err(ApiError::new(
+            ErrorCode::OrderAlreadyCancelled,
             format!(
                 "the order is {} and cannot be cancelled again",
                 status.as_str()
             ),
         )),
-        Cancel::NotFound => Err(ApiError::not_found(
-            "order_not_found",
+        Cancel::NotFound => Err(ApiError::new(
+            ErrorCode::OrderNotFound,
             format!("no order has id {raw}"),
         )),
     }
