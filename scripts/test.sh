@@ -22,8 +22,15 @@ export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://shop:shop@127.0.0.1:54
 psql "$TEST_DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%' OR datname LIKE 'chaos\_%'" |
   while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\"" || true; done
 
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  echo "==> installing cargo-machete (about 2 minutes, once)"
+  cargo install cargo-machete --version 0.9.2 --locked
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
+echo "==> cargo machete (no dependency declared and unused)"
+cargo machete
 echo "==> cargo clippy"
 cargo clippy -j2 --workspace --all-targets -- -D warnings
 echo "==> cargo test (services on Postgres)"

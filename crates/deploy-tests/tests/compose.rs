@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use clap::CommandFactory;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -16,7 +16,7 @@ fn read(path: &str) -> String {
 
 /// The compose file with its `<<` merge keys applied, as Docker Compose reads it.
 fn compose() -> Value {
-    let mut value: Value = serde_yaml::from_str(&read("docker-compose.yml")).expect("valid YAML");
+    let mut value: Value = yaml_serde::from_str(&read("docker-compose.yml")).expect("valid YAML");
     value.apply_merge().expect("merge keys apply");
     value
 }
@@ -76,7 +76,7 @@ fn env_of(service: &Value) -> BTreeMap<String, String> {
                 .map(|(k, v)| {
                     let value = match v {
                         Value::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other)
+                        other => yaml_serde::to_string(other)
                             .expect("scalar")
                             .trim()
                             .to_owned(),
