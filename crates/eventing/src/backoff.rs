@@ -1,4 +1,6 @@
-//! Exponential backoff with full jitter, shared by every retry loop.
+//! Exponential backoff with "equal jitter" (half the delay fixed, half random), shared by
+//! every retry loop: it never retries sooner than half the exponential delay, and failing
+//! workers still spread out.
 
 use std::time::Duration;
 

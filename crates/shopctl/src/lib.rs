@@ -29,6 +29,9 @@ use serde_json::{Value, json};
 
 use crate::api::{Call, call};
 
+/// How long `order place --wait` waits for an order to leave PENDING.
+const WAIT_FOR_ORDER: Duration = Duration::from_secs(60);
+
 /// The order saga's command line.
 #[derive(Debug, Parser)]
 #[command(name = "shopctl", version, about)]
@@ -168,7 +171,8 @@ pub enum OrderCommand {
         /// Makes the request safe to repeat.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait until the order is CONFIRMED or CANCELLED and print it then.
+        /// Wait until the order is CONFIRMED or CANCELLED and print it then; fail (status 1)
+        /// if it is still PENDING after 60 s.
         #[arg(long)]
         wait: bool,
     },
@@ -395,12 +399,22 @@ async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
             })
             .await?;
             if *wait {
-                let id = placed["order_id"].as_str().unwrap_or_default().to_owned();
-                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let id = placed["order_id"]
+                    .as_str()
+                    .context("the order service answered without an order_id")?
+                    .to_owned();
+                let deadline = std::time::Instant::now() + WAIT_FOR_ORDER;
                 loop {
                     let order = call(get(&id)).await?;
-                    if order["status"] != "PENDING" || std::time::Instant::now() > deadline {
+                    if order["status"] != "PENDING" {
                         break order;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        println!("{}", serde_json::to_string_pretty(&order)?);
+                        anyhow::bail!(
+                            "order {id} is still PENDING after {} s; is every service up? (see /health/ready of each)",
+                            WAIT_FOR_ORDER.as_secs()
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
