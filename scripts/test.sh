@@ -43,4 +43,4 @@ echo "==> a small chaos run on Postgres, with a database restart among its fault
 read -r pg_version pg_cluster _ <<<"$(pg_lsclusters -h | head -n1)"
 if [ "$(id -u)" = 0 ]; then restart="pg_ctlcluster $pg_version $pg_cluster restart"; else restart="sudo pg_ctlcluster $pg_version $pg_cluster restart"; fi
 CHAOS_POSTGRES_URL="$TEST_DATABASE_URL" CHAOS_DB_RESTART_COMMAND="$restart" \
-  cargo test -j2 -p shopctl --test chaos -- --ignored
+  cargo test -j2 -p shopctl --test chaos_postgres

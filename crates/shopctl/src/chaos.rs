@@ -74,6 +74,9 @@ pub struct ChaosArgs {
     /// Do not run `cargo build` first.
     #[arg(long)]
     pub no_build: bool,
+    /// Where the service binaries are; beside `shopctl` when absent.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
     /// Most orders that may end cancelled with TIMEOUT, in percent; more is a violation.
     #[arg(long, default_value_t = 5.0)]
     pub max_timeout_percent: f64,
@@ -201,7 +204,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         broker_port: args.broker_port,
         http_port_base: args.http_port_base,
         build: !args.no_build,
-        bin_dir: None,
+        bin_dir: args.bin_dir.clone(),
         database_urls,
         env: env
             .iter()
