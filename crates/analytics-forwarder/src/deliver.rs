@@ -93,13 +93,7 @@ impl DeliverySettings {
     pub fn new(data_platform_url: impl Into<String>) -> Self {
         DeliverySettings {
             data_platform_url: data_platform_url.into(),
-            timeout_ms: 2_000,
-            max_attempts: 30,
-            max_backoff_ms: 30_000,
-            concurrency: 16,
-            breaker_threshold: 5,
-            breaker_cooldown_ms: 2_000,
-            delivery_poll_interval_ms: 250,
+            ..eventing::defaults::defaults()
         }
     }
 }

@@ -4,8 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    eventing::telemetry::init();
     let config = coupon_service::Config::parse();
+    eventing::telemetry::init(&config.common.log);
     let shutdown = eventing::telemetry::shutdown_on_signal();
     let result = match coupon_service::build(config).await {
         Ok(app) => app.run(shutdown).await,

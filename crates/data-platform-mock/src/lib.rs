@@ -50,6 +50,8 @@ pub struct Config {
     /// `Retry-After` seconds sent with a failure on purpose; none when absent.
     #[arg(long = "retry-after-s", env = "RETRY_AFTER_S")]
     pub retry_after_s: Option<u64>,
+    #[command(flatten)]
+    pub log: eventing::telemetry::LogSettings,
 }
 
 /// What the mock can be told to do while running.

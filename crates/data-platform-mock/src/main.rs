@@ -4,8 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    eventing::telemetry::init();
     let config = data_platform_mock::Config::parse();
+    eventing::telemetry::init(&config.log);
     let shutdown = eventing::telemetry::shutdown_on_signal();
     data_platform_mock::build(config).await?.run(shutdown).await
 }

@@ -44,6 +44,8 @@ pub struct CommonSettings {
     pub http: HttpSettings,
     #[command(flatten)]
     pub retention: RetentionSettings,
+    #[command(flatten)]
+    pub log: crate::telemetry::LogSettings,
 }
 
 impl CommonSettings {
@@ -65,9 +67,7 @@ impl CommonSettings {
         CommonSettings {
             database: DatabaseSettings::new(database_url),
             kafka: KafkaSettings::new(brokers),
-            relay: RelaySettings::default(),
-            http: HttpSettings::default(),
-            retention: RetentionSettings::default(),
+            ..crate::defaults::defaults()
         }
     }
 }

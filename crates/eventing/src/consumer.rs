@@ -402,7 +402,13 @@ impl<H: Handler> ConsumerRunner<H> {
     ) -> Option<Stall> {
         let bound = self.kafka.watchdog();
         let now = Instant::now();
-        let assigned = session.consumer.assignment().is_ok_and(|a| a.count() > 0);
+        let held = session.consumer.assignment().map_or(0, |a| a.count());
+        self.metrics.set(
+            "consumer_partitions",
+            &[("consumer", self.name)],
+            held as f64,
+        );
+        let assigned = held > 0;
         if assigned {
             session.watch.assigned_at = now;
             if unassigned_since.take().is_some() {

@@ -46,7 +46,7 @@ impl DatabaseSettings {
     pub fn new(url: impl Into<String>) -> Self {
         DatabaseSettings {
             url: Some(url.into()),
-            max_connections: 10,
+            ..crate::defaults::defaults()
         }
     }
 }

@@ -42,11 +42,7 @@ pub struct RetentionSettings {
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        RetentionSettings {
-            outbox_ms: 86_400_000,
-            processed_event_ms: 691_200_000,
-            interval_ms: 60_000,
-        }
+        crate::defaults::defaults()
     }
 }
 

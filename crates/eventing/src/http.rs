@@ -46,10 +46,7 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings {
-            body_limit_bytes: 65_536,
-            request_timeout_ms: 10_000,
-        }
+        crate::defaults::defaults()
     }
 }
 

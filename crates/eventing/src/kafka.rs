@@ -102,14 +102,7 @@ impl KafkaSettings {
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaSettings {
             brokers: brokers.into(),
-            group_id: None,
-            fetch_wait_max_ms: 10,
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 1_000,
-            lag_interval_ms: 10_000,
-            watchdog_ms: None,
-            message_timeout_ms: 5_000,
-            log_interval_ms: 30_000,
+            ..crate::defaults::defaults()
         }
     }
 

@@ -1,5 +1,6 @@
 //! The small runtime every service of the saga shares.
 //!
+//! - [`defaults`]: every setting's default, from its clap argument alone.
 //! - [`db`]: connecting to Postgres or SQLite through one driver, and migrations.
 //! - [`kafka`]: the idempotent producer, at-least-once consumers, topic creation.
 //! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
@@ -24,6 +25,7 @@ pub mod app;
 pub mod backoff;
 pub mod consumer;
 pub mod db;
+pub mod defaults;
 pub mod dlq;
 pub mod error_code;
 pub mod health;

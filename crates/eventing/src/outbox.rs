@@ -128,11 +128,7 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        RelaySettings {
-            poll_interval_ms: 200,
-            batch_size: 256,
-            lease_ms: 15_000,
-        }
+        crate::defaults::defaults()
     }
 }
 

@@ -3,11 +3,33 @@
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Sends `tracing` output to stderr: human-readable by default, one JSON object per line
-/// when `LOG_FORMAT=json`. `RUST_LOG` filters it (default `info`).
-pub fn init() {
+/// How logs are written.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogSettings {
+    /// `text` for people, `json` for one JSON object per line. `RUST_LOG` filters either
+    /// (default `info`).
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub format: LogFormat,
+}
+
+/// The shape of each log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Sends `tracing` output to stderr in the format `settings` names. `RUST_LOG` filters it
+/// (default `info`).
+pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
+    let json = settings.format == LogFormat::Json;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1010,9 +1010,19 @@ async fn two_replicas_of_each_service_share_the_work_and_one_stopping_hands_ever
         (system.product.as_ref().expect("product"), &product2),
         (&system.coupon, &coupon2),
     ];
-    // Every replica holds partitions of its group: each is ready.
-    eventually("every replica ready", SETTLE, || async {
-        for (a, b) in pairs {
+    // The partitions of each group are spread over both replicas, and each is ready.
+    let groups = [
+        ("order-service", 9.0),
+        ("product-service", 3.0),
+        ("coupon-service", 3.0),
+    ];
+    eventually("the partitions spread over every pair", SETTLE, || async {
+        for ((a, b), (group, partitions)) in pairs.iter().zip(groups) {
+            let series = format!("consumer_partitions{{consumer=\"{group}\"}}");
+            let held = [metric(a, &series).await, metric(b, &series).await];
+            if held.contains(&0.0) || held[0] + held[1] != partitions {
+                return None;
+            }
             if !(ready(a).await && ready(b).await) {
                 return None;
             }
@@ -1037,7 +1047,8 @@ async fn two_replicas_of_each_service_share_the_work_and_one_stopping_hands_ever
         placed.push(body["order_id"].as_str().expect("id").to_owned());
     }
     for id in &placed {
-        assert_eq!(system.settled_order(id).await["status"], "CONFIRMED");
+        let order = system.settled_order(id).await;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
     }
     // One relay per service publishes: of each pair, exactly one has published anything.
     for (a, b) in pairs {

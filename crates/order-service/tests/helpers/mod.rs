@@ -130,6 +130,7 @@ impl System {
             latency_ms: 0,
             failure_status: 503,
             retry_after_s: None,
+            log: Default::default(),
         })
         .await
         .expect("data-platform-mock starts")
