@@ -331,3 +331,152 @@ async fn count_requests(State(metrics): State<Metrics>, request: Request, next: 
     );
     response
 }
+
+/// The fast tier: the JSON error mapping every API shares, checked on a router in memory with
+/// `oneshot`, no broker and no database (the pool is never opened: every request here is
+/// answered before a handler would touch it).
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::post;
+    use serde::Deserialize;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Thing {
+        count: u32,
+    }
+
+    fn router() -> Router {
+        sqlx::any::install_default_drivers();
+        let db = sqlx::any::AnyPoolOptions::new()
+            .connect_lazy("sqlite://never-opened.db")
+            .expect("a lazy pool");
+        let kafka = crate::kafka::KafkaSettings::new("127.0.0.1:1");
+        let observed = Observed {
+            db,
+            producer: SharedProducer::new(&kafka, "fast-test").expect("a producer"),
+            metrics: Metrics::new(),
+            health: Health::new(),
+        };
+        let api = Router::new()
+            .route("/things", post(|ApiJson(_): ApiJson<Thing>| async { "ok" }))
+            .route(
+                "/things/{id}",
+                get(|ApiPath(_): ApiPath<i64>| async { "ok" }),
+            )
+            .route(
+                "/broken",
+                get(|| async { ApiError::internal(anyhow::anyhow!("secret cause")) }),
+            );
+        let settings = HttpSettings {
+            body_limit_bytes: 64,
+            ..HttpSettings::default()
+        };
+        finish_router(api, observed, &settings)
+    }
+
+    /// Sends one request and returns the status and the error code of the JSON body.
+    async fn answer(request: Request<Body>) -> (StatusCode, String, serde_json::Value) {
+        let response = router().oneshot(request).await.expect("an answer");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (status, code, body)
+    }
+
+    fn post_json(body: &str) -> Request<Body> {
+        Request::post("/things")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_json_is_a_400_malformed_json() {
+        let (status, code, _) = answer(post_json("{not json")).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "malformed_json")
+        );
+    }
+
+    #[tokio::test]
+    async fn json_of_the_wrong_shape_or_with_unknown_fields_is_a_422_invalid_body() {
+        for body in [r#"{"count": "three"}"#, r#"{"count": 3, "extra": 1}"#, "[]"] {
+            let (status, code, _) = answer(post_json(body)).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_the_json_content_type_is_a_415() {
+        let request = Request::post("/things")
+            .body(Body::from(r#"{"count": 3}"#))
+            .expect("request");
+        let (status, code, _) = answer(request).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_a_413() {
+        let big = format!(r#"{{"count": 3, "pad": "{}"}}"#, "x".repeat(100));
+        let (status, code, _) = answer(post_json(&big)).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_route_or_an_impossible_id_is_a_json_404() {
+        for path in ["/nowhere", "/things/not-a-number"] {
+            let request = Request::get(path).body(Body::empty()).expect("request");
+            let (status, code, _) = answer(request).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::NOT_FOUND, "not_found"),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn our_own_failure_is_a_500_that_keeps_its_cause_to_the_log() {
+        let request = Request::get("/broken")
+            .body(Body::empty())
+            .expect("request");
+        let (status, code, body) = answer(request).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        );
+        assert!(!body.to_string().contains("secret cause"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_good_request_reaches_its_handler() {
+        let response = router()
+            .oneshot(post_json(r#"{"count": 3}"#))
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
