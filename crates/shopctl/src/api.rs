@@ -1,8 +1,35 @@
 //! `shopctl order|product|coupon …`: shortcuts over the services' HTTP APIs that print the
 //! JSON answer, and fail with the service's error code, or clearly when nobody answers.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::Cli;
+
+/// How long `order place --wait` waits for an order to leave PENDING.
+const WAIT_FOR_ORDER: Duration = Duration::from_secs(60);
+
+/// The kind of a coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CouponKind {
+    #[value(name = "FIXED")]
+    Fixed,
+    #[value(name = "PERCENT")]
+    Percent,
+}
+
+impl CouponKind {
+    /// As the coupon API spells it.
+    pub fn wire(self) -> &'static str {
+        match self {
+            CouponKind::Fixed => "FIXED",
+            CouponKind::Percent => "PERCENT",
+        }
+    }
+}
 
 /// One call to a service.
 #[derive(Debug)]
@@ -55,6 +82,213 @@ pub fn parse_item(text: &str) -> Result<(i64, i64), String> {
         .parse()
         .map_err(|_| format!("`{quantity}` is not a quantity"))?;
     Ok((product, quantity))
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OrderCommand {
+    /// Places an order.
+    Place {
+        #[arg(long)]
+        user: i64,
+        /// `PRODUCT_ID:QUANTITY`; repeat for more lines.
+        #[arg(long = "item", required = true, value_parser = parse_item)]
+        items: Vec<(i64, i64)>,
+        #[arg(long)]
+        coupon: Option<i64>,
+        /// Makes the request safe to repeat.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait until the order is CONFIRMED or CANCELLED and print it then; fail (status 1)
+        /// if it is still PENDING after 60 s.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Shows an order.
+    Get { id: String },
+    /// Cancels an order.
+    Cancel { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProductCommand {
+    /// Creates a product.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Minor units.
+        #[arg(long)]
+        price: i64,
+        #[arg(long)]
+        stock: i64,
+    },
+    /// Shows a product with its available and reserved stock.
+    Get { id: i64 },
+    /// Adds stock.
+    Restock {
+        id: i64,
+        #[arg(long)]
+        quantity: i64,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CouponCommand {
+    /// Creates a coupon.
+    Create {
+        #[arg(long)]
+        user: i64,
+        /// FIXED (minor units off) or PERCENT (of the total).
+        #[arg(long, value_enum, ignore_case = true)]
+        kind: CouponKind,
+        #[arg(long)]
+        value: i64,
+        /// RFC 3339, such as 2026-12-31T23:59:59Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Shows a coupon.
+    Get { id: i64 },
+}
+
+fn show(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Runs `shopctl order …`.
+pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
+    let base = cli.order_url.trim_end_matches('/');
+    let get = |id: &str| Call {
+        service: "order-service",
+        method: Method::GET,
+        url: format!("{base}/orders/{id}"),
+        body: None,
+        idempotency_key: None,
+    };
+    let answer = match command {
+        OrderCommand::Place {
+            user,
+            items,
+            coupon,
+            idempotency_key,
+            wait,
+        } => {
+            let items: Vec<Value> = items
+                .iter()
+                .map(|(p, q)| json!({ "product_id": p, "quantity": q }))
+                .collect();
+            let mut body = json!({ "user_id": user, "items": items });
+            if let Some(coupon) = coupon {
+                body["coupon_id"] = json!(coupon);
+            }
+            let placed = call(Call {
+                service: "order-service",
+                method: Method::POST,
+                url: format!("{base}/orders"),
+                body: Some(body),
+                idempotency_key: idempotency_key.as_deref(),
+            })
+            .await?;
+            if *wait {
+                let id = placed["order_id"]
+                    .as_str()
+                    .context("the order service answered without an order_id")?
+                    .to_owned();
+                let deadline = std::time::Instant::now() + WAIT_FOR_ORDER;
+                loop {
+                    let order = call(get(&id)).await?;
+                    if order["status"] != "PENDING" {
+                        break order;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        println!("{}", serde_json::to_string_pretty(&order)?);
+                        anyhow::bail!(
+                            "order {id} is still PENDING after {} s; is every service up? (see /health/ready of each)",
+                            WAIT_FOR_ORDER.as_secs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } else {
+                placed
+            }
+        }
+        OrderCommand::Get { id } => call(get(id)).await?,
+        OrderCommand::Cancel { id } => {
+            call(Call {
+                service: "order-service",
+                method: Method::POST,
+                url: format!("{base}/orders/{id}/cancel"),
+                body: None,
+                idempotency_key: None,
+            })
+            .await?
+        }
+    };
+    show(&answer);
+    Ok(())
+}
+
+/// Runs `shopctl product …`.
+pub async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> {
+    let base = cli.product_url.trim_end_matches('/');
+    let (method, url, body) = match command {
+        ProductCommand::Create { name, price, stock } => (
+            Method::POST,
+            format!("{base}/products"),
+            Some(json!({ "name": name, "price": price, "stock": stock })),
+        ),
+        ProductCommand::Get { id } => (Method::GET, format!("{base}/products/{id}"), None),
+        ProductCommand::Restock { id, quantity } => (
+            Method::POST,
+            format!("{base}/products/{id}/restock"),
+            Some(json!({ "quantity": quantity })),
+        ),
+    };
+    show(
+        &call(Call {
+            service: "product-service",
+            method,
+            url,
+            body,
+            idempotency_key: None,
+        })
+        .await?,
+    );
+    Ok(())
+}
+
+/// Runs `shopctl coupon …`.
+pub async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
+    let base = cli.coupon_url.trim_end_matches('/');
+    let (method, url, body) = match command {
+        CouponCommand::Create {
+            user,
+            kind,
+            value,
+            expires_at,
+        } => {
+            let mut body = json!({ "user_id": user, "kind": kind.wire(), "value": value });
+            if let Some(expires_at) = expires_at {
+                body["expires_at"] = json!(expires_at);
+            }
+            (Method::POST, format!("{base}/coupons"), Some(body))
+        }
+        CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
+    };
+    show(
+        &call(Call {
+            service: "coupon-service",
+            method,
+            url,
+            body,
+            idempotency_key: None,
+        })
+        .await?,
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`kafka`]: `shopctl tail` follows a topic; reading topics to their end for `trace`.
 //! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
+//! - [`dlq`]: `shopctl dlq list|replay`, the dead letters of a service.
 //! - [`chaos`]: `shopctl chaos` runs a load under injected faults and checks the invariants.
 //! - `shopctl topics create|list` creates or lists the contract's topics.
 //!
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod chaos;
+pub mod dlq;
 pub mod kafka;
 pub mod stack;
 pub mod supervise;
@@ -24,13 +26,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
-use reqwest::Method;
-use serde_json::{Value, json};
-
-use crate::api::{Call, call};
-
-/// How long `order place --wait` waits for an order to leave PENDING.
-const WAIT_FOR_ORDER: Duration = Duration::from_secs(60);
 
 /// The order saga's command line.
 #[derive(Debug, Parser)]
@@ -113,22 +108,22 @@ pub enum Command {
     /// Dead letters: messages a service could never process.
     Dlq {
         #[command(subcommand)]
-        command: DlqCommand,
+        command: dlq::DlqCommand,
     },
     /// Orders, over the order service's API.
     Order {
         #[command(subcommand)]
-        command: OrderCommand,
+        command: api::OrderCommand,
     },
     /// Products, over the product service's API.
     Product {
         #[command(subcommand)]
-        command: ProductCommand,
+        command: api::ProductCommand,
     },
     /// Coupons, over the coupon service's API.
     Coupon {
         #[command(subcommand)]
-        command: CouponCommand,
+        command: api::CouponCommand,
     },
 }
 
@@ -138,89 +133,6 @@ pub enum TopicsCommand {
     Create,
     /// Lists the topics of the contract with their partition counts.
     List,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DlqCommand {
-    /// Lists the dead letters of a service, oldest first.
-    List {
-        /// order-service, product-service, coupon-service or analytics-forwarder.
-        service: String,
-    },
-    /// Publishes dead letters back to the topic they came from, once their cause is fixed.
-    /// Safe to repeat: consumers deduplicate by event id.
-    Replay {
-        service: String,
-        /// Only the dead letter of this event; all of them when absent.
-        #[arg(long)]
-        event_id: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum OrderCommand {
-    /// Places an order.
-    Place {
-        #[arg(long)]
-        user: i64,
-        /// `PRODUCT_ID:QUANTITY`; repeat for more lines.
-        #[arg(long = "item", required = true, value_parser = api::parse_item)]
-        items: Vec<(i64, i64)>,
-        #[arg(long)]
-        coupon: Option<i64>,
-        /// Makes the request safe to repeat.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// Wait until the order is CONFIRMED or CANCELLED and print it then; fail (status 1)
-        /// if it is still PENDING after 60 s.
-        #[arg(long)]
-        wait: bool,
-    },
-    /// Shows an order.
-    Get { id: String },
-    /// Cancels an order.
-    Cancel { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ProductCommand {
-    /// Creates a product.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Minor units.
-        #[arg(long)]
-        price: i64,
-        #[arg(long)]
-        stock: i64,
-    },
-    /// Shows a product with its available and reserved stock.
-    Get { id: i64 },
-    /// Adds stock.
-    Restock {
-        id: i64,
-        #[arg(long)]
-        quantity: i64,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CouponCommand {
-    /// Creates a coupon.
-    Create {
-        #[arg(long)]
-        user: i64,
-        /// FIXED or PERCENT.
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        value: i64,
-        /// RFC 3339, such as 2026-12-31T23:59:59Z.
-        #[arg(long)]
-        expires_at: Option<String>,
-    },
-    /// Shows a coupon.
-    Get { id: i64 },
 }
 
 /// Runs one command.
@@ -266,234 +178,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dlq { ref command } => dlq(&cli, command).await,
-        Command::Order { ref command } => order(&cli, command).await,
-        Command::Product { ref command } => product(&cli, command).await,
-        Command::Coupon { ref command } => coupon(&cli, command).await,
+        Command::Dlq { ref command } => dlq::run(&cli, command).await,
+        Command::Order { ref command } => api::order(&cli, command).await,
+        Command::Product { ref command } => api::product(&cli, command).await,
+        Command::Coupon { ref command } => api::coupon(&cli, command).await,
     }
-}
-
-async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
-    let (service, event_id) = match command {
-        DlqCommand::List { service } => (service.clone(), None),
-        DlqCommand::Replay { service, event_id } => (service.clone(), event_id.clone()),
-    };
-    if !contract::topics::CONSUMING_SERVICES.contains(&service.as_str()) {
-        anyhow::bail!(
-            "{service} has no dead-letter topic; one of: {}",
-            contract::topics::CONSUMING_SERVICES.join(", ")
-        );
-    }
-    let settings = KafkaSettings::new(&cli.brokers);
-    let reader = settings.clone();
-    let listed = service.clone();
-    let letters =
-        tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, &listed)).await??;
-    match command {
-        DlqCommand::List { .. } => {
-            println!(
-                "{:<7} {:<25} {:<20} {:<24} {:<38} error",
-                "offset", "failed_at", "source", "event_type", "event_id"
-            );
-            for l in &letters {
-                let source = format!(
-                    "{}/{}@{}",
-                    l.source_topic, l.source_partition, l.source_offset
-                );
-                println!(
-                    "{:<7} {:<25} {:<20} {:<24} {:<38} {}",
-                    l.offset,
-                    l.failed_at,
-                    source,
-                    l.event_type.as_deref().unwrap_or("-"),
-                    l.event_id.as_deref().unwrap_or("-"),
-                    l.error
-                );
-            }
-            println!(
-                "{} dead letter(s) in {}",
-                letters.len(),
-                contract::topics::dlq_topic(&service)
-            );
-        }
-        DlqCommand::Replay { .. } => {
-            let chosen: Vec<_> = letters
-                .into_iter()
-                .filter(|l| event_id.is_none() || l.event_id == event_id)
-                .collect();
-            if event_id.is_some() && chosen.is_empty() {
-                anyhow::bail!("no dead letter of {service} has that event id");
-            }
-            // Events the forwarder could not deliver are already consumed: the forwarder makes
-            // their deliveries pending again. Everything else goes back to its topic.
-            let (undelivered, unconsumed): (Vec<_>, Vec<_>) = chosen
-                .into_iter()
-                .partition(|l| l.stage == eventing::dlq::STAGE_DELIVER);
-            let producer = settings.producer("shopctl")?;
-            let replayed = eventing::dlq::replay(&producer, &unconsumed).await?;
-            let mut retried = 0;
-            for letter in &undelivered {
-                let answer = call(Call {
-                    service: "analytics-forwarder",
-                    method: Method::POST,
-                    url: format!(
-                        "{}/deliveries/retry",
-                        cli.forwarder_url.trim_end_matches('/')
-                    ),
-                    body: Some(json!({ "event_id": letter.event_id })),
-                    idempotency_key: None,
-                })
-                .await?;
-                retried += answer["reset"].as_u64().unwrap_or(0);
-            }
-            println!("replayed {replayed} dead letter(s) of {service} to their topics");
-            if !undelivered.is_empty() {
-                println!(
-                    "made {retried} failed deliveries pending again ({} dead letter(s))",
-                    undelivered.len()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn show(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
-}
-
-async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
-    let base = cli.order_url.trim_end_matches('/');
-    let get = |id: &str| Call {
-        service: "order-service",
-        method: Method::GET,
-        url: format!("{base}/orders/{id}"),
-        body: None,
-        idempotency_key: None,
-    };
-    let answer = match command {
-        OrderCommand::Place {
-            user,
-            items,
-            coupon,
-            idempotency_key,
-            wait,
-        } => {
-            let items: Vec<Value> = items
-                .iter()
-                .map(|(p, q)| json!({ "product_id": p, "quantity": q }))
-                .collect();
-            let mut body = json!({ "user_id": user, "items": items });
-            if let Some(coupon) = coupon {
-                body["coupon_id"] = json!(coupon);
-            }
-            let placed = call(Call {
-                service: "order-service",
-                method: Method::POST,
-                url: format!("{base}/orders"),
-                body: Some(body),
-                idempotency_key: idempotency_key.as_deref(),
-            })
-            .await?;
-            if *wait {
-                let id = placed["order_id"]
-                    .as_str()
-                    .context("the order service answered without an order_id")?
-                    .to_owned();
-                let deadline = std::time::Instant::now() + WAIT_FOR_ORDER;
-                loop {
-                    let order = call(get(&id)).await?;
-                    if order["status"] != "PENDING" {
-                        break order;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        println!("{}", serde_json::to_string_pretty(&order)?);
-                        anyhow::bail!(
-                            "order {id} is still PENDING after {} s; is every service up? (see /health/ready of each)",
-                            WAIT_FOR_ORDER.as_secs()
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            } else {
-                placed
-            }
-        }
-        OrderCommand::Get { id } => call(get(id)).await?,
-        OrderCommand::Cancel { id } => {
-            call(Call {
-                service: "order-service",
-                method: Method::POST,
-                url: format!("{base}/orders/{id}/cancel"),
-                body: None,
-                idempotency_key: None,
-            })
-            .await?
-        }
-    };
-    show(&answer);
-    Ok(())
-}
-
-async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> {
-    let base = cli.product_url.trim_end_matches('/');
-    let (method, url, body) = match command {
-        ProductCommand::Create { name, price, stock } => (
-            Method::POST,
-            format!("{base}/products"),
-            Some(json!({ "name": name, "price": price, "stock": stock })),
-        ),
-        ProductCommand::Get { id } => (Method::GET, format!("{base}/products/{id}"), None),
-        ProductCommand::Restock { id, quantity } => (
-            Method::POST,
-            format!("{base}/products/{id}/restock"),
-            Some(json!({ "quantity": quantity })),
-        ),
-    };
-    show(
-        &call(Call {
-            service: "product-service",
-            method,
-            url,
-            body,
-            idempotency_key: None,
-        })
-        .await?,
-    );
-    Ok(())
-}
-
-async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
-    let base = cli.coupon_url.trim_end_matches('/');
-    let (method, url, body) = match command {
-        CouponCommand::Create {
-            user,
-            kind,
-            value,
-            expires_at,
-        } => {
-            let mut body = json!({ "user_id": user, "kind": kind, "value": value });
-            if let Some(expires_at) = expires_at {
-                body["expires_at"] = json!(expires_at);
-            }
-            (Method::POST, format!("{base}/coupons"), Some(body))
-        }
-        CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
-    };
-    show(
-        &call(Call {
-            service: "coupon-service",
-            method,
-            url,
-            body,
-            idempotency_key: None,
-        })
-        .await?,
-    );
-    Ok(())
 }
 
 #[cfg(test)]
