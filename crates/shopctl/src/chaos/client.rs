@@ -1,0 +1,114 @@
+//! The HTTP client of a chaos run: it retries while a service restarts, as a storefront would.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::stack::Stack;
+
+/// The HTTP client of the run, retrying while a service restarts.
+#[derive(Clone)]
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) order: String,
+    pub(super) product: String,
+    pub(super) coupon: String,
+    pub(super) platform: String,
+}
+
+impl Client {
+    pub(super) fn new(stack: &Stack) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+            order: stack.url("order-service"),
+            product: stack.url("product-service"),
+            coupon: stack.url("coupon-service"),
+            platform: stack.url("data-platform-mock"),
+        }
+    }
+
+    /// Sends until a service answers (a killed one is back within seconds): the status and
+    /// JSON body of the first answer.
+    pub(super) async fn send(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<(u16, Value)> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match request().send().await {
+                Ok(response) if response.status().as_u16() < 500 => {
+                    let status = response.status().as_u16();
+                    return Ok((status, response.json().await.unwrap_or(Value::Null)));
+                }
+                Ok(_) | Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(response) => bail!("the service answered {}", response.status()),
+                Err(error) => return Err(error).context("no service answered for 90 s"),
+            }
+        }
+    }
+
+    /// Waits until the order service's catalog replica has a product.
+    pub(super) async fn wait_for_catalog(&self, product_id: i64) -> anyhow::Result<()> {
+        let url = format!("{}/catalog/{product_id}", self.order);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            if Instant::now() > deadline {
+                bail!("product {product_id} never reached the order service's catalog");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// `POST /orders` with an `Idempotency-Key`, retried until the order service answers.
+    pub(super) async fn place(&self, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}/orders", self.order);
+        self.send(|| {
+            self.http
+                .post(&url)
+                .header("Idempotency-Key", key)
+                .json(body)
+        })
+        .await
+    }
+
+    pub(super) async fn get(&self, base: &str, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{base}{path}");
+        let (status, body) = self.send(|| self.http.get(&url)).await?;
+        if status != 200 {
+            bail!("GET {url}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    pub(super) async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{base}{path}");
+        self.send(|| self.http.post(&url).json(&body)).await
+    }
+
+    pub(super) async fn put(&self, base: &str, path: &str, body: Value) -> anyhow::Result<()> {
+        let url = format!("{base}{path}");
+        self.send(|| self.http.put(&url).json(&body))
+            .await
+            .map(|_| ())
+    }
+}
