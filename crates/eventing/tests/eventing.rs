@@ -265,6 +265,16 @@ async fn effects(runtime: &Runtime) -> i64 {
         .expect("count")
 }
 
+/// Waits until exactly one event has had its effect: the good one a test puts behind poison.
+async fn good_event_handled(runtime: &Runtime) {
+    eventually(
+        "the good event handled",
+        Duration::from_secs(30),
+        || async { (effects(runtime).await == 1).then_some(()) },
+    )
+    .await;
+}
+
 async fn handled(runtime: &Runtime) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM processed_event")
         .fetch_one(&runtime.db)
@@ -348,12 +358,7 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
     ] {
         produce(&broker, &key, payload).await;
     }
-    eventually(
-        "the good event handled",
-        Duration::from_secs(30),
-        || async { (effects(&runtime).await == 1).then_some(()) },
-    )
-    .await;
+    good_event_handled(&runtime).await;
     assert_eq!(
         runtime
             .metrics
@@ -658,12 +663,7 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
     }
     let good = confirmed(order, 5);
     produce(&broker, &key, good.to_json().as_bytes()).await;
-    eventually(
-        "the good event handled",
-        Duration::from_secs(30),
-        || async { (effects(&runtime).await == 1).then_some(()) },
-    )
-    .await;
+    good_event_handled(&runtime).await;
     let dlq = contract::topics::dlq_topic("eventing-test");
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         r.len() >= 5
@@ -730,12 +730,7 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     }
     let good = confirmed(order, 5);
     produce(&broker, &order.to_string(), good.to_json().as_bytes()).await;
-    eventually(
-        "the good event handled",
-        Duration::from_secs(30),
-        || async { (effects(&runtime).await == 1).then_some(()) },
-    )
-    .await;
+    good_event_handled(&runtime).await;
     let dlq = contract::topics::dlq_topic("eventing-test");
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         !r.is_empty()
