@@ -372,11 +372,14 @@ fn stop_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// Sends SIGTERM through `kill(1)`, which keeps this crate free of `unsafe`.
+/// Sends SIGTERM, as a supervisor asks a process to stop.
 fn terminate(child: &Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 fn wait_for_exit(child: &mut Child, within: Duration) -> bool {
