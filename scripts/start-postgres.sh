@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Starts the machine's Postgres (installing it if missing) and makes sure the role the
-# services and tests use exists: `shop` with password `shop`, allowed to create databases.
+# services use exists: `shop` with password `shop`, allowed to create databases. For running
+# services on Postgres by hand; the tests start a server of their own (scripts/test.sh).
 # Safe to run again. Needs root (or sudo) for apt-get and pg_ctlcluster.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
-  echo "==> installing Postgres"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  bash "$(dirname "$0")/install-postgres.sh"
 fi
 
 read -r version cluster _ <<<"$(pg_lsclusters -h | head -n1)"

@@ -6,7 +6,8 @@
 //! - `TEST_BACKEND` picks the database of every service: `postgres` (the default) or
 //!   `sqlite`. Postgres is reached through `TEST_DATABASE_URL` (default
 //!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
-//!   `scripts/start-postgres.sh` sets it up. SQLite files go to a fresh temporary folder.
+//!   `scripts/test.sh` starts a server of its own and sets it; `scripts/start-postgres.sh`
+//!   sets up the default one. SQLite files go to a fresh temporary folder.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,7 +52,7 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
         .await
         .with_context(|| {
-            format!("connecting to Postgres at {admin}; is it running? (scripts/start-postgres.sh)")
+            format!("connecting to Postgres at {admin}; is it running? (scripts/test.sh starts one of its own)")
         })?;
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut conn)
