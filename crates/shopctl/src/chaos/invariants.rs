@@ -10,13 +10,75 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use contract::topics;
 use eventing::kafka::KafkaSettings;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Report;
 use super::client::Client;
 use super::load::{Coupon, Product};
+
+/// An order as `GET /orders/{id}` shows it: the fields the checks read, each required, so that
+/// an answer without one is an error instead of a default that could hide a violation.
+#[derive(Debug, Deserialize)]
+struct OrderView {
+    order_id: String,
+    status: String,
+    items: Vec<LineView>,
+    coupon_id: Option<i64>,
+    cancel_reason: Option<String>,
+    timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineView {
+    product_id: i64,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct TimelineEntry {
+    event: String,
+}
+
+/// A product's stock as `GET /products/{id}` shows it.
+#[derive(Debug, Deserialize)]
+struct ProductView {
+    available: i64,
+    reserved: i64,
+}
+
+/// A coupon as `GET /coupons/{id}` shows it.
+#[derive(Debug, Deserialize)]
+struct CouponView {
+    status: String,
+    used_by_order: Option<String>,
+}
+
+/// What the data-platform mock kept (`GET /v1/orders`).
+#[derive(Debug, Deserialize)]
+struct PlatformView {
+    orders: Vec<KeptView>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeptView {
+    body: KeptEvent,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeptEvent {
+    order_id: String,
+    event_type: String,
+}
+
+/// Reads an answer as `T`, naming what was wrong with it.
+fn view<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value.clone())
+        .with_context(|| format!("{what} is not as expected: {value}"))
+}
 
 /// Checks every invariant on the settled system.
 pub(super) async fn check(
@@ -30,31 +92,34 @@ pub(super) async fn check(
         orders: orders.len(),
         ..Report::default()
     };
+    let orders: Vec<OrderView> = orders
+        .iter()
+        .map(|order| view("an order", order.clone()))
+        .collect::<anyhow::Result<_>>()?;
     let mut held: HashMap<i64, i64> = HashMap::new();
     let mut coupon_holders: HashMap<i64, Vec<String>> = HashMap::new();
-    for order in orders {
-        let id = order["order_id"].as_str().unwrap_or_default().to_owned();
-        match order["status"].as_str() {
-            Some("CONFIRMED") => {
+    for order in &orders {
+        let id = &order.order_id;
+        match order.status.as_str() {
+            "CONFIRMED" => {
                 report.confirmed += 1;
-                for line in order["items"].as_array().into_iter().flatten() {
-                    *held
-                        .entry(line["product_id"].as_i64().unwrap_or_default())
-                        .or_default() += line["quantity"].as_i64().unwrap_or_default();
+                for line in &order.items {
+                    *held.entry(line.product_id).or_default() += line.quantity;
                 }
-                if let Some(coupon) = order["coupon_id"].as_i64() {
-                    coupon_holders.entry(coupon).or_default().push(id);
+                if let Some(coupon) = order.coupon_id {
+                    coupon_holders.entry(coupon).or_default().push(id.clone());
                 }
             }
-            Some("CANCELLED") => {
-                *report
-                    .cancelled
-                    .entry(order["cancel_reason"].as_str().unwrap_or("?").to_owned())
-                    .or_default() += 1;
+            "CANCELLED" => {
+                let reason = order
+                    .cancel_reason
+                    .clone()
+                    .with_context(|| format!("cancelled order {id} has no cancel_reason"))?;
+                *report.cancelled.entry(reason).or_default() += 1;
             }
             other => report
                 .violations
-                .push(format!("order {id} is not terminal: {other:?}")),
+                .push(format!("order {id} is not terminal: {other}")),
         }
     }
 
@@ -63,13 +128,9 @@ pub(super) async fn check(
     loop {
         let mut problems = Vec::new();
         for product in products {
-            let now = client
-                .get(&client.product, &format!("/products/{}", product.id))
-                .await?;
-            let (available, reserved) = (
-                now["available"].as_i64().unwrap_or(-1),
-                now["reserved"].as_i64().unwrap_or(-1),
-            );
+            let path = format!("/products/{}", product.id);
+            let now: ProductView = view(&path, client.get(&client.product, &path).await?)?;
+            let (available, reserved) = (now.available, now.reserved);
             let holds = held.get(&product.id).copied().unwrap_or_default();
             if available < 0 || reserved < 0 {
                 problems.push(format!(
@@ -85,9 +146,8 @@ pub(super) async fn check(
             }
         }
         for coupon in coupons {
-            let now = client
-                .get(&client.coupon, &format!("/coupons/{}", coupon.id))
-                .await?;
+            let path = format!("/coupons/{}", coupon.id);
+            let now: CouponView = view(&path, client.get(&client.coupon, &path).await?)?;
             let holders = coupon_holders.get(&coupon.id).cloned().unwrap_or_default();
             if holders.len() > 1 {
                 problems.push(format!(
@@ -96,13 +156,13 @@ pub(super) async fn check(
                     holders.len()
                 ));
             }
-            let used_by = now["used_by_order"].as_str().map(str::to_owned);
+            let used_by = now.used_by_order;
             match holders.first() {
                 Some(holder) if used_by.as_ref() != Some(holder) => problems.push(format!(
                     "coupon {} is held by confirmed order {holder} but marked {used_by:?}",
                     coupon.id
                 )),
-                None if now["status"] == "USED" => problems.push(format!(
+                None if now.status == "USED" => problems.push(format!(
                     "coupon {} is USED by {used_by:?}, which is not a confirmed order",
                     coupon.id
                 )),
@@ -120,13 +180,9 @@ pub(super) async fn check(
     let expected: HashSet<(String, String)> = orders
         .iter()
         .flat_map(|order| {
-            let id = order["order_id"].as_str().unwrap_or_default().to_owned();
-            let confirmed = order["timeline"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| e["event"] == "OrderConfirmed");
-            let cancelled = order["status"] == "CANCELLED";
+            let id = order.order_id.clone();
+            let confirmed = order.timeline.iter().any(|e| e.event == "OrderConfirmed");
+            let cancelled = order.status == "CANCELLED";
             let mut events = vec![(id.clone(), "OrderCreated".to_owned())];
             if confirmed {
                 events.push((id.clone(), "OrderConfirmed".to_owned()));
@@ -139,20 +195,15 @@ pub(super) async fn check(
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let platform = client.get(&client.platform, "/v1/orders").await?;
+        let platform: PlatformView = view(
+            "what the data platform kept",
+            client.get(&client.platform, "/v1/orders").await?,
+        )?;
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
-        for kept in platform["orders"].as_array().into_iter().flatten() {
-            let key = (
-                kept["body"]["order_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                kept["body"]["event_type"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
-            *seen.entry(key).or_default() += 1;
+        for kept in platform.orders {
+            *seen
+                .entry((kept.body.order_id, kept.body.event_type))
+                .or_default() += 1;
         }
         let missing: Vec<_> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
         let doubled: Vec<_> = seen
