@@ -14,6 +14,7 @@
 //! - [`metrics`]: a per-service Prometheus registry.
 //! - [`openapi`]: OpenAPI documents built from the request and response types.
 //! - [`app`]: [`app::Runtime`] and [`app::App`], how a service is assembled and run.
+//! - [`poll`]: waiting for something to happen, the one poll loop.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`telemetry`]: logging setup and the shutdown signal.
 //!
@@ -35,6 +36,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
+pub mod poll;
 pub mod telemetry;
 pub mod trace;
 

@@ -68,6 +68,24 @@ pub async fn call(call: Call<'_>) -> anyhow::Result<Value> {
     Ok(body)
 }
 
+/// Waits until the order service at `order_url` has product `product_id` in its catalog
+/// replica (fed by `product.catalog`), so that orders for it are priced.
+pub async fn wait_for_catalog(order_url: &str, product_id: i64) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/catalog/{product_id}", order_url.trim_end_matches('/'));
+    eventing::poll::until(
+        &format!("product {product_id} reaching the order service's catalog"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let response = client.get(&url).send().await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// `product_id:quantity` as given on the command line.
 pub fn parse_item(text: &str) -> Result<(i64, i64), String> {
     let (product, quantity) = text
@@ -196,20 +214,27 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                     .as_str()
                     .context("the order service answered without an order_id")?
                     .to_owned();
-                let deadline = std::time::Instant::now() + WAIT_FOR_ORDER;
-                loop {
-                    let order = call(get(&id)).await?;
-                    if order["status"] != "PENDING" {
-                        break order;
-                    }
-                    if std::time::Instant::now() > deadline {
-                        println!("{}", serde_json::to_string_pretty(&order)?);
+                let settled = eventing::poll::until(
+                    &format!("order {id} leaving PENDING"),
+                    WAIT_FOR_ORDER,
+                    Duration::from_millis(20),
+                    || async {
+                        match call(get(&id)).await {
+                            Ok(order) if order["status"] == "PENDING" => None,
+                            answer => Some(answer),
+                        }
+                    },
+                )
+                .await;
+                match settled {
+                    Ok(answer) => answer?,
+                    Err(_) => {
+                        show(&call(get(&id)).await?);
                         anyhow::bail!(
                             "order {id} is still PENDING after {} s; is every service up? (see /health/ready of each)",
                             WAIT_FOR_ORDER.as_secs()
                         );
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             } else {
                 placed

@@ -320,24 +320,35 @@ impl Stack {
         }
     }
 
+    /// Waits until a service answers `/health/ready` with 200, failing at once if it exits.
     async fn wait_ready(&mut self, name: &str, port: u16, log: &Path) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{port}/health/ready");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(response) = client.get(&url).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
-            if let Some((_, child)) = self.services.iter_mut().find(|(n, _)| *n == name)
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!("{name} exited ({status}); see {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let services = &mut self.services;
+        let outcome = eventing::poll::until(
+            &format!("{name} ready"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let exited = services
+                    .iter_mut()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, child)| child.try_wait().ok().flatten());
+                let ready = client.get(&url).send();
+                async move {
+                    if let Some(status) = exited {
+                        return Some(Err(status));
+                    }
+                    ready.await.ok()?.status().is_success().then_some(Ok(()))
+                }
+            },
+        )
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => bail!("{name} exited ({status}); see {}", log.display()),
+            Err(timed_out) => bail!("{timed_out}; see {}", log.display()),
         }
-        bail!("{name} was not ready within 60 s; see {}", log.display())
     }
 
     /// Services first (SIGTERM, then SIGKILL after `grace`), the broker last.
@@ -383,14 +394,13 @@ fn terminate(child: &Child) {
 }
 
 fn wait_for_exit(child: &mut Child, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    eventing::poll::until_blocking(
+        "the process to exit",
+        within,
+        Duration::from_millis(100),
+        || child.try_wait().ok().flatten(),
+    )
+    .is_ok()
 }
 
 /// Prints a step of what `shopctl` is doing.

@@ -10,9 +10,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::bail;
 use serde_json::json;
 
 use crate::api::{Call, call};
@@ -98,21 +97,8 @@ async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
         );
     }
     // Orders are priced from the order service's catalog replica: wait until it has them.
-    let client = reqwest::Client::new();
     for id in 1..=3 {
-        let url = format!("{}/catalog/{id}", args.url(0));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > deadline {
-                bail!("the order service's catalog did not receive product {id}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::api::wait_for_catalog(&args.url(0), id).await?;
     }
     Ok(())
 }

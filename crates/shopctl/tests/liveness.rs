@@ -51,18 +51,9 @@ async fn product(stack: &Stack) -> i64 {
     )
     .await;
     let id = created["product_id"].as_i64().expect("id");
-    let url = format!("{}/catalog/{id}", stack.url("order-service"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(&url)
+    shopctl::api::wait_for_catalog(&stack.url("order-service"), id)
         .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "product {id} reached the catalog"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .expect("the product reaches the catalog");
     id
 }
 

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use contract::{Decoded, Envelope};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -156,15 +156,14 @@ fn die_with_thread(command: &mut Command) {
 }
 
 fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listened on port {port} within {within:?}")
+    eventing::poll::until_blocking(
+        &format!("something listening on port {port}"),
+        within,
+        Duration::from_millis(50),
+        || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok(),
+    )?;
+    Ok(())
 }
 
 async fn create_topics(brokers: &str) -> anyhow::Result<()> {
@@ -174,21 +173,15 @@ async fn create_topics(brokers: &str) -> anyhow::Result<()> {
         .context("creating the contract's topics")
 }
 
-/// Polls `probe` every 50 ms until it returns `Some`, or fails after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+/// Polls `probe` every 50 ms until it returns `Some`, or fails the test after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    match eventing::poll::until(what, within, Duration::from_millis(50), probe).await {
+        Ok(value) => value,
+        Err(timed_out) => panic!("timed out: {timed_out}"),
     }
 }
 

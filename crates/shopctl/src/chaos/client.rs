@@ -55,23 +55,7 @@ impl Client {
 
     /// Waits until the order service's catalog replica has a product.
     pub(super) async fn wait_for_catalog(&self, product_id: i64) -> anyhow::Result<()> {
-        let url = format!("{}/catalog/{product_id}", self.order);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            if Instant::now() > deadline {
-                bail!("product {product_id} never reached the order service's catalog");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
+        crate::api::wait_for_catalog(&self.order, product_id).await
     }
 
     /// `POST /orders` with an `Idempotency-Key`, retried until the order service answers.
