@@ -158,7 +158,7 @@ impl Stack {
                 ),
                 Err(error) => return Err(error),
             }
-            self.stop_broker();
+            self.stop_broker().await;
         }
     }
 
@@ -208,10 +208,22 @@ impl Stack {
         }
     }
 
-    /// Stops Tansu (SIGTERM, then SIGKILL after five seconds).
-    pub fn stop_broker(&mut self) {
+    /// Stops Tansu (SIGTERM, then SIGKILL after five seconds), waiting without blocking the
+    /// async runtime.
+    pub async fn stop_broker(&mut self) {
         if let Some(mut broker) = self.broker.take() {
-            stop_child(&mut broker, Duration::from_secs(5));
+            terminate(&broker);
+            let exited = eventing::poll::until(
+                "the broker to exit",
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                || std::future::ready(broker.try_wait().ok().flatten()),
+            )
+            .await;
+            if exited.is_err() {
+                let _ = broker.kill();
+                let _ = broker.wait();
+            }
         }
     }
 
@@ -286,7 +298,7 @@ impl Stack {
         for service in &clients {
             self.kill_service(service);
         }
-        self.stop_broker();
+        self.stop_broker().await;
         self.start_broker().await?;
         for service in clients {
             self.start_service(service).await?;
@@ -364,7 +376,9 @@ impl Stack {
             }
         }
         self.services.clear();
-        self.stop_broker();
+        if let Some(mut broker) = self.broker.take() {
+            stop_child(&mut broker, Duration::from_secs(5));
+        }
     }
 }
 

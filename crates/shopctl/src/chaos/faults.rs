@@ -108,7 +108,7 @@ async fn inject(stack: &mut Stack, fault: Fault, args: &ChaosArgs) -> anyhow::Re
             Ok("done".into())
         }
         Fault::RestartBroker => {
-            stack.stop_broker();
+            stack.stop_broker().await;
             stack.start_broker().await?;
             Ok("done".into())
         }
