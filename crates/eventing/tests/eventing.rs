@@ -763,6 +763,19 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     stop.cancel();
 }
 
+/// A service with no API of its own on a free port: health and metrics only, and whatever
+/// workers the test adds.
+async fn bare_app(runtime: &Runtime) -> eventing::App {
+    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind");
+    eventing::App::new(
+        "eventing-test",
+        listener,
+        runtime.router(axum::Router::new()),
+    )
+}
+
 /// Triggers a fatal error in a producer, as librdkafka's test hook allows.
 #[allow(unsafe_code)]
 fn make_fatal(producer: &eventing::kafka::Producer) {
@@ -795,16 +808,7 @@ async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_i
     let mut runtime = runtime("fatal", &broker).await;
     // A long poll, so that the relay notices only when the next commit wakes it.
     runtime.settings.relay.poll_interval_ms = 60_000;
-    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("bind");
-    let app = eventing::App::new(
-        "eventing-test",
-        listener,
-        runtime.router(axum::Router::new()),
-    )
-    .with_relay(&runtime)
-    .spawn();
+    let app = bare_app(&runtime).await.with_relay(&runtime).spawn();
     let http = reqwest::Client::new();
     eventually("ready", Duration::from_secs(20), || async {
         (readiness(&http, &app).await.0 == 200).then_some(())
@@ -870,19 +874,13 @@ async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_i
 async fn a_worker_that_stops_stops_the_service_with_an_error() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("worker_stops", &broker).await;
-    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+    let app = bare_app(&runtime)
         .await
-        .expect("bind");
-    let app = eventing::App::new(
-        "eventing-test",
-        listener,
-        runtime.router(axum::Router::new()),
-    )
-    .with_health(&runtime)
-    .worker("sweeper", |_shutdown| async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    })
-    .spawn();
+        .with_health(&runtime)
+        .worker("sweeper", |_shutdown| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+        .spawn();
     let ended = tokio::time::timeout(Duration::from_secs(10), app.stopped())
         .await
         .expect("the service stops by itself");
@@ -892,19 +890,13 @@ async fn a_worker_that_stops_stops_the_service_with_an_error() {
         "{error:#}"
     );
 
-    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+    let app = bare_app(&runtime)
         .await
-        .expect("bind");
-    let app = eventing::App::new(
-        "eventing-test",
-        listener,
-        runtime.router(axum::Router::new()),
-    )
-    .worker("panicky", |_shutdown| async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        panic!("a bug");
-    })
-    .spawn();
+        .worker("panicky", |_shutdown| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            panic!("a bug");
+        })
+        .spawn();
     let ended = tokio::time::timeout(Duration::from_secs(10), app.stopped())
         .await
         .expect("the service stops by itself");

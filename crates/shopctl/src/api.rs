@@ -41,6 +41,24 @@ pub struct Call<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
+impl<'a> Call<'a> {
+    /// A call without an `Idempotency-Key`.
+    pub fn new(
+        service: &'a str,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> Self {
+        Call {
+            service,
+            method,
+            url,
+            body,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// Makes the call and returns the JSON body of a 2xx answer; anything else is an error that
 /// says what the service said.
 pub async fn call(call: Call<'_>) -> anyhow::Result<Value> {
@@ -272,16 +290,7 @@ pub async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> 
             Some(json!({ "quantity": quantity })),
         ),
     };
-    show(
-        &call(Call {
-            service: "product-service",
-            method,
-            url,
-            body,
-            idempotency_key: None,
-        })
-        .await?,
-    );
+    show(&call(Call::new("product-service", method, url, body)).await?);
     Ok(())
 }
 
@@ -303,16 +312,7 @@ pub async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
         }
         CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
     };
-    show(
-        &call(Call {
-            service: "coupon-service",
-            method,
-            url,
-            body,
-            idempotency_key: None,
-        })
-        .await?,
-    );
+    show(&call(Call::new("coupon-service", method, url, body)).await?);
     Ok(())
 }
 
