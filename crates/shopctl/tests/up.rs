@@ -281,26 +281,63 @@ fn ready(up: &Up, offset: u16) -> bool {
     })
 }
 
-#[test]
-fn shopctl_up_starts_a_service_that_died_again_and_says_so() {
-    let dir = std::env::temp_dir().join(format!("shopctl-up-{}", uuid::Uuid::new_v4()));
-    let up = Up::start(&dir, testkit::free_port(), testkit::free_port_run(11));
-    let product_service = pid_serving(up.base + 1);
+/// The process whose command line holds `needle`.
+fn pid_running(needle: &str) -> u32 {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .unwrap_or_else(|| panic!("a process runs with {needle:?}"))
+}
+
+fn kill_9(pid: u32) {
     Command::new("kill")
-        .args(["-KILL", &product_service.to_string()])
+        .args(["-KILL", &pid.to_string()])
         .status()
         .expect("kill");
+}
+
+fn wait_until_ready(up: &Up, offset: u16, what: &str) {
+    eventing::poll::until_blocking(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || ready(up, offset).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn shopctl_up_starts_a_service_or_a_broker_that_died_again_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("shopctl-up-{}", uuid::Uuid::new_v4()));
+    let broker_port = testkit::free_port();
+    let up = Up::start(&dir, broker_port, testkit::free_port_run(11));
+    let product_service = pid_serving(up.base + 1);
+    kill_9(product_service);
     let said = up.wait_for_line("product-service exited", Duration::from_secs(10));
     assert!(said.contains("starting it again"), "{said}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready(&up, 1) {
-        assert!(
-            Instant::now() < deadline,
-            "the product service is ready again"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_ready(&up, 1, "the product service ready again");
     assert_ne!(pid_serving(up.base + 1), product_service, "a new process");
+    let order = place(
+        &up,
+        json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 1 }] }),
+    );
+    assert_eq!(settled(&up, &order)["status"], "CONFIRMED");
+
+    // The broker dies: it is started again, and every service with it.
+    kill_9(pid_running(&format!("tcp://127.0.0.1:{broker_port}")));
+    up.wait_for_line("the broker exited", Duration::from_secs(10));
+    up.wait_for_line(
+        "the broker and every service are back",
+        Duration::from_secs(120),
+    );
+    wait_until_ready(&up, 0, "the order service ready again");
     let order = place(
         &up,
         json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 1 }] }),
