@@ -72,18 +72,14 @@ impl Up {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "shopctl up exits cleanly: {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shopctl up stops within a minute"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let status = eventing::poll::until_blocking(
+            "shopctl up stopping",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || self.child.try_wait().expect("wait"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "shopctl up exits cleanly: {status}");
     }
 }
 
@@ -140,15 +136,16 @@ fn place(up: &Up, body: Value) -> String {
 }
 
 fn settled(up: &Up, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let order = get(&up.url(0, &format!("/orders/{id}")));
-        if order["status"] != "PENDING" {
-            return order;
-        }
-        assert!(Instant::now() < deadline, "order {id} settles");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventing::poll::until_blocking(
+        &format!("order {id} settling"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let order = get(&up.url(0, &format!("/orders/{id}")));
+            (order["status"] != "PENDING").then_some(order)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -170,14 +167,13 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         json!({ "user_id": 1, "items": [{ "product_id": 2, "quantity": 1 }], "coupon_id": 3 }),
     );
     assert_eq!(settled(&up, &cancelled)["cancel_reason"], "COUPON_REJECTED");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&up.url(1, "/products/2"))["reserved"] != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the cancelled order's stock comes back"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventing::poll::until_blocking(
+        "the cancelled order's stock coming back",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (get(&up.url(1, "/products/2"))["reserved"] == 0).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let before = get(&up.url(0, &format!("/orders/{confirmed}")));
     up.stop();
 
