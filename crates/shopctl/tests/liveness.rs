@@ -57,6 +57,37 @@ async fn product(stack: &Stack) -> i64 {
     id
 }
 
+/// POSTs `body` to `url` until a service answers with success (it may be restarting), within
+/// what is left of the budget that began at `started`; returns the JSON answer.
+async fn post_until_accepted(
+    http: &reqwest::Client,
+    started: Instant,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    eventing::poll::until(
+        &format!("an answer to POST {url}"),
+        CONFIRM_WITHIN.saturating_sub(started.elapsed()),
+        Duration::from_millis(200),
+        || async {
+            let response = http
+                .post(url)
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send()
+                .await
+                .ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            response.json::<Value>().await.ok()
+        },
+    )
+    .await
+    .map_err(|timed_out| timed_out.to_string())
+}
+
 /// Places an order (retrying while the order service comes back) with a coupon of the user's
 /// own, and returns how long it took from the first try to CONFIRMED, or the status it was
 /// left in after [`CONFIRM_WITHIN`].
@@ -66,57 +97,44 @@ async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, Stri
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let coupon = loop {
-        let created = http
-            .post(format!("{}/coupons", stack.url("coupon-service")))
-            .json(&json!({ "user_id": 9, "kind": "FIXED", "value": 100 }))
-            .send()
-            .await;
-        if let Ok(response) = created
-            && response.status().is_success()
-        {
-            let body: Value = response.json().await.expect("json");
-            break body["coupon_id"].as_i64().expect("coupon id");
-        }
-        if started.elapsed() > CONFIRM_WITHIN {
-            return Err("the coupon service never answered".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let key = uuid::Uuid::new_v4().to_string();
+    let coupon = post_until_accepted(
+        &http,
+        started,
+        &format!("{}/coupons", stack.url("coupon-service")),
+        &uuid::Uuid::new_v4().to_string(),
+        &json!({ "user_id": 9, "kind": "FIXED", "value": 100 }),
+    )
+    .await?;
+    let coupon = coupon["coupon_id"].as_i64().expect("coupon id");
     let body = json!({ "user_id": 9, "items": [{ "product_id": product_id, "quantity": 1 }], "coupon_id": coupon });
-    let id = loop {
-        let placed = http
-            .post(format!("{}/orders", stack.url("order-service")))
-            .header("Idempotency-Key", &key)
-            .json(&body)
-            .send()
-            .await;
-        if let Ok(response) = placed
-            && response.status().is_success()
-        {
-            let order: Value = response.json().await.expect("json");
-            break order["order_id"].as_str().expect("id").to_owned();
-        }
-        if started.elapsed() > CONFIRM_WITHIN {
-            return Err("the order service never took the order".into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let order = post_until_accepted(
+        &http,
+        started,
+        &format!("{}/orders", stack.url("order-service")),
+        &uuid::Uuid::new_v4().to_string(),
+        &body,
+    )
+    .await?;
+    let id = order["order_id"].as_str().expect("id");
     let url = format!("{}/orders/{id}", stack.url("order-service"));
-    let mut last = Value::Null;
-    while started.elapsed() < CONFIRM_WITHIN {
-        if let Ok(response) = http.get(&url).send().await
-            && let Ok(order) = response.json::<Value>().await
-        {
-            if order["status"] == "CONFIRMED" {
-                return Ok(started.elapsed());
-            }
-            last = order;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let read = || async {
+        let response = http.get(&url).send().await.ok()?;
+        response.json::<Value>().await.ok()
+    };
+    let confirmed = eventing::poll::until(
+        "the order confirmed",
+        CONFIRM_WITHIN.saturating_sub(started.elapsed()),
+        Duration::from_millis(100),
+        || async { read().await.filter(|order| order["status"] == "CONFIRMED") },
+    )
+    .await;
+    match confirmed {
+        Ok(_) => Ok(started.elapsed()),
+        Err(_) => Err(format!(
+            "after {CONFIRM_WITHIN:?} the order is {}",
+            read().await.unwrap_or_default()
+        )),
     }
-    Err(format!("after {CONFIRM_WITHIN:?} the order is {last}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
