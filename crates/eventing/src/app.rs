@@ -98,15 +98,16 @@ impl Runtime {
         let db = connect_and_migrate(name, &settings.database, migrations)
             .await
             .context("setting up the database")?;
-        let producer =
-            SharedProducer::new(&settings.kafka, name).context("creating the Kafka producer")?;
+        let metrics = Metrics::new();
+        let producer = SharedProducer::new(&settings.kafka, name, metrics.clone())
+            .context("creating the Kafka producer")?;
         settings.check()?;
         Ok(Runtime {
             name,
             db,
             producer,
             outbox: Outbox::new(),
-            metrics: Metrics::new(),
+            metrics,
             health: Health::new(),
             settings,
         })

@@ -137,7 +137,12 @@ impl DeadLetters {
     pub async fn file(&self, letter: &Letter<'_>) -> Result<Filed, DlqError> {
         match self.publish(letter, letter.error).await {
             Ok(()) => return Ok(Filed::Published),
-            Err(error) if !crate::kafka::never_publishable(&error) => return Err(error.into()),
+            Err(error) if !crate::kafka::never_publishable(&error) => {
+                // A service without a relay (the forwarder) publishes only dead letters: a
+                // producer that hit a fatal error is replaced here, so the next try can work.
+                let _ = self.producer.replace_if_fatal();
+                return Err(error.into());
+            }
             Err(error) => {
                 tracing::warn!(%error, "the broker refused a dead letter; trimming its reason")
             }

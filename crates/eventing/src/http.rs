@@ -357,10 +357,12 @@ mod tests {
             .connect_lazy("sqlite://never-opened.db")
             .expect("a lazy pool");
         let kafka = crate::kafka::KafkaSettings::new("127.0.0.1:1");
+        let metrics = Metrics::new();
         let observed = Observed {
             db,
-            producer: SharedProducer::new(&kafka, "fast-test").expect("a producer"),
-            metrics: Metrics::new(),
+            producer: SharedProducer::new(&kafka, "fast-test", metrics.clone())
+                .expect("a producer"),
+            metrics,
             health: Health::new(),
         };
         let api = Router::new()

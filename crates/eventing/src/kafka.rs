@@ -27,6 +27,8 @@ use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::metrics::Metrics;
+
 /// The producer every service publishes with.
 pub type Producer = FutureProducer<ClientState>;
 /// The consumer every service consumes with.
@@ -261,27 +263,35 @@ impl ClientContext for ClientState {
 
 impl ConsumerContext for ClientState {}
 
-/// The producer of a service, replaced by a new one when it hits a fatal error.
+/// The producer of a service, replaced by a new one when it hits a fatal error or is cut off
+/// from a broker that others reach.
 ///
 /// An idempotent producer that hits a fatal error (the broker fenced its producer id, say)
 /// fails every message from then on. Everything that publishes asks for [`SharedProducer::get`]
 /// each time, so once [`SharedProducer::replace_if_fatal`] has put a new producer in place,
 /// publishing goes on with it; messages that failed with the old one are still unsent in the
-/// outbox and are published again, which consumers deduplicate.
+/// outbox and are published again, which consumers deduplicate. Every replacement is logged
+/// and counted in `producer_replacements_total{reason}`, whoever asked for it (the relay, or
+/// a service filing a dead letter).
 #[derive(Clone)]
 pub struct SharedProducer {
     current: Arc<Mutex<Producer>>,
     settings: KafkaSettings,
     name: String,
+    metrics: Metrics,
 }
 
 impl SharedProducer {
-    /// Creates the first producer.
-    pub fn new(settings: &KafkaSettings, name: &str) -> Result<Self, KafkaError> {
+    /// Creates the first producer; replacements are counted in `metrics`.
+    pub fn new(settings: &KafkaSettings, name: &str, metrics: Metrics) -> Result<Self, KafkaError> {
+        for reason in [REPLACED_FATAL, REPLACED_CUT_OFF] {
+            metrics.add("producer_replacements_total", &[("reason", reason)], 0);
+        }
         Ok(SharedProducer {
             current: Arc::new(Mutex::new(settings.producer(name)?)),
             settings: settings.clone(),
             name: name.to_owned(),
+            metrics,
         })
     }
 
@@ -303,7 +313,7 @@ impl SharedProducer {
         let Some(fatal) = self.fatal() else {
             return Ok(None);
         };
-        self.replace()?;
+        self.replace(REPLACED_FATAL, &fatal)?;
         Ok(Some(fatal))
     }
 
@@ -319,14 +329,19 @@ impl SharedProducer {
         if answers || !broker_reachable(&self.settings.brokers, Duration::from_secs(1)) {
             return Ok(false);
         }
-        self.replace()?;
+        self.replace(
+            REPLACED_CUT_OFF,
+            "it cannot reach the broker, which accepts connections",
+        )?;
         Ok(true)
     }
 
-    /// Puts a new producer in place. The old one is dropped on a thread of its own, since
-    /// dropping a client blocks until its threads end.
-    fn replace(&self) -> Result<(), KafkaError> {
-        let new = self.settings.producer(&self.name)?;
+    /// Puts a new producer in place, and says so. The old one is dropped on a thread of its
+    /// own, since dropping a client blocks until its threads end.
+    fn replace(&self, reason: &'static str, why: &str) -> Result<(), KafkaError> {
+        let new = self.settings.producer(&self.name).inspect_err(|error| {
+            tracing::error!(%error, "could not create a new producer");
+        })?;
         let old = std::mem::replace(
             &mut *self.current.lock().unwrap_or_else(|e| e.into_inner()),
             new,
@@ -334,9 +349,17 @@ impl SharedProducer {
         let _ = std::thread::Builder::new()
             .name("drop-producer".into())
             .spawn(move || drop(old));
+        tracing::warn!(reason, why, "replaced the producer");
+        self.metrics
+            .inc("producer_replacements_total", &[("reason", reason)]);
         Ok(())
     }
 }
+
+/// The `reason` of a producer replaced after a fatal error.
+const REPLACED_FATAL: &str = "fatal";
+/// The `reason` of a producer replaced because it could not reach a reachable broker.
+const REPLACED_CUT_OFF: &str = "cut_off";
 
 /// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
 /// number of tries: too large, or invalid.

@@ -176,10 +176,6 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         self.metrics.add("outbox_relay_failures_total", &[], 0);
-        for reason in ["fatal", "cut_off"] {
-            self.metrics
-                .add("producer_replacements_total", &[("reason", reason)], 0);
-        }
         self.health.up(HEALTH_PART);
         let mut failures = 0u32;
         loop {
@@ -247,40 +243,17 @@ impl Relay {
             HEALTH_PART,
             format!("the producer hit a fatal error ({fatal}); replacing it"),
         );
-        match self.producer.replace_if_fatal() {
-            Ok(_) => {
-                tracing::warn!(%fatal, "replaced the producer after its fatal error");
-                self.metrics
-                    .inc("producer_replacements_total", &[("reason", "fatal")]);
-                true
-            }
-            Err(error) => {
-                tracing::error!(%error, "could not create a new producer");
-                false
-            }
-        }
+        self.producer.replace_if_fatal().is_ok()
     }
 
     /// When the producer cannot reach a broker that others can, puts a new producer in its
     /// place; `true` if it did.
     async fn replace_cut_off_producer(&self) -> bool {
         let producer = self.producer.clone();
-        match tokio::task::spawn_blocking(move || producer.replace_if_cut_off()).await {
-            Ok(Ok(true)) => {
-                tracing::warn!(
-                    "the producer cannot reach the broker, which accepts connections; replaced it"
-                );
-                self.metrics
-                    .inc("producer_replacements_total", &[("reason", "cut_off")]);
-                true
-            }
-            Ok(Ok(false)) => false,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "could not create a new producer");
-                false
-            }
-            Err(_) => false,
-        }
+        matches!(
+            tokio::task::spawn_blocking(move || producer.replace_if_cut_off()).await,
+            Ok(Ok(true))
+        )
     }
 
     /// Publishes every unsent row, batch by batch, if this relay holds the lease.

@@ -988,9 +988,12 @@ async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_
     runtime.settings.kafka.message_timeout_ms = 1_000;
     runtime.settings.relay.lease_ms = 7_000;
     // A new producer with the short timeout, so that the failing row fails fast.
-    runtime.producer =
-        eventing::kafka::SharedProducer::new(&runtime.settings.kafka, "eventing-test")
-            .expect("producer");
+    runtime.producer = eventing::kafka::SharedProducer::new(
+        &runtime.settings.kafka,
+        "eventing-test",
+        runtime.metrics.clone(),
+    )
+    .expect("producer");
     let blocked = Uuid::now_v7();
     let failing = confirmed(blocked, 1);
     let behind = confirmed(blocked, 2);
@@ -1051,5 +1054,35 @@ async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
         || async { sent(&runtime, &envelope).await.then_some(()) },
     )
     .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_dead_letter_filed_with_a_fatal_producer_replaces_it_and_goes_through() {
+    let broker = Broker::start().await.expect("broker");
+    // No relay runs here, as in the analytics forwarder: only dead letters are published.
+    let (runtime, stop) =
+        consuming_runtime("dlq_fatal", &broker, CountingHandler::failing_first(0)).await;
+    make_fatal(&runtime.producer.get());
+    let order = Uuid::now_v7();
+    produce(&broker, &order.to_string(), b"not an envelope").await;
+    let dlq = contract::topics::dlq_topic("eventing-test");
+    let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(30), |r| {
+        !r.is_empty()
+    })
+    .await
+    .expect("read");
+    assert_eq!(
+        letters.len(),
+        1,
+        "the dead letter went through a new producer"
+    );
+    assert_eq!(
+        runtime
+            .metrics
+            .get("producer_replacements_total", &[("reason", "fatal")]),
+        1.0
+    );
+    assert_eq!(runtime.producer.fatal(), None);
     stop.cancel();
 }
