@@ -314,12 +314,9 @@ impl Stack {
         };
         let (_, mut child) = self.services.remove(index);
         let started = Instant::now();
-        terminate(&child);
-        if wait_for_exit(&mut child, grace) {
+        if stop_child(&mut child, grace) {
             return Ok(started.elapsed());
         }
-        let _ = child.kill();
-        let _ = child.wait();
         bail!("{name} did not stop within {grace:?} of SIGTERM")
     }
 
@@ -377,7 +374,7 @@ impl Stack {
         }
         self.services.clear();
         if let Some(mut broker) = self.broker.take() {
-            stop_child(&mut broker, Duration::from_secs(5));
+            let _ = stop_child(&mut broker, Duration::from_secs(5));
         }
     }
 }
@@ -388,13 +385,16 @@ impl Drop for Stack {
     }
 }
 
-/// SIGTERM, then SIGKILL if it has not exited within `grace`.
-fn stop_child(child: &mut Child, grace: Duration) {
+/// SIGTERM, then SIGKILL if it has not exited within `grace`; `true` if it exited by itself
+/// in time.
+fn stop_child(child: &mut Child, grace: Duration) -> bool {
     terminate(child);
-    if !wait_for_exit(child, grace) {
-        let _ = child.kill();
-        let _ = child.wait();
+    if wait_for_exit(child, grace) {
+        return true;
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 /// Sends SIGTERM, as a supervisor asks a process to stop.
