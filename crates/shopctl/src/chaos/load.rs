@@ -45,15 +45,8 @@ pub(super) async fn seed(
         // products out.
         let per_product = (args.orders as i64 * 4 / args.products.max(1) as i64).max(10);
         let stock = rand::rng().random_range(per_product / 2..=per_product);
-        let body = json!({ "name": format!("chaos product {n}"), "price": rand::rng().random_range(100..5000), "stock": stock });
-        let (status, product) = client.post(&client.product, "/products", body).await?;
-        if status != 201 {
-            bail!("creating a product: {status} {product}");
-        }
-        products.push(Product {
-            id: product["product_id"].as_i64().context("product id")?,
-            stock,
-        });
+        let price = rand::rng().random_range(100..5000);
+        products.push(create_product(client, &format!("chaos product {n}"), price, stock).await?);
     }
     let mut coupons = Vec::new();
     for n in 0..args.coupons {
@@ -82,14 +75,25 @@ pub(super) async fn seed(
 /// A product with ample stock that the load never orders, for the orders placed after the
 /// faults.
 pub(super) async fn seed_probe_product(client: &Client) -> anyhow::Result<Product> {
-    let body = json!({ "name": "chaos liveness probe", "price": 100, "stock": 10_000 });
+    let product = create_product(client, "chaos liveness probe", 100, 10_000).await?;
+    client.wait_for_catalog(product.id).await?;
+    Ok(product)
+}
+
+/// Creates a product through the product service's API.
+async fn create_product(
+    client: &Client,
+    name: &str,
+    price: i64,
+    stock: i64,
+) -> anyhow::Result<Product> {
+    let body = json!({ "name": name, "price": price, "stock": stock });
     let (status, product) = client.post(&client.product, "/products", body).await?;
     if status != 201 {
         bail!("creating a product: {status} {product}");
     }
     let id = product["product_id"].as_i64().context("product id")?;
-    client.wait_for_catalog(id).await?;
-    Ok(Product { id, stock: 10_000 })
+    Ok(Product { id, stock })
 }
 
 /// Places [`LIVENESS_ORDERS`] orders one after another once the faults are over; returns
