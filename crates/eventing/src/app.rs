@@ -417,11 +417,6 @@ impl RunningApp {
         let _ = self.handle.await;
     }
 
-    /// Whether it has stopped by itself (a worker broke), and with what result.
-    pub fn has_stopped(&self) -> bool {
-        self.handle.is_finished()
-    }
-
     /// Waits until it stops by itself, and returns how it ended.
     pub async fn stopped(self) -> anyhow::Result<()> {
         self.handle.await.context("the service panicked")?
