@@ -37,13 +37,14 @@ pub struct DeliverySettings {
         default_value = "http://127.0.0.1:8090"
     )]
     pub data_platform_url: String,
-    /// Longest one delivery attempt may take, in milliseconds.
+    /// Longest one delivery attempt may take.
     #[arg(
         long = "data-platform-timeout-ms",
         env = "DATA_PLATFORM_TIMEOUT_MS",
-        default_value_t = 2_000
+        default_value = "2s",
+        value_parser = eventing::duration::parse
     )]
-    pub timeout_ms: u64,
+    pub timeout: Duration,
     /// Attempts after which a delivery is given up (FAILED, logged, counted).
     #[arg(
         long = "delivery-max-attempts",
@@ -51,13 +52,14 @@ pub struct DeliverySettings {
         default_value_t = 30
     )]
     pub max_attempts: i64,
-    /// Longest wait between two attempts of one delivery, in milliseconds.
+    /// Longest wait between two attempts of one delivery.
     #[arg(
         long = "delivery-max-backoff-ms",
         env = "DELIVERY_MAX_BACKOFF_MS",
-        default_value_t = 30_000
+        default_value = "30s",
+        value_parser = eventing::duration::parse
     )]
-    pub max_backoff_ms: u64,
+    pub max_backoff: Duration,
     /// Most deliveries in flight at once.
     #[arg(
         long = "delivery-concurrency",
@@ -76,16 +78,18 @@ pub struct DeliverySettings {
     #[arg(
         long = "breaker-cooldown-ms",
         env = "BREAKER_COOLDOWN_MS",
-        default_value_t = 2_000
+        default_value = "2s",
+        value_parser = eventing::duration::parse
     )]
-    pub breaker_cooldown_ms: u64,
-    /// How often the worker looks for due deliveries when nothing woke it, in milliseconds.
+    pub breaker_cooldown: Duration,
+    /// How often the worker looks for due deliveries when nothing woke it.
     #[arg(
         long = "delivery-poll-interval-ms",
         env = "DELIVERY_POLL_INTERVAL_MS",
-        default_value_t = 250
+        default_value = "250ms",
+        value_parser = eventing::duration::parse
     )]
-    pub delivery_poll_interval_ms: u64,
+    pub delivery_poll_interval: Duration,
 }
 
 impl DeliverySettings {
@@ -137,8 +141,8 @@ impl Worker {
         dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .connect_timeout(Duration::from_millis(settings.timeout_ms))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
             .build()
             .context("building the HTTP client")?;
         let endpoint = format!(
@@ -147,8 +151,8 @@ impl Worker {
         );
         let breaker = Breaker::new(
             settings.breaker_threshold,
-            Duration::from_millis(settings.breaker_cooldown_ms),
-            Duration::from_millis(settings.max_backoff_ms),
+            settings.breaker_cooldown,
+            settings.max_backoff,
         );
         Ok(Worker {
             db,
@@ -164,7 +168,7 @@ impl Worker {
 
     /// Delivers until `shutdown`; a round in flight finishes first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.delivery_poll_interval_ms);
+        let poll = self.settings.delivery_poll_interval;
         loop {
             let busy = match self.round().await {
                 Ok(sent) => sent as i64 >= self.settings.concurrency,
@@ -202,7 +206,8 @@ impl Worker {
             return Ok(0);
         }
         let due = store::due(&self.db, now, allowed as i64).await?;
-        let lease_until = now + self.settings.timeout_ms as i64 * 2 + 1_000;
+        let lease_until =
+            now + eventing::duration::as_millis_i64(self.settings.timeout * 2) + 1_000;
         let mut claimed = Vec::with_capacity(due.len());
         for delivery in due {
             if store::claim(&self.db, &delivery, lease_until).await? {
@@ -300,7 +305,7 @@ impl Worker {
                     .inc("deliveries_total", &[("outcome", "gave_up")]);
             }
             Attempt::Retry { error, after } => {
-                let max = Duration::from_millis(self.settings.max_backoff_ms);
+                let max = self.settings.max_backoff;
                 let backoff = eventing::backoff::delay_between(
                     attempts as u32,
                     Duration::from_millis(200),

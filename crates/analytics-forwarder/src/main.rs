@@ -1,4 +1,4 @@
-//! `analytics-forwarder`: see the crate documentation and the README for its settings.
+//! `analytics-forwarder`: see the crate documentation and docs/settings.md for its settings.
 
 use clap::Parser;
 

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use contract::topics;
 use eventing::db::Migrations;
@@ -32,13 +33,14 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8082")]
     pub http_addr: SocketAddr,
-    /// How often coupons are checked against their uses, in milliseconds.
+    /// How often coupons are checked against their uses.
     #[arg(
         long = "reconcile-interval-ms",
         env = "RECONCILE_INTERVAL_MS",
-        default_value_t = 60_000
+        default_value = "1m",
+        value_parser = eventing::duration::parse
     )]
-    pub reconcile_interval_ms: u64,
+    pub reconcile_interval: Duration,
     #[command(flatten)]
     pub common: CommonSettings,
 }
@@ -51,7 +53,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let consumer =
         runtime.consumer(&[topics::ORDER_EVENTS], handlers::order_events::OrderEvents)?;
     let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
-    let interval = std::time::Duration::from_millis(config.reconcile_interval_ms);
+    let interval = config.reconcile_interval;
     let router = runtime.router(http::router(http::State {
         db: runtime.db.clone(),
     }));

@@ -1,4 +1,4 @@
-//! `coupon-service`: see the crate documentation and the README for its settings.
+//! `coupon-service`: see the crate documentation and docs/settings.md for its settings.
 
 use clap::Parser;
 

@@ -41,9 +41,14 @@ pub struct Config {
     /// Share of `POST /v1/orders` answered 503, from 0.0 to 1.0.
     #[arg(long = "failure-rate", env = "FAILURE_RATE", default_value_t = 0.0)]
     pub failure_rate: f64,
-    /// Delay before every answer to `POST /v1/orders`, in milliseconds.
-    #[arg(long = "latency-ms", env = "LATENCY_MS", default_value_t = 0)]
-    pub latency_ms: u64,
+    /// Delay before every answer to `POST /v1/orders`.
+    #[arg(
+        long = "latency-ms",
+        env = "LATENCY_MS",
+        default_value = "0ms",
+        value_parser = eventing::duration::parse
+    )]
+    pub latency: Duration,
     /// The status of a failure on purpose: 503, or 429 (too many requests), 500, 502, 504.
     #[arg(long = "failure-status", env = "FAILURE_STATUS", default_value_t = 503)]
     pub failure_status: u16,
@@ -109,7 +114,7 @@ impl State {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let settings = Settings {
         failure_rate: config.failure_rate,
-        latency_ms: config.latency_ms,
+        latency_ms: u64::try_from(config.latency.as_millis()).unwrap_or(u64::MAX),
         failure_status: config.failure_status,
         retry_after_s: config.retry_after_s,
     };

@@ -1,4 +1,4 @@
-//! `data-platform-mock`: see the crate documentation and the README for its settings.
+//! `data-platform-mock`: see the crate documentation and docs/settings.md for its settings.
 
 use clap::Parser;
 

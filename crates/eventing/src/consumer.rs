@@ -273,7 +273,7 @@ impl<H: Handler> ConsumerRunner<H> {
             {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Rejoin(stall) => {
-                    let bound = self.kafka.watchdog();
+                    let bound = self.kafka.watchdog_bound();
                     tracing::warn!(
                         consumer = self.name,
                         reason = stall.label(),
@@ -400,7 +400,7 @@ impl<H: Handler> ConsumerRunner<H> {
         session: &mut Session,
         unassigned_since: &mut Option<Instant>,
     ) -> Option<Stall> {
-        let bound = self.kafka.watchdog();
+        let bound = self.kafka.watchdog_bound();
         let now = Instant::now();
         let held = session.consumer.assignment().map_or(0, |a| a.count());
         self.metrics.set(
@@ -427,7 +427,7 @@ impl<H: Handler> ConsumerRunner<H> {
         {
             self.take_measurement(session, started, measurement);
         }
-        let interval = Duration::from_millis(self.kafka.lag_interval_ms);
+        let interval = self.kafka.lag_interval;
         let due = session
             .watch
             .measured_at

@@ -25,20 +25,44 @@ pub fn defaults<T: Args + FromArgMatches>() -> T {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn every_settings_struct_has_a_default_for_every_field() {
         let settings: crate::kafka::KafkaSettings = defaults();
-        assert_eq!(settings.fetch_wait_max_ms, 10);
+        assert_eq!(settings.fetch_wait_max, Duration::from_millis(10));
         assert_eq!(settings.brokers, "127.0.0.1:9092");
         let relay: crate::outbox::RelaySettings = defaults();
-        assert_eq!(relay.lease_ms, 15_000);
+        assert_eq!(relay.lease, Duration::from_secs(15));
         let _: crate::http::HttpSettings = defaults();
-        let _: crate::housekeeping::RetentionSettings = defaults();
         let database: crate::db::DatabaseSettings = defaults();
         assert_eq!(database.url, None);
         let common: crate::app::CommonSettings = defaults();
-        assert_eq!(common.kafka.session_timeout_ms, 10_000);
+        assert_eq!(common.kafka.session_timeout, Duration::from_secs(10));
+        let retention: crate::housekeeping::RetentionSettings = defaults();
+        assert_eq!(retention.processed_event, Duration::from_secs(691_200));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: crate::kafka::KafkaSettings,
+    }
+
+    fn kafka(args: &[&str]) -> Result<crate::kafka::KafkaSettings, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("cli").chain(args.iter().copied())).map(|cli| cli.kafka)
+    }
+
+    #[test]
+    fn a_duration_setting_takes_milliseconds_or_a_unit() {
+        let settings = kafka(&["--kafka-session-timeout-ms", "6000"]).unwrap();
+        assert_eq!(settings.session_timeout, Duration::from_secs(6));
+        let settings = kafka(&["--kafka-session-timeout-ms", "6s"]).unwrap();
+        assert_eq!(settings.session_timeout, Duration::from_secs(6));
+        let err = kafka(&["--kafka-session-timeout-ms", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("is not a duration"), "{err}");
     }
 }

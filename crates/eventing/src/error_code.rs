@@ -1,6 +1,6 @@
 //! Every error code the HTTP APIs answer with, in one enum: each variant carries its status
 //! and its wire name, so a code cannot be misspelled at a call site or answered with two
-//! statuses, and the README's error table is checked against [`ErrorCode::ALL`].
+//! statuses, and the error table of `docs/http-api.md` is checked against [`ErrorCode::ALL`].
 
 use axum::http::StatusCode;
 
@@ -112,13 +112,13 @@ mod tests {
         }
     }
 
-    /// The codes the README's HTTP API table names in its error codes column, which must be
-    /// exactly the enum's.
+    /// The codes the HTTP API table of `docs/http-api.md` names in its error codes column,
+    /// which must be exactly the enum's.
     #[test]
-    fn the_readme_lists_exactly_these_codes() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("### HTTP API").expect("an HTTP API section");
-        let section = &readme[start..];
+    fn the_api_reference_lists_exactly_these_codes() {
+        let reference = include_str!("../../../docs/http-api.md");
+        let start = reference.find("# HTTP API").expect("an HTTP API section");
+        let section = &reference[start..];
         let end = section[4..].find("\n#").map_or(section.len(), |e| e + 4);
         let documented: BTreeSet<&str> = section[..end]
             .lines()
@@ -131,12 +131,12 @@ mod tests {
         assert_eq!(
             documented.difference(&known).collect::<Vec<_>>(),
             Vec::<&&str>::new(),
-            "codes in the README that no service answers"
+            "codes in docs/http-api.md that no service answers"
         );
         assert_eq!(
             known.difference(&documented).collect::<Vec<_>>(),
             Vec::<&&str>::new(),
-            "codes missing from the README's HTTP API table"
+            "codes missing from the table in docs/http-api.md"
         );
     }
 }

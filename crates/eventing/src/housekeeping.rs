@@ -16,28 +16,31 @@ use crate::metrics::Metrics;
 /// How long rows are kept.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetentionSettings {
-    /// How long a published outbox row is kept, in milliseconds.
+    /// How long a published outbox row is kept.
     #[arg(
         long = "outbox-retention-ms",
         env = "OUTBOX_RETENTION_MS",
-        default_value_t = 86_400_000
+        default_value = "1day",
+        value_parser = crate::duration::parse
     )]
-    pub outbox_ms: i64,
-    /// How long the record of a handled event is kept, in milliseconds; keep it above the
+    pub outbox: Duration,
+    /// How long the record of a handled event is kept; keep it above the
     /// topics' retention.
     #[arg(
         long = "processed-event-retention-ms",
         env = "PROCESSED_EVENT_RETENTION_MS",
-        default_value_t = 691_200_000
+        default_value = "8days",
+        value_parser = crate::duration::parse
     )]
-    pub processed_event_ms: i64,
-    /// How often old rows are deleted, in milliseconds.
+    pub processed_event: Duration,
+    /// How often old rows are deleted.
     #[arg(
         long = "cleanup-interval-ms",
         env = "CLEANUP_INTERVAL_MS",
-        default_value_t = 60_000
+        default_value = "1m",
+        value_parser = crate::duration::parse
     )]
-    pub interval_ms: u64,
+    pub interval: Duration,
 }
 
 impl Default for RetentionSettings {
@@ -60,14 +63,14 @@ pub async fn sweep(
         db,
         "DELETE FROM outbox_message WHERE id IN \
          (SELECT id FROM outbox_message WHERE sent_at IS NOT NULL AND sent_at < $1 LIMIT $2)",
-        now - settings.outbox_ms,
+        now - crate::duration::as_millis_i64(settings.outbox),
     )
     .await?;
     let processed = delete_in_batches(
         db,
         "DELETE FROM processed_event WHERE event_id IN \
          (SELECT event_id FROM processed_event WHERE processed_at < $1 LIMIT $2)",
-        now - settings.processed_event_ms,
+        now - crate::duration::as_millis_i64(settings.processed_event),
     )
     .await?;
     Ok((outbox, processed))
@@ -89,14 +92,14 @@ async fn delete_in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, sqlx:
     }
 }
 
-/// Sweeps every `interval_ms` until `shutdown`.
+/// Sweeps every `interval` until `shutdown`.
 pub async fn run(
     db: Db,
     settings: RetentionSettings,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let interval = Duration::from_millis(settings.interval_ms);
+    let interval = settings.interval;
     crate::app::every(interval, shutdown, || async {
         match sweep(&db, &settings, now_ms()).await {
             Ok((outbox, processed)) => {

@@ -35,13 +35,14 @@ pub struct HttpSettings {
         default_value_t = 65_536
     )]
     pub body_limit_bytes: usize,
-    /// Longest a request may take before it is answered 408, in milliseconds.
+    /// Longest a request may take before it is answered 408.
     #[arg(
         long = "http-request-timeout-ms",
         env = "HTTP_REQUEST_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value = "10s",
+        value_parser = crate::duration::parse
     )]
-    pub request_timeout_ms: u64,
+    pub request_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -289,14 +290,14 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,
-                "no such route; see the README for the API",
+                "no such route; see docs/http-api.md for the API",
             )
         })
         .layer(middleware::from_fn_with_state(metrics, count_requests))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(settings.request_timeout_ms),
+            settings.request_timeout,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

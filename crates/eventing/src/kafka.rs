@@ -52,51 +52,61 @@ pub struct KafkaSettings {
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
-        default_value_t = 10
+        default_value = "10ms",
+        value_parser = crate::duration::parse
     )]
-    pub fetch_wait_max_ms: u32,
+    pub fetch_wait_max: Duration,
     /// After this long without a heartbeat the group gives a member's partitions to others.
     #[arg(
         long = "kafka-session-timeout-ms",
         env = "KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
+        default_value = "10s",
+        value_parser = crate::duration::parse
     )]
-    pub session_timeout_ms: u32,
+    pub session_timeout: Duration,
     /// How often a consumer tells the group it is alive.
     #[arg(
         long = "kafka-heartbeat-interval-ms",
         env = "KAFKA_HEARTBEAT_INTERVAL_MS",
-        default_value_t = 1_000
+        default_value = "1s",
+        value_parser = crate::duration::parse
     )]
-    pub heartbeat_interval_ms: u32,
+    pub heartbeat_interval: Duration,
     /// How often each consumer measures its lag (`consumer_lag` in `/metrics`).
     #[arg(
         long = "kafka-lag-interval-ms",
         env = "KAFKA_LAG_INTERVAL_MS",
-        default_value_t = 10_000
+        default_value = "10s",
+        value_parser = crate::duration::parse
     )]
-    pub lag_interval_ms: u64,
+    pub lag_interval: Duration,
     /// A consumer that has held no partition for this long, or has had messages waiting
-    /// without taking any for this long, leaves its group and joins again; in milliseconds.
+    /// without taking any for this long, leaves its group and joins again.
     /// Default: twice the session timeout.
-    #[arg(long = "kafka-watchdog-ms", env = "KAFKA_WATCHDOG_MS")]
-    pub watchdog_ms: Option<u64>,
+    #[arg(
+        long = "kafka-watchdog-ms",
+        env = "KAFKA_WATCHDOG_MS",
+        value_parser = crate::duration::parse
+    )]
+    pub watchdog: Option<Duration>,
     /// How long a produced message may wait for the broker's acknowledgement before it fails
     /// and is tried again (`message.timeout.ms`). The relay's lease must be longer.
     #[arg(
         long = "kafka-message-timeout-ms",
         env = "KAFKA_MESSAGE_TIMEOUT_MS",
-        default_value_t = 5_000
+        default_value = "5s",
+        value_parser = crate::duration::parse
     )]
-    pub message_timeout_ms: u32,
+    pub message_timeout: Duration,
     /// librdkafka's repeated errors (a broker down, say) are logged at most once per this
-    /// interval, with how many there were; in milliseconds.
+    /// interval, with how many there were.
     #[arg(
         long = "kafka-log-interval-ms",
         env = "KAFKA_LOG_INTERVAL_MS",
-        default_value_t = 30_000
+        default_value = "30s",
+        value_parser = crate::duration::parse
     )]
-    pub log_interval_ms: u64,
+    pub log_interval: Duration,
 }
 
 impl KafkaSettings {
@@ -108,17 +118,14 @@ impl KafkaSettings {
         }
     }
 
-    /// The watchdog's bound: [`KafkaSettings::watchdog_ms`], or twice the session timeout.
-    pub fn watchdog(&self) -> Duration {
-        Duration::from_millis(
-            self.watchdog_ms
-                .unwrap_or(2 * u64::from(self.session_timeout_ms)),
-        )
+    /// The watchdog's bound: [`KafkaSettings::watchdog`] if set, or twice the session timeout.
+    pub fn watchdog_bound(&self) -> Duration {
+        self.watchdog.unwrap_or(2 * self.session_timeout)
     }
 
     /// The context of a new client called `name`.
     fn context(&self, name: &str) -> ClientState {
-        ClientState::new(name, Duration::from_millis(self.log_interval_ms))
+        ClientState::new(name, self.log_interval)
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -141,7 +148,7 @@ impl KafkaSettings {
             .set("linger.ms", "1")
             // A message that cannot be delivered within this time fails and the relay tries
             // it again, rather than hanging on the broker forever.
-            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            .set("message.timeout.ms", millis(self.message_timeout))
             .create_with_context(self.context(client_id))
     }
 
@@ -158,12 +165,9 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "heartbeat.interval.ms",
-                self.heartbeat_interval_ms.to_string(),
-            )
+            .set("fetch.wait.max.ms", millis(self.fetch_wait_max))
+            .set("session.timeout.ms", millis(self.session_timeout))
+            .set("heartbeat.interval.ms", millis(self.heartbeat_interval))
             .create_with_context(self.context(group))?;
         consumer.subscribe(topics)?;
         Ok(consumer)
@@ -361,6 +365,11 @@ const REPLACED_FATAL: &str = "fatal";
 /// The `reason` of a producer replaced because it could not reach a reachable broker.
 const REPLACED_CUT_OFF: &str = "cut_off";
 
+/// A duration as the whole milliseconds a librdkafka setting takes.
+fn millis(duration: Duration) -> String {
+    crate::duration::as_millis_u32(duration).to_string()
+}
+
 /// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
 /// number of tries: too large, or invalid.
 pub fn never_publishable(error: &rdkafka::error::KafkaError) -> bool {
@@ -542,8 +551,8 @@ mod tests {
     #[test]
     fn the_watchdog_defaults_to_twice_the_session_timeout() {
         let mut settings = KafkaSettings::new("b:9092");
-        assert_eq!(settings.watchdog(), Duration::from_secs(20));
-        settings.watchdog_ms = Some(5_000);
-        assert_eq!(settings.watchdog(), Duration::from_secs(5));
+        assert_eq!(settings.watchdog_bound(), Duration::from_secs(20));
+        settings.watchdog = Some(Duration::from_secs(5));
+        assert_eq!(settings.watchdog_bound(), Duration::from_secs(5));
     }
 }

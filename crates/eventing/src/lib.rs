@@ -1,6 +1,7 @@
 //! The small runtime every service of the saga shares.
 //!
 //! - [`defaults`]: every setting's default, from its clap argument alone.
+//! - [`duration`]: how duration settings are written (`5s`, or milliseconds).
 //! - [`db`]: connecting to Postgres or SQLite through one driver, and migrations.
 //! - [`kafka`]: the idempotent producer, at-least-once consumers, topic creation.
 //! - [`outbox`]: the transactional outbox ([`outbox::enqueue`]) and its [`outbox::Relay`].
@@ -28,6 +29,7 @@ pub mod consumer;
 pub mod db;
 pub mod defaults;
 pub mod dlq;
+pub mod duration;
 pub mod error_code;
 pub mod health;
 pub mod housekeeping;

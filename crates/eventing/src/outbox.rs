@@ -100,14 +100,15 @@ impl Outbox {
 /// How the relay polls and batches.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelaySettings {
-    /// How often the relay looks for unsent rows when nothing woke it, in milliseconds.
+    /// How often the relay looks for unsent rows when nothing woke it.
     /// Rows committed by another replica of the service are found this way.
     #[arg(
         long = "outbox-poll-interval-ms",
         env = "OUTBOX_POLL_INTERVAL_MS",
-        default_value_t = 200
+        default_value = "200ms",
+        value_parser = crate::duration::parse
     )]
-    pub poll_interval_ms: u64,
+    pub poll_interval: Duration,
     /// Most rows published per round trip to the database.
     #[arg(
         long = "outbox-batch-size",
@@ -115,15 +116,16 @@ pub struct RelaySettings {
         default_value_t = 256
     )]
     pub batch_size: i64,
-    /// How long the lease of the publishing relay lasts without renewal, in milliseconds.
+    /// How long the lease of the publishing relay lasts without renewal.
     /// When a replica dies, another takes over publishing after this. It must exceed
     /// `KAFKA_MESSAGE_TIMEOUT_MS` by more than 5 s, so that it outlives a batch.
     #[arg(
         long = "outbox-lease-ms",
         env = "OUTBOX_LEASE_MS",
-        default_value_t = 15_000
+        default_value = "15s",
+        value_parser = crate::duration::parse
     )]
-    pub lease_ms: i64,
+    pub lease: Duration,
 }
 
 impl Default for RelaySettings {
@@ -174,7 +176,7 @@ impl Relay {
 
     /// Runs until `shutdown`, publishing whenever woken and at every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let poll = self.settings.poll_interval;
         self.metrics.add("outbox_relay_failures_total", &[], 0);
         self.health.up(HEALTH_PART);
         let mut failures = 0u32;
@@ -281,7 +283,7 @@ impl Relay {
              WHERE name = 'relay' AND (holder = $1 OR expires_at < $3)",
         )
         .bind(&self.instance)
-        .bind(now + self.settings.lease_ms)
+        .bind(now + crate::duration::as_millis_i64(self.settings.lease))
         .bind(now)
         .execute(&self.db)
         .await?

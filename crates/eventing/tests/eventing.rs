@@ -24,8 +24,8 @@ const NO_MIGRATIONS: Migrations = Migrations {
 async fn runtime(label: &str, broker: &Broker) -> Runtime {
     let url = fresh_database(label).await.expect("database");
     let mut settings = CommonSettings::new(url, &broker.brokers);
-    settings.relay.poll_interval_ms = 50;
-    settings.kafka.lag_interval_ms = 200;
+    settings.relay.poll_interval = Duration::from_millis(50);
+    settings.kafka.lag_interval = Duration::from_millis(200);
     Runtime::connect("eventing-test", settings, &NO_MIGRATIONS)
         .await
         .expect("runtime")
@@ -807,7 +807,7 @@ async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_i
     let broker = Broker::start().await.expect("broker");
     let mut runtime = runtime("fatal", &broker).await;
     // A long poll, so that the relay notices only when the next commit wakes it.
-    runtime.settings.relay.poll_interval_ms = 60_000;
+    runtime.settings.relay.poll_interval = Duration::from_secs(60);
     let app = bare_app(&runtime).await.with_relay(&runtime).spawn();
     let http = reqwest::Client::new();
     eventually("ready", Duration::from_secs(20), || async {
@@ -920,8 +920,8 @@ async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
     let mut members = Vec::new();
     for n in 0..2 {
         let mut runtime = runtime(&format!("watchdog{n}"), &broker).await;
-        runtime.settings.kafka.watchdog_ms = Some(3_000);
-        runtime.settings.kafka.session_timeout_ms = 6_000;
+        runtime.settings.kafka.watchdog = Some(Duration::from_secs(3));
+        runtime.settings.kafka.session_timeout = Duration::from_secs(6);
         let consumer = runtime
             .consumer(&[topic.as_str()], CountingHandler::failing_first(0))
             .expect("consumer");
@@ -985,8 +985,8 @@ async fn sent(runtime: &Runtime, envelope: &Envelope) -> bool {
 async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_go_on() {
     let broker = Broker::start().await.expect("broker");
     let mut runtime = runtime("relay_blocked_key", &broker).await;
-    runtime.settings.kafka.message_timeout_ms = 1_000;
-    runtime.settings.relay.lease_ms = 7_000;
+    runtime.settings.kafka.message_timeout = Duration::from_secs(1);
+    runtime.settings.relay.lease = Duration::from_secs(7);
     // A new producer with the short timeout, so that the failing row fails fast.
     runtime.producer = eventing::kafka::SharedProducer::new(
         &runtime.settings.kafka,

@@ -36,21 +36,22 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
-    /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT, in
-    /// milliseconds.
+    /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT.
     #[arg(
         long = "saga-timeout-ms",
         env = "SAGA_TIMEOUT_MS",
-        default_value_t = 30_000
+        default_value = "30s",
+        value_parser = eventing::duration::parse
     )]
-    pub saga_timeout_ms: u64,
-    /// How often PENDING orders are checked against their deadline, in milliseconds.
+    pub saga_timeout: Duration,
+    /// How often PENDING orders are checked against their deadline.
     #[arg(
         long = "deadline-check-interval-ms",
         env = "DEADLINE_CHECK_INTERVAL_MS",
-        default_value_t = 1_000
+        default_value = "1s",
+        value_parser = eventing::duration::parse
     )]
-    pub deadline_check_interval_ms: u64,
+    pub deadline_check_interval: Duration,
     #[command(flatten)]
     pub common: CommonSettings,
 }
@@ -68,8 +69,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         ],
         handlers::OrderServiceEvents,
     )?;
-    let saga_timeout = Duration::from_millis(config.saga_timeout_ms);
-    let interval = Duration::from_millis(config.deadline_check_interval_ms);
+    let saga_timeout = config.saga_timeout;
+    let interval = config.deadline_check_interval;
     let router = runtime.router(http::router(http::State {
         db: runtime.db.clone(),
         outbox: runtime.outbox.clone(),

@@ -1,4 +1,4 @@
-//! `order-service`: see the crate documentation and the README for its settings.
+//! `order-service`: see the crate documentation and docs/settings.md for its settings.
 
 use clap::Parser;
 

@@ -430,7 +430,7 @@ async fn orders_confirm_while_the_data_platform_is_down_and_reach_it_once_when_i
 #[tokio::test]
 async fn with_the_product_service_down_an_order_times_out_and_its_late_reservation_is_released() {
     let mut system = System::start_with(Options {
-        saga_timeout_ms: 1_500,
+        saga_timeout: Duration::from_millis(1_500),
         ..Options::default()
     })
     .await;

@@ -19,7 +19,7 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// Knobs a test may turn.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub saga_timeout_ms: u64,
+    pub saga_timeout: Duration,
     /// The analytics forwarder's retry budget per delivery.
     pub delivery_max_attempts: i64,
 }
@@ -27,7 +27,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            saga_timeout_ms: 30_000,
+            saga_timeout: Duration::from_secs(30),
             delivery_max_attempts: 30,
         }
     }
@@ -51,7 +51,7 @@ pub struct System {
 
 pub fn common(db: &str, broker: &Broker) -> CommonSettings {
     let mut settings = CommonSettings::new(db, &broker.brokers);
-    settings.relay.poll_interval_ms = 100;
+    settings.relay.poll_interval = Duration::from_millis(100);
     settings
 }
 
@@ -62,8 +62,8 @@ fn local() -> std::net::SocketAddr {
 pub async fn start_order_service(db: &str, broker: &Broker, options: &Options) -> RunningApp {
     order_service::build(order_service::Config {
         http_addr: local(),
-        saga_timeout_ms: options.saga_timeout_ms,
-        deadline_check_interval_ms: 200,
+        saga_timeout: options.saga_timeout,
+        deadline_check_interval: Duration::from_millis(200),
         common: common(db, broker),
     })
     .await
@@ -74,7 +74,7 @@ pub async fn start_order_service(db: &str, broker: &Broker, options: &Options) -
 pub async fn start_product_service(db: &str, broker: &Broker) -> RunningApp {
     product_service::build(product_service::Config {
         http_addr: local(),
-        reconcile_interval_ms: 1_000,
+        reconcile_interval: Duration::from_secs(1),
         common: common(db, broker),
     })
     .await
@@ -85,7 +85,7 @@ pub async fn start_product_service(db: &str, broker: &Broker) -> RunningApp {
 pub async fn start_coupon_service(db: &str, broker: &Broker) -> RunningApp {
     coupon_service::build(coupon_service::Config {
         http_addr: local(),
-        reconcile_interval_ms: 1_000,
+        reconcile_interval: Duration::from_secs(1),
         common: common(db, broker),
     })
     .await
@@ -127,7 +127,7 @@ impl System {
         let platform = data_platform_mock::build(data_platform_mock::Config {
             http_addr: local(),
             failure_rate: 0.0,
-            latency_ms: 0,
+            latency: Duration::ZERO,
             failure_status: 503,
             retry_after_s: None,
             log: Default::default(),
@@ -136,7 +136,7 @@ impl System {
         .expect("data-platform-mock starts")
         .spawn();
         let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(platform.url(""));
-        delivery.max_backoff_ms = 1_000;
+        delivery.max_backoff = Duration::from_secs(1);
         delivery.max_attempts = options.delivery_max_attempts;
         let forwarder = analytics_forwarder::build(analytics_forwarder::Config {
             http_addr: local(),
