@@ -1,6 +1,7 @@
 //! Waiting for something to happen by asking again and again: the one poll loop of the
-//! workspace, async ([`until`]) and blocking ([`until_blocking`]), that tests, `shopctl` and
-//! the services' tools use instead of writing their own.
+//! workspace, async ([`until`]) and blocking ([`until_blocking`]), and its form for attempts
+//! that fail with a reason ([`retry`]), that tests, `shopctl` and the services' tools use
+//! instead of writing their own.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -37,6 +38,24 @@ where
             });
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Calls `attempt` every `every` until it succeeds, and returns its value; once `within` has
+/// passed, returns the last attempt's error, which says more than "it timed out". The
+/// attempt is always made at least once.
+pub async fn retry<T, E, F, Fut>(within: Duration, every: Duration, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() >= deadline => return Err(error),
+            Err(_) => tokio::time::sleep(every).await,
+        }
     }
 }
 
@@ -96,5 +115,32 @@ mod tests {
             until_blocking("at once", Duration::ZERO, Duration::ZERO, || Some(1)),
             Ok(1)
         );
+    }
+
+    #[tokio::test]
+    async fn a_retry_returns_the_first_success_or_the_last_error() {
+        let mut calls = 0;
+        let found: Result<u32, String> = retry(Duration::from_secs(1), Duration::ZERO, || {
+            calls += 1;
+            let outcome = if calls == 2 {
+                Ok(calls)
+            } else {
+                Err(format!("try {calls}"))
+            };
+            async move { outcome }
+        })
+        .await;
+        assert_eq!(found, Ok(2));
+
+        let mut calls = 0;
+        let failed: Result<(), String> =
+            retry(Duration::from_millis(30), Duration::from_millis(10), || {
+                calls += 1;
+                let outcome = Err(format!("try {calls}"));
+                async move { outcome }
+            })
+            .await;
+        assert_eq!(failed, Err(format!("try {calls}")));
+        assert!(calls >= 2);
     }
 }

@@ -17,17 +17,80 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
 
-/// The Tansu release the project is tested with.
-pub const TANSU_VERSION: &str = "0.6.0";
+/// The Tansu release the project is tested with, and the features it is built with: one
+/// file, which `scripts/install-tansu.sh` reads too.
+const TANSU_ENV: &str = include_str!("../tansu.env");
 
-/// The services of the stack, in start order, with their port's offset from the base port.
-pub const SERVICES: &[(&str, u16)] = &[
-    ("data-platform-mock", 10),
-    ("order-service", 0),
-    ("product-service", 1),
-    ("coupon-service", 2),
-    ("analytics-forwarder", 3),
-];
+/// A `NAME=value` line of [`TANSU_ENV`].
+fn tansu_setting(name: &str) -> &'static str {
+    TANSU_ENV
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("crates/shopctl/tansu.env sets {name}"))
+}
+
+/// The Tansu release the project is tested with.
+pub fn tansu_version() -> &'static str {
+    tansu_setting("TANSU_VERSION")
+}
+
+/// A process of the stack besides the broker: one of the binaries of the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    DataPlatformMock,
+    OrderService,
+    ProductService,
+    CouponService,
+    AnalyticsForwarder,
+}
+
+impl Service {
+    /// Every service, in start order: the mock first, so that the forwarder finds it.
+    pub const ALL: [Service; 5] = [
+        Service::DataPlatformMock,
+        Service::OrderService,
+        Service::ProductService,
+        Service::CouponService,
+        Service::AnalyticsForwarder,
+    ];
+
+    /// The services that talk to the broker.
+    pub const CLIENTS: [Service; 4] = [
+        Service::OrderService,
+        Service::ProductService,
+        Service::CouponService,
+        Service::AnalyticsForwarder,
+    ];
+
+    /// The binary's name, which is also its log's and SQLite file's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::DataPlatformMock => "data-platform-mock",
+            Service::OrderService => "order-service",
+            Service::ProductService => "product-service",
+            Service::CouponService => "coupon-service",
+            Service::AnalyticsForwarder => "analytics-forwarder",
+        }
+    }
+
+    /// Its port's offset from the base port (`--http-port-base`).
+    pub fn port_offset(self) -> u16 {
+        match self {
+            Service::OrderService => 0,
+            Service::ProductService => 1,
+            Service::CouponService => 2,
+            Service::AnalyticsForwarder => 3,
+            Service::DataPlatformMock => 10,
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Where the stack runs.
 #[derive(Debug, Clone)]
@@ -35,14 +98,14 @@ pub struct StackConfig {
     /// Folder for Tansu's data, SQLite databases and logs.
     pub data_dir: PathBuf,
     pub broker_port: u16,
-    /// Port of the order service; the others follow [`SERVICES`].
+    /// Port of the order service; the others follow [`Service::port_offset`].
     pub http_port_base: u16,
     /// Run `cargo build --bins` first, when run from the workspace.
     pub build: bool,
     /// Where the service binaries are; beside `shopctl` when absent.
     pub bin_dir: Option<PathBuf>,
     /// `DATABASE_URL` per service; services not listed use a SQLite file in the data folder.
-    pub database_urls: Vec<(String, String)>,
+    pub database_urls: Vec<(Service, String)>,
     /// More environment for every service.
     pub env: Vec<(String, String)>,
 }
@@ -56,7 +119,7 @@ pub struct Stack {
     broker: Option<Child>,
     /// Where the running broker's output starts in its log.
     broker_log_start: u64,
-    services: Vec<(&'static str, Child)>,
+    services: Vec<(Service, Child)>,
 }
 
 impl Stack {
@@ -76,9 +139,9 @@ impl Stack {
         }
         let tansu = ensure_tansu()?;
         let ports = std::iter::once(config.broker_port).chain(
-            SERVICES
+            Service::ALL
                 .iter()
-                .map(|(_, offset)| config.http_port_base + offset),
+                .map(|service| config.http_port_base + service.port_offset()),
         );
         for port in ports {
             if TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
@@ -104,8 +167,8 @@ impl Stack {
             services: Vec::new(),
         };
         stack.start_broker().await?;
-        for (name, _) in SERVICES {
-            stack.start_service(name).await?;
+        for service in Service::ALL {
+            stack.start_service(service).await?;
         }
         Ok(stack)
     }
@@ -116,17 +179,12 @@ impl Stack {
     }
 
     /// `http://127.0.0.1:<port>` of a service.
-    pub fn url(&self, service: &str) -> String {
+    pub fn url(&self, service: Service) -> String {
         format!("http://127.0.0.1:{}", self.port(service))
     }
 
-    fn port(&self, service: &str) -> u16 {
-        let offset = SERVICES
-            .iter()
-            .find(|(name, _)| *name == service)
-            .map(|(_, offset)| *offset)
-            .unwrap_or_default();
-        self.config.http_port_base + offset
+    fn port(&self, service: Service) -> u16 {
+        self.config.http_port_base + service.port_offset()
     }
 
     /// The data folder, resolved.
@@ -228,17 +286,15 @@ impl Stack {
     }
 
     /// Starts one service and waits until it is ready.
-    pub async fn start_service(&mut self, name: &str) -> anyhow::Result<()> {
-        let Some(&(name, _)) = SERVICES.iter().find(|(n, _)| *n == name) else {
-            bail!("no service is called {name}");
-        };
-        let port = self.port(name);
+    pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
+        let name = service.name();
+        let port = self.port(service);
         step(&format!("starting {name} on 127.0.0.1:{port}"));
         let database = self
             .config
             .database_urls
             .iter()
-            .find(|(service, _)| service == name)
+            .find(|(of, _)| *of == service)
             .map(|(_, url)| url.clone())
             .unwrap_or_else(|| {
                 format!(
@@ -251,17 +307,17 @@ impl Stack {
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", database)
             .env("KAFKA_BROKERS", self.brokers())
-            .env("DATA_PLATFORM_URL", self.url("data-platform-mock"))
+            .env("DATA_PLATFORM_URL", self.url(Service::DataPlatformMock))
             .envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let log = self.data.join(format!("logs/{name}.log"));
         let child = spawn(&mut command, &log)?;
-        self.services.push((name, child));
-        self.wait_ready(name, port, &log).await
+        self.services.push((service, child));
+        self.wait_ready(service, port, &log).await
     }
 
     /// Services that have exited by themselves since the last look, with how they ended;
     /// they are no longer part of the stack until started again.
-    pub fn exited_services(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+    pub fn exited_services(&mut self) -> Vec<(Service, std::process::ExitStatus)> {
         let mut exited = Vec::new();
         self.services
             .retain_mut(|(name, child)| match child.try_wait() {
@@ -290,17 +346,12 @@ impl Stack {
     pub async fn recover_broker(&mut self) -> anyhow::Result<()> {
         // The data-platform mock does not talk to the broker, and keeps what it received in
         // memory: it stays up.
-        let clients: Vec<&'static str> = SERVICES
-            .iter()
-            .map(|(name, _)| *name)
-            .filter(|name| *name != "data-platform-mock")
-            .collect();
-        for service in &clients {
+        for service in Service::CLIENTS {
             self.kill_service(service);
         }
         self.stop_broker().await;
         self.start_broker().await?;
-        for service in clients {
+        for service in Service::CLIENTS {
             self.start_service(service).await?;
         }
         Ok(())
@@ -308,21 +359,21 @@ impl Stack {
 
     /// Stops a service with SIGTERM, as a supervisor does; returns how long it took to exit,
     /// or an error (after killing it) when it did not exit within `grace`.
-    pub fn stop_service(&mut self, name: &str, grace: Duration) -> anyhow::Result<Duration> {
-        let Some(index) = self.services.iter().position(|(n, _)| *n == name) else {
-            bail!("{name} is not running");
+    pub fn stop_service(&mut self, service: Service, grace: Duration) -> anyhow::Result<Duration> {
+        let Some(index) = self.services.iter().position(|(s, _)| *s == service) else {
+            bail!("{service} is not running");
         };
         let (_, mut child) = self.services.remove(index);
         let started = Instant::now();
         if stop_child(&mut child, grace) {
             return Ok(started.elapsed());
         }
-        bail!("{name} did not stop within {grace:?} of SIGTERM")
+        bail!("{service} did not stop within {grace:?} of SIGTERM")
     }
 
     /// Kills a service with SIGKILL: no shutdown hook runs, nothing is flushed.
-    pub fn kill_service(&mut self, name: &str) {
-        if let Some(index) = self.services.iter().position(|(n, _)| *n == name) {
+    pub fn kill_service(&mut self, service: Service) {
+        if let Some(index) = self.services.iter().position(|(s, _)| *s == service) {
             let (_, mut child) = self.services.remove(index);
             let _ = child.kill();
             let _ = child.wait();
@@ -330,18 +381,18 @@ impl Stack {
     }
 
     /// Waits until a service answers `/health/ready` with 200, failing at once if it exits.
-    async fn wait_ready(&mut self, name: &str, port: u16, log: &Path) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, service: Service, port: u16, log: &Path) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{port}/health/ready");
         let client = reqwest::Client::new();
         let services = &mut self.services;
         let outcome = eventing::poll::until(
-            &format!("{name} ready"),
+            &format!("{service} ready"),
             Duration::from_secs(60),
             Duration::from_millis(200),
             || {
                 let exited = services
                     .iter_mut()
-                    .find(|(n, _)| *n == name)
+                    .find(|(s, _)| *s == service)
                     .and_then(|(_, child)| child.try_wait().ok().flatten());
                 let ready = client.get(&url).send();
                 async move {
@@ -355,7 +406,7 @@ impl Stack {
         .await;
         match outcome {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(status)) => bail!("{name} exited ({status}); see {}", log.display()),
+            Ok(Err(status)) => bail!("{service} exited ({status}); see {}", log.display()),
             Err(timed_out) => bail!("{timed_out}; see {}", log.display()),
         }
     }
@@ -437,7 +488,8 @@ fn build(bin_dir: &Path) -> anyhow::Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("debug");
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(root).args(["build", "-j2", "--bins"]);
+    // Cargo's own job count (all cores, or `CARGO_BUILD_JOBS`), as for any build.
+    command.current_dir(root).args(["build", "--bins"]);
     if profile == "release" {
         command.arg("--release");
     }
@@ -465,12 +517,13 @@ fn ensure_tansu() -> anyhow::Result<PathBuf> {
             return Ok(tansu);
         }
     }
+    let version = tansu_version();
     step(&format!(
-        "installing Tansu {TANSU_VERSION} with cargo install (about 12 minutes on 2 cores, once)"
+        "installing Tansu {version} with cargo install (about 12 minutes on 2 cores, once)"
     ));
     let status = Command::new("cargo")
-        .args(["install", "tansu", "--version", TANSU_VERSION, "--locked"])
-        .args(["--features", "dynostore,postgres,libsql"])
+        .args(["install", "tansu", "--version", version, "--locked"])
+        .args(["--features", tansu_setting("TANSU_FEATURES")])
         .status()
         .context("running cargo install tansu")?;
     if !status.success() {
@@ -500,16 +553,45 @@ fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
 
 async fn create_topics(brokers: &str) -> anyhow::Result<()> {
     let settings = KafkaSettings::new(brokers);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let topics = contract_topics();
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(5), ensure_topics(&settings, &topics)).await;
-        match attempt {
-            Ok(Ok(())) => return Ok(()),
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            Ok(Err(error)) => return Err(error).context("creating the topics"),
-            Err(_) => bail!("the broker at {brokers} did not answer; see its log"),
-        }
+    let topics = contract_topics();
+    eventing::poll::retry(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match tokio::time::timeout(Duration::from_secs(5), ensure_topics(&settings, &topics))
+                .await
+            {
+                Ok(created) => created.context("creating the topics"),
+                Err(_) => bail!("the broker at {brokers} did not answer; see its log"),
+            }
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tansu_pin_is_read_from_the_file_the_install_script_reads() {
+        let version = tansu_version();
+        assert_eq!(version.split('.').count(), 3, "{version}");
+        assert!(version.split('.').all(|n| n.parse::<u32>().is_ok()));
+        assert!(tansu_setting("TANSU_FEATURES").contains("libsql"));
+        let script = include_str!("../../../scripts/install-tansu.sh");
+        assert!(script.contains("crates/shopctl/tansu.env"));
+    }
+
+    #[test]
+    fn every_service_has_its_own_port_and_name() {
+        let ports: std::collections::BTreeSet<u16> =
+            Service::ALL.iter().map(|s| s.port_offset()).collect();
+        let names: std::collections::BTreeSet<&str> =
+            Service::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(ports.len(), Service::ALL.len());
+        assert_eq!(names.len(), Service::ALL.len());
+        assert!(Service::CLIENTS.iter().all(|s| Service::ALL.contains(s)));
+        assert!(!Service::CLIENTS.contains(&Service::DataPlatformMock));
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::stack::{Stack, step};
+use crate::stack::{Service, Stack, step};
 
 /// How often the stack is looked at.
 const LOOK: Duration = Duration::from_millis(500);
@@ -33,8 +33,8 @@ struct Restarts {
 /// Keeps the stack running until `stop` completes.
 pub async fn supervise(stack: &mut Stack, stop: impl std::future::Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
-    let mut restarts: HashMap<&'static str, Restarts> = HashMap::new();
-    let mut waiting: Vec<(&'static str, Instant)> = Vec::new();
+    let mut restarts: HashMap<Service, Restarts> = HashMap::new();
+    let mut waiting: Vec<(Service, Instant)> = Vec::new();
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -75,7 +75,7 @@ pub async fn supervise(stack: &mut Stack, stop: impl std::future::Future<Output 
         let (due, later): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, at)| *at <= now);
         waiting = later;
         for (name, _) in due {
-            if let Some(entry) = restarts.get_mut(name) {
+            if let Some(entry) = restarts.get_mut(&name) {
                 entry.started_at = Instant::now();
             }
             if let Err(error) = stack.start_service(name).await {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::{Call, call};
-use crate::stack::{Stack, StackConfig, step};
+use crate::stack::{Service, Stack, StackConfig, step};
 
 /// Options of `shopctl up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,8 +39,11 @@ pub struct UpArgs {
 }
 
 impl UpArgs {
-    fn url(&self, offset: u16) -> String {
-        format!("http://127.0.0.1:{}", self.http_port_base + offset)
+    fn url(&self, service: Service) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.http_port_base + service.port_offset()
+        )
     }
 }
 
@@ -70,7 +73,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 /// Demo products and coupons, created only when there is no product yet.
 async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
-    let products = args.url(1);
+    let products = args.url(Service::ProductService);
     let exists = reqwest::get(format!("{products}/products/1"))
         .await?
         .status()
@@ -90,7 +93,12 @@ async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
     }
     for (user, kind, value) in [(1, "PERCENT", 10), (1, "FIXED", 500), (2, "PERCENT", 50)] {
         let body = json!({ "user_id": user, "kind": kind, "value": value });
-        let coupon = post("coupon-service", format!("{}/coupons", args.url(2)), body).await?;
+        let coupon = post(
+            "coupon-service",
+            format!("{}/coupons", args.url(Service::CouponService)),
+            body,
+        )
+        .await?;
         println!(
             "    coupon {} for user {user}: {kind} {value}",
             coupon["coupon_id"]
@@ -98,7 +106,7 @@ async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
     }
     // Orders are priced from the order service's catalog replica: wait until it has them.
     for id in 1..=3 {
-        crate::api::wait_for_catalog(&args.url(0), id).await?;
+        crate::api::wait_for_catalog(&args.url(Service::OrderService), id).await?;
     }
     Ok(())
 }
@@ -119,17 +127,15 @@ async fn post(
 }
 
 fn print_summary(args: &UpArgs, data: &Path) {
-    let url = |offset| args.url(offset);
     println!(
         "==> the system is up (Ctrl-C stops it; logs in {})",
         data.join("logs").display()
     );
-    println!("    broker               127.0.0.1:{}", args.broker_port);
-    println!("    order-service        {}", url(0));
-    println!("    product-service      {}", url(1));
-    println!("    coupon-service       {}", url(2));
-    println!("    analytics-forwarder  {}", url(3));
-    println!("    data-platform-mock   {}", url(10));
+    println!("    {:<20} 127.0.0.1:{}", "broker", args.broker_port);
+    // The order service first, as a person reads it; the mock, which starts first, last.
+    for service in Service::ALL[1..].iter().chain(&Service::ALL[..1]) {
+        println!("    {:<20} {}", service.name(), args.url(*service));
+    }
     let _ = std::io::stdout().flush();
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shopctl::stack::{Stack, StackConfig};
+use shopctl::stack::{Service, Stack, StackConfig};
 
 /// How long a new order may take to confirm once the fault is over.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
@@ -46,12 +46,12 @@ async fn post(url: String, body: Value) -> Value {
 /// A product with plenty of stock, known to the order service's catalog.
 async fn product(stack: &Stack) -> i64 {
     let created = post(
-        format!("{}/products", stack.url("product-service")),
+        format!("{}/products", stack.url(Service::ProductService)),
         json!({ "name": "Lamp", "price": 1000, "stock": 1000 }),
     )
     .await;
     let id = created["product_id"].as_i64().expect("id");
-    shopctl::api::wait_for_catalog(&stack.url("order-service"), id)
+    shopctl::api::wait_for_catalog(&stack.url(Service::OrderService), id)
         .await
         .expect("the product reaches the catalog");
     id
@@ -100,7 +100,7 @@ async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, Stri
     let coupon = post_until_accepted(
         &http,
         started,
-        &format!("{}/coupons", stack.url("coupon-service")),
+        &format!("{}/coupons", stack.url(Service::CouponService)),
         &uuid::Uuid::new_v4().to_string(),
         &json!({ "user_id": 9, "kind": "FIXED", "value": 100 }),
     )
@@ -110,13 +110,13 @@ async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, Stri
     let order = post_until_accepted(
         &http,
         started,
-        &format!("{}/orders", stack.url("order-service")),
+        &format!("{}/orders", stack.url(Service::OrderService)),
         &uuid::Uuid::new_v4().to_string(),
         &body,
     )
     .await?;
     let id = order["order_id"].as_str().expect("id");
-    let url = format!("{}/orders/{id}", stack.url("order-service"));
+    let url = format!("{}/orders/{id}", stack.url(Service::OrderService));
     let read = || async {
         let response = http.get(&url).send().await.ok()?;
         response.json::<Value>().await.ok()
@@ -144,7 +144,11 @@ async fn a_service_killed_and_restarted_five_times_in_a_row_confirms_new_orders_
     order_confirms(&stack, product_id)
         .await
         .expect("an order confirms before any fault");
-    for service in ["order-service", "product-service", "coupon-service"] {
+    for service in [
+        Service::OrderService,
+        Service::ProductService,
+        Service::CouponService,
+    ] {
         for _ in 0..5 {
             stack.kill_service(service);
             stack
@@ -171,13 +175,13 @@ async fn after_the_broker_is_killed_and_back_a_minute_later_new_orders_confirm_w
     tokio::time::sleep(Duration::from_secs(10)).await;
     // A service told to stop while the broker is away stops within 10 s.
     let took = stack
-        .stop_service("coupon-service", Duration::from_secs(10))
+        .stop_service(Service::CouponService, Duration::from_secs(10))
         .expect("SIGTERM stops a service within 10 s while the broker is down");
     println!("with the broker down, the coupon service stopped in {took:?} after SIGTERM");
     tokio::time::sleep(Duration::from_secs(50)).await;
     stack.start_broker().await.expect("the broker starts again");
     stack
-        .start_service("coupon-service")
+        .start_service(Service::CouponService)
         .await
         .expect("the coupon service starts again");
     // As `shopctl up` does: a broker whose storage fails is restarted with every service.

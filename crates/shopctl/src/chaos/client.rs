@@ -1,11 +1,11 @@
 //! The HTTP client of a chaos run: it retries while a service restarts, as a storefront would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::stack::Stack;
+use crate::stack::{Service, Stack};
 
 /// The HTTP client of the run, retrying while a service restarts.
 #[derive(Clone)]
@@ -24,10 +24,10 @@ impl Client {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("an HTTP client"),
-            order: stack.url("order-service"),
-            product: stack.url("product-service"),
-            coupon: stack.url("coupon-service"),
-            platform: stack.url("data-platform-mock"),
+            order: stack.url(Service::OrderService),
+            product: stack.url(Service::ProductService),
+            coupon: stack.url(Service::CouponService),
+            platform: stack.url(Service::DataPlatformMock),
         }
     }
 
@@ -37,20 +37,21 @@ impl Client {
         &self,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<(u16, Value)> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match request().send().await {
-                Ok(response) if response.status().as_u16() < 500 => {
-                    let status = response.status().as_u16();
-                    return Ok((status, response.json().await.unwrap_or(Value::Null)));
+        eventing::poll::retry(
+            Duration::from_secs(90),
+            Duration::from_millis(200),
+            || async {
+                match request().send().await {
+                    Ok(response) if response.status().as_u16() < 500 => {
+                        let status = response.status().as_u16();
+                        Ok((status, response.json().await.unwrap_or(Value::Null)))
+                    }
+                    Ok(response) => bail!("the service answered {}", response.status()),
+                    Err(error) => Err(error).context("no service answered for 90 s"),
                 }
-                Ok(_) | Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(response) => bail!("the service answered {}", response.status()),
-                Err(error) => return Err(error).context("no service answered for 90 s"),
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// Waits until the order service's catalog replica has a product.

@@ -17,13 +17,13 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::ChaosArgs;
-use crate::stack::{Stack, step};
+use crate::stack::{Service, Stack, step};
 
 /// One fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// SIGKILL of a service, then a start of it.
-    Kill(&'static str),
+    Kill(Service),
     /// Already handled saga events published again, exactly as they were.
     DuplicateEvents,
     /// The broker stopped and started on the same storage.
@@ -45,13 +45,13 @@ impl std::fmt::Display for Fault {
 
 /// The faults, injected in this order, spread evenly over the load.
 pub const FAULTS: &[Fault] = &[
-    Fault::Kill("order-service"),
+    Fault::Kill(Service::OrderService),
     Fault::DuplicateEvents,
-    Fault::Kill("product-service"),
+    Fault::Kill(Service::ProductService),
     Fault::RestartBroker,
-    Fault::Kill("coupon-service"),
+    Fault::Kill(Service::CouponService),
     Fault::RestartDatabase,
-    Fault::Kill("analytics-forwarder"),
+    Fault::Kill(Service::AnalyticsForwarder),
     Fault::DuplicateEvents,
 ];
 

@@ -8,7 +8,8 @@
 //! - no dead-letter topic holds a valid event.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use contract::topics;
@@ -124,8 +125,7 @@ pub(super) async fn check(
     }
 
     // Stock: conserved once every compensation has run; poll briefly for the last releases.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let stock = settled_problems(Duration::from_secs(30), || async {
         let mut problems = Vec::new();
         for product in products {
             let path = format!("/products/{}", product.id);
@@ -169,12 +169,10 @@ pub(super) async fn check(
                 _ => {}
             }
         }
-        if problems.is_empty() || Instant::now() > deadline {
-            report.violations.extend(problems);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(problems)
+    })
+    .await;
+    report.violations.extend(stock);
 
     // The data platform: each order event exactly once, once deliveries have caught up.
     let expected: HashSet<(String, String)> = orders
@@ -193,8 +191,7 @@ pub(super) async fn check(
             events
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let platform = settled_problems(Duration::from_secs(120), || async {
         let platform: PlatformView = view(
             "what the data platform kept",
             client.get(&client.platform, "/v1/orders").await?,
@@ -212,30 +209,28 @@ pub(super) async fn check(
             .map(|(k, n)| (k.clone(), *n))
             .collect();
         let unexpected = seen.keys().filter(|k| !expected.contains(*k)).count();
-        if (missing.is_empty() && doubled.is_empty() && unexpected == 0)
-            || Instant::now() > deadline
-        {
-            if !missing.is_empty() {
-                report.violations.push(format!(
-                    "{} order events never reached the data platform (first: {:?})",
-                    missing.len(),
-                    missing[0]
-                ));
-            }
-            for ((order, event), n) in doubled {
-                report.violations.push(format!(
-                    "the data platform kept {event} of {order} {n} times"
-                ));
-            }
-            if unexpected > 0 {
-                report.violations.push(format!(
-                    "the data platform kept {unexpected} events of orders never placed"
-                ));
-            }
-            break;
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} order events never reached the data platform (first: {:?})",
+                missing.len(),
+                missing[0]
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        for ((order, event), n) in doubled {
+            problems.push(format!(
+                "the data platform kept {event} of {order} {n} times"
+            ));
+        }
+        if unexpected > 0 {
+            problems.push(format!(
+                "the data platform kept {unexpected} events of orders never placed"
+            ));
+        }
+        Ok(problems)
+    })
+    .await;
+    report.violations.extend(platform);
 
     // Dead-letter topics: nothing valid may sit there.
     let settings = KafkaSettings::new(brokers);
@@ -253,4 +248,26 @@ pub(super) async fn check(
         }
     }
     Ok(report)
+}
+
+/// Runs `check` every half second until it finds nothing wrong or `within` has passed, and
+/// returns what it found last: the system settles (compensations, deliveries) for a while
+/// after the load ends. A check that cannot run at all is a problem too.
+async fn settled_problems<F, Fut>(within: Duration, mut check: F) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Vec<String>>>,
+{
+    let outcome = eventing::poll::retry(within, Duration::from_millis(500), || {
+        let checked = check();
+        async move {
+            match checked.await {
+                Ok(problems) if problems.is_empty() => Ok(()),
+                Ok(problems) => Err(problems),
+                Err(error) => Err(vec![format!("the check could not run: {error:#}")]),
+            }
+        }
+    })
+    .await;
+    outcome.err().unwrap_or_default()
 }

@@ -230,25 +230,30 @@ pub(super) async fn settle(
     ids: &[String],
     within: Duration,
 ) -> anyhow::Result<Vec<Value>> {
-    let deadline = Instant::now() + within;
-    let mut settled = HashMap::new();
-    loop {
-        let pending: Vec<&String> = ids.iter().filter(|id| !settled.contains_key(*id)).collect();
+    // Settled orders are kept between rounds, so each round asks only about the rest.
+    let settled = std::sync::Mutex::new(HashMap::new());
+    eventing::poll::retry(within, Duration::from_millis(500), || async {
+        let pending: Vec<&String> = {
+            let settled = settled.lock().expect("not poisoned");
+            ids.iter().filter(|id| !settled.contains_key(*id)).collect()
+        };
         for id in pending {
             let order = client.get(&client.order, &format!("/orders/{id}")).await?;
             if order["status"] != "PENDING" {
-                settled.insert(id.clone(), order);
+                settled
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(id.clone(), order);
             }
         }
-        if settled.len() == ids.len() {
-            return Ok(ids.iter().filter_map(|id| settled.remove(id)).collect());
-        }
-        if Instant::now() > deadline {
+        let mut settled = settled.lock().expect("not poisoned");
+        if settled.len() < ids.len() {
             bail!(
                 "{} orders were still PENDING after {within:?}",
                 ids.len() - settled.len()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(ids.iter().filter_map(|id| settled.remove(id)).collect())
+    })
+    .await
 }

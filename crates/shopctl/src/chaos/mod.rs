@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::Client;
 use self::faults::FAULTS;
-use crate::stack::{SERVICES, Stack, StackConfig, step};
+use crate::stack::{Service, Stack, StackConfig, step};
 
 /// Options of `shopctl chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -232,10 +232,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         let placed = load::place_orders(&client, &args, &products, &coupons, progress).await?;
         let load = started.elapsed();
         step("waiting for the last fault to be over");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while injected.load(Ordering::SeqCst) < FAULTS.len() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Past two minutes the run goes on: the report counts the faults injected.
+        let _ = eventing::poll::until(
+            "every fault injected",
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || std::future::ready((injected.load(Ordering::SeqCst) >= FAULTS.len()).then_some(())),
+        )
+        .await;
         step(&format!(
             "the faults are over: {LIVENESS_ORDERS} new orders must confirm within {} s",
             LIVENESS_WITHIN.as_secs()
@@ -290,7 +294,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
 }
 
 /// A fresh database per service on the Postgres server of `admin`.
-async fn fresh_postgres_databases(admin: &str) -> anyhow::Result<Vec<(String, String)>> {
+async fn fresh_postgres_databases(admin: &str) -> anyhow::Result<Vec<(Service, String)>> {
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin)
         .await
@@ -301,12 +305,12 @@ async fn fresh_postgres_databases(admin: &str) -> anyhow::Result<Vec<(String, St
         .context("no database in the URL")?;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut urls = Vec::new();
-    for (service, _) in SERVICES.iter().filter(|(s, _)| *s != "data-platform-mock") {
-        let name = format!("chaos_{}_{run}", service.replace('-', "_"));
+    for service in Service::CLIENTS {
+        let name = format!("chaos_{}_{run}", service.name().replace('-', "_"));
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await?;
-        urls.push(((*service).to_owned(), format!("{base}/{name}")));
+        urls.push((service, format!("{base}/{name}")));
     }
     Ok(urls)
 }
