@@ -7,12 +7,14 @@
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
 //! - [`dlq`]: `shopctl dlq list|replay`, the dead letters of a service.
 //! - [`chaos`]: `shopctl chaos` runs a load under injected faults and checks the invariants.
+//! - [`bench`]: `shopctl bench` measures latency, throughput and cost under an open-loop load.
 //! - `shopctl topics create|list` creates or lists the contract's topics.
 //!
 //! Everything that reads topics uses a consumer group of its own and commits nothing, so it
 //! never disturbs the services. It works against Tansu and against Apache Kafka.
 
 pub mod api;
+pub mod bench;
 pub mod chaos;
 pub mod dlq;
 pub mod kafka;
@@ -81,6 +83,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// Places orders against a local stack while injecting faults, then checks the invariants.
     Chaos(chaos::ChaosArgs),
+    /// Sends orders at a fixed rate to a running system and measures latency, throughput,
+    /// CPU per order and memory.
+    Bench(bench::BenchArgs),
     /// Follows a topic and prints every message as `key value`.
     Tail {
         /// The topic, such as `order.events`.
@@ -140,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::up(args).await,
         Command::Chaos(args) => chaos::chaos(args).await,
+        Command::Bench(ref args) => bench::bench(&cli, args).await,
         Command::Tail {
             ref topic,
             from_beginning,

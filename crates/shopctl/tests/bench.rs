@@ -1,0 +1,94 @@
+//! `shopctl bench` against the local stack as `shopctl up` runs it: a short run completes and
+//! reports every figure. How fast the system is belongs to BENCHMARKS.md, not to a test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use shopctl::stack::{Service, Stack, StackConfig};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_bench_completes_and_reports_every_figure() {
+    let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
+    let data_dir: PathBuf =
+        std::env::temp_dir().join(format!("shopctl-bench-{}", uuid::Uuid::new_v4().simple()));
+    let stack = Stack::start(StackConfig {
+        data_dir: data_dir.clone(),
+        broker_port: testkit::free_port(),
+        http_port_base: testkit::free_port_run(11),
+        build: true,
+        bin_dir: shopctl.parent().map(Path::to_path_buf),
+        database_urls: Vec::new(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+    })
+    .await
+    .expect("the stack starts");
+    let json = data_dir.join("bench.json");
+
+    let run = tokio::task::spawn_blocking({
+        let (shopctl, json) = (shopctl.to_path_buf(), json.clone());
+        let env = [
+            ("KAFKA_BROKERS", stack.brokers()),
+            ("ORDER_SERVICE_URL", stack.url(Service::OrderService)),
+            ("PRODUCT_SERVICE_URL", stack.url(Service::ProductService)),
+            ("COUPON_SERVICE_URL", stack.url(Service::CouponService)),
+        ];
+        move || {
+            Command::new(shopctl)
+                .args(["bench", "--duration", "5", "--rate", "20", "--warmup", "1"])
+                .args(["--coupon-share", "0.2", "--json"])
+                .arg(&json)
+                .envs(env)
+                .output()
+                .expect("shopctl runs")
+        }
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "shopctl bench failed: {printed}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(printed.contains("saga p99"), "{printed}");
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{report:#}");
+    let run = &runs[0];
+    assert_eq!(run["rate"], 20.0);
+    assert!(run["sent"].as_u64().unwrap() > 0, "{run:#}");
+    assert!(run["confirmed"].as_u64().unwrap() > 0, "{run:#}");
+    assert!(run["confirmed_per_s"].as_f64().unwrap() > 0.0, "{run:#}");
+    for latency in ["post_ms", "saga_ms"] {
+        for figure in ["count", "p50", "p90", "p99", "max"] {
+            assert!(
+                run[latency][figure].as_f64().is_some_and(|v| v > 0.0),
+                "{latency}.{figure}: {run:#}"
+            );
+        }
+    }
+    for process in [
+        "order-service",
+        "product-service",
+        "coupon-service",
+        "analytics-forwarder",
+        "tansu",
+    ] {
+        assert!(
+            run["cpu_ms_per_confirmed"][process].as_f64().is_some(),
+            "no CPU figure for {process}: {run:#}"
+        );
+        assert!(
+            run["peak_rss_mib"][process]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "no memory figure for {process}: {run:#}"
+        );
+    }
+    assert!(run["services_cpu_ms_per_confirmed"].as_f64().unwrap() > 0.0);
+    assert!(run["sustainable"].is_boolean());
+    drop(stack);
+    let _ = std::fs::remove_dir_all(data_dir);
+}
