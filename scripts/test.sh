@@ -40,7 +40,7 @@ cargo clippy -j2 --workspace --all-targets -- -D warnings
 echo "==> cargo test (services on Postgres)"
 cargo test -j2 --workspace
 echo "==> the integration suites again, services on SQLite"
-TEST_BACKEND=sqlite cargo test -j2 -p eventing -p order-service
+TEST_BACKEND=sqlite cargo test -j2 -p eventing -p order-service -p sync-facade
 
 # The chaos run on Postgres restarts the database server, so it runs alone, last.
 if [ -n "${CHAOS_DB_RESTART_COMMAND:-}" ]; then

@@ -79,6 +79,14 @@ error_codes! {
     InvalidValue => "invalid_value", UNPROCESSABLE_ENTITY;
     CouponNotFound => "coupon_not_found", NOT_FOUND;
 
+    // The synchronous baseline (sync-facade).
+    /// A line asks for more units than the product has; nothing was taken.
+    OutOfStock => "out_of_stock", CONFLICT;
+    /// The coupon does not exist, is someone else's or is already used.
+    CouponRejected => "coupon_rejected", CONFLICT;
+    /// The data platform failed or did not answer in time, so the order was not placed.
+    DataPlatformFailed => "data_platform_failed", BAD_GATEWAY;
+
     // Data-platform mock.
     MissingIdempotencyKey => "missing_idempotency_key", BAD_REQUEST;
     /// Failing on purpose; the mock answers it with the status its settings say.

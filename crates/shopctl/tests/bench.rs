@@ -1,28 +1,20 @@
 //! `shopctl bench` against the local stack as `shopctl up` runs it: a short run completes and
 //! reports every figure. How fast the system is belongs to BENCHMARKS.md, not to a test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use local::start_stack;
 use serde_json::Value;
-use shopctl::stack::{Service, Stack, StackConfig};
+use shopctl::stack::Service;
+
+mod local;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_bench_completes_and_reports_every_figure() {
     let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("shopctl-bench-{}", uuid::Uuid::new_v4().simple()));
-    let stack = Stack::start(StackConfig {
-        data_dir: data_dir.clone(),
-        broker_port: testkit::free_port(),
-        http_port_base: testkit::free_port_run(11),
-        build: true,
-        bin_dir: shopctl.parent().map(Path::to_path_buf),
-        database_urls: Vec::new(),
-        env: vec![("RUST_LOG".into(), "warn".into())],
-    })
-    .await
-    .expect("the stack starts");
+    let stack = start_stack("bench").await;
+    let data_dir = stack.data_dir().to_path_buf();
     let json = data_dir.join("bench.json");
 
     let run = tokio::task::spawn_blocking({

@@ -2,31 +2,16 @@
 //! `shopctl up` runs it (Tansu on SQLite storage, every service a process on its own SQLite
 //! file): after each fault, a new order must confirm within 30 s, with no help from anyone.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use local::start_stack;
 use serde_json::{Value, json};
-use shopctl::stack::{Service, Stack, StackConfig};
+use shopctl::stack::{Service, Stack};
+
+mod local;
 
 /// How long a new order may take to confirm once the fault is over.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
-
-async fn start_stack(label: &str) -> Stack {
-    let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()));
-    Stack::start(StackConfig {
-        data_dir,
-        broker_port: testkit::free_port(),
-        http_port_base: testkit::free_port_run(11),
-        build: true,
-        bin_dir: shopctl.parent().map(Path::to_path_buf),
-        database_urls: Vec::new(),
-        env: vec![("RUST_LOG".into(), "info".into())],
-    })
-    .await
-    .expect("the stack starts")
-}
 
 async fn post(url: String, body: Value) -> Value {
     let response = reqwest::Client::new()

@@ -1,0 +1,24 @@
+//! Shared by the tests that run the local stack as `shopctl up` runs it.
+
+use std::path::{Path, PathBuf};
+
+use shopctl::stack::{Stack, StackConfig};
+
+/// The local stack in a fresh temporary folder on free ports, with the binaries of this
+/// build: Tansu on SQLite storage, every service a process on its own SQLite file.
+pub async fn start_stack(label: &str) -> Stack {
+    let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
+    let data_dir: PathBuf =
+        std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()));
+    Stack::start(StackConfig {
+        data_dir,
+        broker_port: testkit::free_port(),
+        http_port_base: testkit::free_port_run(11),
+        build: true,
+        bin_dir: shopctl.parent().map(Path::to_path_buf),
+        database_urls: Vec::new(),
+        env: vec![("RUST_LOG".into(), "info".into())],
+    })
+    .await
+    .expect("the stack starts")
+}

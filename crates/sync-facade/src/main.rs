@@ -1,0 +1,12 @@
+//! `sync-facade`: see the crate documentation and docs/settings.md for its settings.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let config = sync_facade::Config::parse();
+    eventing::telemetry::init(&config.log);
+    let shutdown = eventing::telemetry::shutdown_on_signal();
+    let result = async { sync_facade::build(config).await?.run(shutdown).await }.await;
+    eventing::app::exit(result)
+}
