@@ -4,7 +4,8 @@
 # create databases), and is stopped and removed when the sourcing script exits.
 #
 # Sets TEST_DATABASE_URL, and PRIVATE_PG_RESTART, a command that restarts this server (the
-# chaos run's database fault). `initdb` refuses to run as root, so as root the server runs as
+# chaos run's database fault). PRIVATE_PG_FSYNC=on keeps fsync on (benchmarks); tests turn it
+# off. `initdb` refuses to run as root, so as root the server runs as
 # the `postgres` user.
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -19,7 +20,7 @@ fi
 
 $PG_AS "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log"
 $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=off" \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=${PRIVATE_PG_FSYNC:-off}" \
   start >/dev/null
 stop_private_postgres() {
   $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true

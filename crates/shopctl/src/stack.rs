@@ -104,10 +104,66 @@ pub struct StackConfig {
     pub build: bool,
     /// Where the service binaries are; beside `shopctl` when absent.
     pub bin_dir: Option<PathBuf>,
+    /// Where the broker keeps its data.
+    pub broker_storage: BrokerStorage,
     /// `DATABASE_URL` per service; services not listed use a SQLite file in the data folder.
     pub database_urls: Vec<(Service, String)>,
     /// More environment for every service.
     pub env: Vec<(String, String)>,
+}
+
+/// Where Tansu keeps what it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BrokerStorage {
+    /// A SQLite file in the data folder: it survives restarts.
+    #[default]
+    Sqlite,
+    /// Memory: faster, and gone when the broker stops (run it with services on fresh
+    /// databases, or they remember offsets the broker has lost).
+    Memory,
+}
+
+impl BrokerStorage {
+    /// Tansu's `--storage-engine` URL, relative to the data folder.
+    fn engine(self) -> &'static str {
+        match self {
+            BrokerStorage::Sqlite => "sqlite://tansu/tansu.db",
+            BrokerStorage::Memory => "memory://tansu/",
+        }
+    }
+}
+
+/// One database per service that talks to the broker, `<prefix>_<service>` on the Postgres
+/// server `admin` names (a role that may create databases), created when missing; their URLs.
+pub async fn postgres_databases(
+    admin: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<(Service, String)>> {
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin)
+        .await
+        .with_context(|| format!("connecting to {admin}"))?;
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .context("no database in the URL")?;
+    let mut urls = Vec::new();
+    for service in Service::CLIENTS {
+        let name = format!("{prefix}_{}", service.name().replace('-', "_"));
+        let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(&mut conn)
+            .await?
+            .is_some();
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("creating the database {name}"))?;
+        }
+        urls.push((service, format!("{base}/{name}")));
+    }
+    Ok(urls)
 }
 
 /// The stack, running.
@@ -236,7 +292,7 @@ impl Stack {
                 .current_dir(&self.data)
                 .args(["broker", "--listener-url", &listener])
                 .args(["--advertised-listener-url", &listener])
-                .args(["--storage-engine", "sqlite://tansu/tansu.db"]),
+                .args(["--storage-engine", self.config.broker_storage.engine()]),
             &self.broker_log(),
         )?);
         Ok(())

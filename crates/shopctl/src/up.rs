@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::{Call, call};
-use crate::stack::{Service, Stack, StackConfig, step};
+use crate::stack::{BrokerStorage, Service, Stack, StackConfig, step};
 
 /// Options of `shopctl up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +36,18 @@ pub struct UpArgs {
     /// Do not run `cargo build` first; use the binaries beside `shopctl` as they are.
     #[arg(long)]
     pub no_build: bool,
+    /// Where the broker keeps its data: `sqlite` (a file in the data folder, kept across
+    /// restarts) or `memory` (faster, lost when it stops).
+    #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
+    pub broker_storage: BrokerStorage,
+    /// Put the services' databases on this Postgres server instead of SQLite files: a URL
+    /// of a role that may create databases, such as `postgres://shop:shop@127.0.0.1/postgres`.
+    /// Each service gets `<prefix>_<service>`, created when missing.
+    #[arg(long, env = "SHOPCTL_POSTGRES_URL")]
+    pub postgres: Option<String>,
+    /// The prefix of the databases `--postgres` creates.
+    #[arg(long, default_value = "shop")]
+    pub postgres_prefix: String,
 }
 
 impl UpArgs {
@@ -49,13 +61,18 @@ impl UpArgs {
 
 /// Runs the system until Ctrl-C or SIGTERM.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let database_urls = match &args.postgres {
+        Some(admin) => crate::stack::postgres_databases(admin, &args.postgres_prefix).await?,
+        None => Vec::new(),
+    };
     let mut stack = Stack::start(StackConfig {
         data_dir: args.data_dir.clone(),
         broker_port: args.broker_port,
         http_port_base: args.http_port_base,
         build: !args.no_build,
         bin_dir: None,
-        database_urls: Vec::new(),
+        broker_storage: args.broker_storage,
+        database_urls,
         env: Vec::new(),
     })
     .await?;

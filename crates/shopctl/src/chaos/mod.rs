@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::client::Client;
 use self::faults::FAULTS;
-use crate::stack::{Service, Stack, StackConfig, step};
+use crate::stack::{BrokerStorage, Stack, StackConfig, step};
 
 /// Options of `shopctl chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -178,7 +178,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         std::env::temp_dir().join(format!("shopctl-chaos-{}", uuid::Uuid::new_v4()))
     });
     let database_urls = match &args.postgres {
-        Some(admin) => fresh_postgres_databases(admin).await?,
+        Some(admin) => {
+            let run = uuid::Uuid::new_v4().simple().to_string();
+            crate::stack::postgres_databases(admin, &format!("chaos_{run}")).await?
+        }
         None => Vec::new(),
     };
     let env = [
@@ -194,6 +197,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         http_port_base: args.http_port_base,
         build: !args.no_build,
         bin_dir: args.bin_dir.clone(),
+        broker_storage: BrokerStorage::Sqlite,
         database_urls,
         env: env
             .iter()
@@ -291,26 +295,4 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     let mut report = outcome?;
     report.faults = injected_faults;
     Ok(report)
-}
-
-/// A fresh database per service on the Postgres server of `admin`.
-async fn fresh_postgres_databases(admin: &str) -> anyhow::Result<Vec<(Service, String)>> {
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin)
-        .await
-        .with_context(|| format!("connecting to {admin}"))?;
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .context("no database in the URL")?;
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut urls = Vec::new();
-    for service in Service::CLIENTS {
-        let name = format!("chaos_{}_{run}", service.name().replace('-', "_"));
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await?;
-        urls.push((service, format!("{base}/{name}")));
-    }
-    Ok(urls)
 }

@@ -16,6 +16,7 @@ pub async fn start_stack(label: &str) -> Stack {
         http_port_base: testkit::free_port_run(11),
         build: true,
         bin_dir: shopctl.parent().map(Path::to_path_buf),
+        broker_storage: Default::default(),
         database_urls: Vec::new(),
         env: vec![("RUST_LOG".into(), "info".into())],
     })
