@@ -11,6 +11,12 @@
 //!    periodic commit sends to the broker. A crash before the store means redelivery, which
 //!    step 2 makes harmless.
 //!
+//! Messages the client already holds when one arrives (up to [`MAX_BATCH`]) are handled
+//! together: steps 2 and 3 run once for the batch, each event with its own
+//! `processed_event` row, so that a burst costs one commit instead of one per event. If
+//! anything in the batch fails, the transaction rolls back and its messages are handled one
+//! at a time as above, so a poison event or a retry never involves its neighbours.
+//!
 //! A transient failure (database down, deadlock) is retried with backoff, never skipped. A
 //! handler that finds the event can never be applied says so ([`HandleError::Permanent`]),
 //! and the message goes to the dead-letter topic too; so does an event whose effect the
@@ -121,6 +127,9 @@ pub struct ConsumerRunner<H> {
 
 /// The part name this consumer reports its state under in `/health/ready`.
 pub const HEALTH_PART: &str = "consumer";
+
+/// Most messages handled in one transaction.
+pub const MAX_BATCH: usize = 64;
 
 /// What became of one attempt at one message.
 enum Outcome {
@@ -354,7 +363,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 message = session.consumer.recv() => message,
             };
-            let message = match message {
+            let first = match message {
                 Ok(message) => {
                     receive_failures = 0;
                     message.detach()
@@ -370,27 +379,104 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
             };
             session.watch.progress();
-            let handled = match self.process(&message, shutdown).await {
-                Disposition::Done => true,
-                Disposition::DeadLetter(reason) => {
-                    self.dead_letter(&message, &reason, shutdown).await
+            // Whatever else the client already holds joins the batch; nothing waits for more.
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match futures::FutureExt::now_or_never(session.consumer.recv()) {
+                    Some(Ok(message)) => batch.push(message.detach()),
+                    Some(Err(error)) => {
+                        tracing::warn!(consumer = self.name, %error, "could not receive a message");
+                        break;
+                    }
+                    None => break,
                 }
-                Disposition::Interrupted => false,
-            };
-            if !handled {
-                return SessionEnd::Shutdown;
             }
-            if let Err(error) = session.consumer.store_offset(
-                message.topic(),
-                message.partition(),
-                message.offset(),
-            ) {
-                tracing::warn!(consumer = self.name, %error, "could not store an offset");
+            let handled_together = batch.len() > 1 && self.process_together(&batch).await;
+            for message in &batch {
+                let handled = handled_together
+                    || match self.process(message, shutdown).await {
+                        Disposition::Done => true,
+                        Disposition::DeadLetter(reason) => {
+                            self.dead_letter(message, &reason, shutdown).await
+                        }
+                        Disposition::Interrupted => false,
+                    };
+                if !handled {
+                    return SessionEnd::Shutdown;
+                }
+                if let Err(error) = session.consumer.store_offset(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                ) {
+                    tracing::warn!(consumer = self.name, %error, "could not store an offset");
+                }
+                session.watch.progress();
+                let partition = (message.topic().to_owned(), message.partition());
+                session.stored.insert(partition, message.offset());
             }
-            session.watch.progress();
-            let partition = (message.topic().to_owned(), message.partition());
-            session.stored.insert(partition, message.offset());
         }
+    }
+
+    /// Handles a batch in one transaction, in order; `true` if it committed. Anything out
+    /// of the ordinary (a message that does not decode, an event type this service ignores,
+    /// any error) rolls the whole batch back and answers `false`: the caller then handles the
+    /// messages one at a time, which deals with each case on its own.
+    async fn process_together(&self, batch: &[OwnedMessage]) -> bool {
+        let mut inbounds = Vec::with_capacity(batch.len());
+        for message in batch {
+            match Envelope::decode(message.payload().unwrap_or_default()) {
+                Ok(Decoded::Known(envelope)) => inbounds.push(inbound(message, envelope)),
+                _ => return false,
+            }
+        }
+        let outcomes = match self.apply_together(&inbounds).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::debug!(consumer = self.name, error = %error, size = batch.len(), "a batch failed; handling its messages one at a time");
+                return false;
+            }
+        };
+        self.metrics
+            .inc("consumer_batches_total", &[("consumer", self.name)]);
+        for (inbound, outcome) in inbounds.iter().zip(outcomes) {
+            let counter = match outcome {
+                Outcome::Handled => "events_handled_total",
+                Outcome::Duplicate => "events_duplicate_total",
+            };
+            self.metrics.inc(
+                counter,
+                &[
+                    ("consumer", self.name),
+                    ("event_type", inbound.envelope.event_type()),
+                ],
+            );
+        }
+        true
+    }
+
+    /// One attempt at a batch: every event recorded and applied in one transaction.
+    async fn apply_together(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
+        let mut tx = crate::db::begin(&self.db).await?;
+        let mut outcomes = Vec::with_capacity(inbounds.len());
+        for inbound in inbounds {
+            let span = event_span(self.name, inbound);
+            let outcome = async {
+                if !record(&mut tx, inbound).await? {
+                    tracing::debug!("already handled; nothing to do");
+                    return Ok::<_, HandleError>(Outcome::Duplicate);
+                }
+                self.handler.handle(&mut tx, inbound).await?;
+                tracing::debug!("handled in a batch");
+                Ok(Outcome::Handled)
+            }
+            .instrument(span)
+            .await?;
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        self.outbox.wake();
+        Ok(outcomes)
     }
 
     /// One look at the client: its assignment, its last measurement, and whether a new one is
@@ -521,24 +607,8 @@ impl<H: Handler> ConsumerRunner<H> {
             }
             Err(error) => return Disposition::DeadLetter(error.to_string()),
         };
-        let inbound = Inbound {
-            trace: TraceContext::continue_or_new(header(message, HEADER_TRACEPARENT).as_deref()),
-            envelope,
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let span = tracing::info_span!(
-            "event",
-            consumer = self.name,
-            event_type = inbound.envelope.event_type(),
-            event_id = %inbound.envelope.event_id,
-            key = %inbound.envelope.key(),
-            trace_id = %inbound.trace.trace_id(),
-            topic = %inbound.topic,
-            partition = inbound.partition,
-            offset = inbound.offset,
-        );
+        let inbound = inbound(message, envelope);
+        let span = event_span(self.name, &inbound);
         self.process_until_done(&inbound, shutdown)
             .instrument(span)
             .await
@@ -640,19 +710,7 @@ impl<H: Handler> ConsumerRunner<H> {
     /// One attempt: record the event and apply its effect in one transaction.
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
         let mut tx = crate::db::begin(&self.db).await?;
-        let first_time = sqlx::query(
-            "INSERT INTO processed_event (event_id, event_type, topic, processed_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(inbound.envelope.event_id.to_string())
-        .bind(inbound.envelope.event_type())
-        .bind(&inbound.topic)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_time {
+        if !record(&mut tx, inbound).await? {
             tx.rollback().await?;
             return Ok(Outcome::Duplicate);
         }
@@ -661,6 +719,48 @@ impl<H: Handler> ConsumerRunner<H> {
         self.outbox.wake();
         Ok(Outcome::Handled)
     }
+}
+
+/// The event a message carries, as a handler sees it.
+fn inbound(message: &OwnedMessage, envelope: Envelope) -> Inbound {
+    Inbound {
+        trace: TraceContext::continue_or_new(header(message, HEADER_TRACEPARENT).as_deref()),
+        envelope,
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}
+
+/// The span of one event, whether it is handled alone or in a batch.
+fn event_span(consumer: &'static str, inbound: &Inbound) -> tracing::Span {
+    tracing::info_span!(
+        "event",
+        consumer,
+        event_type = inbound.envelope.event_type(),
+        event_id = %inbound.envelope.event_id,
+        key = %inbound.envelope.key(),
+        trace_id = %inbound.trace.trace_id(),
+        topic = %inbound.topic,
+        partition = inbound.partition,
+        offset = inbound.offset,
+    )
+}
+
+/// Records the event as handled, in the caller's transaction; `false` if it already was.
+async fn record(conn: &mut Conn, inbound: &Inbound) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_event (event_id, event_type, topic, processed_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(inbound.envelope.event_id.to_string())
+    .bind(inbound.envelope.event_type())
+    .bind(&inbound.topic)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 impl PartitionView {

@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use contract::Envelope;
@@ -147,6 +148,14 @@ pub struct Relay {
     health: Health,
     /// Identifies this relay in the lease table.
     instance: String,
+    /// Until when this relay holds the lease, as it last wrote it (milliseconds since the
+    /// epoch; 0 when it does not hold it). The lease is renewed only when less than
+    /// [`Relay::renew_margin`] of it is left, not on every round: one write every few
+    /// seconds instead of one per wake.
+    held_until: AtomicI64,
+    /// The time a round may take: the producer's message timeout plus 5 s. A round starts
+    /// only with at least this much of the lease left, so the lease outlives it.
+    renew_margin: i64,
 }
 
 struct OutboxRow {
@@ -171,6 +180,9 @@ impl Relay {
             metrics: runtime.metrics.clone(),
             health: runtime.health.clone(),
             instance,
+            held_until: AtomicI64::new(0),
+            renew_margin: crate::duration::as_millis_i64(runtime.settings.kafka.message_timeout)
+                + 5_000,
         }
     }
 
@@ -224,6 +236,7 @@ impl Relay {
     /// Gives the lease up on a clean stop, so that another replica takes over publishing at
     /// once instead of after the lease runs out.
     async fn release_lease(&self) {
+        self.held_until.store(0, Ordering::SeqCst);
         let released = sqlx::query(
             "UPDATE outbox_relay_lease SET expires_at = 0 WHERE name = 'relay' AND holder = $1",
         )
@@ -275,19 +288,27 @@ impl Relay {
         Ok(())
     }
 
-    /// Takes or renews the lease; `false` when another live relay holds it.
+    /// Takes or renews the lease; `false` when another live relay holds it. While more than
+    /// the renewal margin of a lease it holds is left, it writes nothing: nobody else can
+    /// take the lease before it runs out.
     async fn hold_lease(&self) -> Result<bool, RelayError> {
         let now = now_ms();
+        if self.held_until.load(Ordering::SeqCst) - now > self.renew_margin {
+            return Ok(true);
+        }
+        let until = now + crate::duration::as_millis_i64(self.settings.lease);
         let taken = sqlx::query(
             "UPDATE outbox_relay_lease SET holder = $1, expires_at = $2 \
              WHERE name = 'relay' AND (holder = $1 OR expires_at < $3)",
         )
         .bind(&self.instance)
-        .bind(now + crate::duration::as_millis_i64(self.settings.lease))
+        .bind(until)
         .bind(now)
         .execute(&self.db)
         .await?
         .rows_affected();
+        self.held_until
+            .store(if taken == 1 { until } else { 0 }, Ordering::SeqCst);
         Ok(taken == 1)
     }
 
@@ -451,6 +472,7 @@ impl Relay {
         }
         let marked = query.execute(&self.db).await?.rows_affected();
         if marked == 0 {
+            self.held_until.store(0, Ordering::SeqCst);
             return Err(RelayError::LeaseLost);
         }
         Ok(())

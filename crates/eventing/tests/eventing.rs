@@ -325,6 +325,55 @@ async fn the_same_event_delivered_twice_is_applied_once() {
 }
 
 #[tokio::test]
+async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_its_neighbours() {
+    let broker = Broker::start().await.expect("broker");
+    // Everything is on the topic before the consumer starts, so it arrives in batches.
+    let order = Uuid::now_v7();
+    // Totals 100 to 299: none of them one the handler or the database refuses; more than
+    // one batch, so that the batches after the poison event's commit together.
+    let mut burst: Vec<Envelope> = (100..300).map(|n| confirmed(order, n)).collect();
+    burst.insert(20, confirmed(order, IMPOSSIBLE));
+    let duplicate = burst[5].clone();
+    burst.insert(30, duplicate);
+    for envelope in &burst {
+        produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+    }
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("burst", &broker, handler).await;
+    eventually(
+        "the 200 good events handled",
+        Duration::from_secs(60),
+        || async { (effects(&runtime).await == 200).then_some(()) },
+    )
+    .await;
+    let dlq = contract::topics::dlq_topic("eventing-test");
+    let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    })
+    .await
+    .expect("read the dead letters");
+    assert_eq!(letters.len(), 1, "only the poison event is a dead letter");
+    let totals: Vec<i64> = sqlx::query_scalar("SELECT total FROM effect ORDER BY total")
+        .fetch_all(&runtime.db)
+        .await
+        .expect("totals");
+    assert_eq!(
+        totals,
+        (100..300).collect::<Vec<_>>(),
+        "each good event applied once"
+    );
+    assert_eq!(handled(&runtime).await, 200);
+    assert!(
+        runtime
+            .metrics
+            .get("consumer_batches_total", &[("consumer", "eventing-test")])
+            >= 1.0,
+        "some of the burst was handled in one transaction"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partition_moves_on() {
     let broker = Broker::start().await.expect("broker");
     let handler = CountingHandler::failing_first(0);
