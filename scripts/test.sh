@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need if it is missing (Tansu, Postgres's binaries,
+# The test command: installs what the tests need if it is missing (saga-broker, Postgres's binaries,
 # Debian's docker-compose, cargo-machete), starts a Postgres server of its own (each test
 # starts its own Tansu broker on a free port), then checks formatting, dependencies and lints
 # and runs every test of the workspace against the real broker and database.
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash scripts/install-tansu.sh
+bash scripts/install-broker.sh
 bash scripts/install-postgres.sh
 # Docker cannot run here; Debian's docker-compose checks docker-compose.yml statically.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -34,6 +34,7 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo machete (no dependency declared and unused)"
+# The workspace and the broker crate; broker/.ignore leaves the vendored Tansu crate out.
 cargo machete
 echo "==> cargo clippy"
 cargo clippy -j2 --workspace --all-targets -- -D warnings

@@ -17,22 +17,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
 
-/// The Tansu release the project is tested with, and the features it is built with: one
-/// file, which `scripts/install-tansu.sh` reads too.
-const TANSU_ENV: &str = include_str!("../tansu.env");
+/// The local broker's manifest: `saga-broker`, Tansu 0.6.0 with the patches of
+/// `broker/PATCHES.md`. Its version is the one `scripts/install-broker.sh` installs.
+const BROKER_MANIFEST: &str = include_str!("../../../broker/Cargo.toml");
 
-/// A `NAME=value` line of [`TANSU_ENV`].
-fn tansu_setting(name: &str) -> &'static str {
-    TANSU_ENV
+/// The version of `saga-broker` this `shopctl` runs, as `saga-broker --version` prints it.
+pub fn broker_version() -> &'static str {
+    BROKER_MANIFEST
         .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("crates/shopctl/tansu.env sets {name}"))
-}
-
-/// The Tansu release the project is tested with.
-pub fn tansu_version() -> &'static str {
-    tansu_setting("TANSU_VERSION")
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("broker/Cargo.toml has a version")
 }
 
 /// A process of the stack besides the broker: one of the binaries of the workspace.
@@ -193,7 +188,7 @@ impl Stack {
         if config.build {
             build(&bin_dir)?;
         }
-        let tansu = ensure_tansu()?;
+        let tansu = ensure_broker(&bin_dir)?;
         let ports = std::iter::once(config.broker_port).chain(
             Service::ALL
                 .iter()
@@ -532,10 +527,7 @@ pub fn step(what: &str) {
 
 /// Runs `cargo build --bins` in the workspace `shopctl` was built from, if it can find it.
 fn build(bin_dir: &Path) -> anyhow::Result<()> {
-    let Some(root) = bin_dir
-        .ancestors()
-        .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("crates").is_dir())
-    else {
+    let Some(root) = workspace_root(bin_dir) else {
         return Ok(());
     };
     step("building the services (the first build takes a few minutes)");
@@ -556,8 +548,10 @@ fn build(bin_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Finds `tansu`, installing it with `cargo install` (progress shown) when it is missing.
-fn ensure_tansu() -> anyhow::Result<PathBuf> {
+/// Finds `saga-broker` of this version on `PATH` or in `~/.cargo/bin`; when it is missing
+/// or another version, builds and installs it from the workspace `bin_dir` belongs to
+/// (progress shown), as `scripts/install-broker.sh` does.
+fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -567,28 +561,51 @@ fn ensure_tansu() -> anyhow::Result<PathBuf> {
         .unwrap_or_default()
         .into_iter()
         .chain(cargo_bin.clone());
+    let wanted = format!("saga-broker {}", broker_version());
+    let mut found_other = None;
     for dir in candidates {
-        let tansu = dir.join("tansu");
-        if tansu.is_file() {
-            return Ok(tansu);
+        let broker = dir.join("saga-broker");
+        if !broker.is_file() {
+            continue;
+        }
+        let printed = Command::new(&broker).arg("--version").output();
+        match printed {
+            Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == wanted => return Ok(broker),
+            _ => found_other = Some(broker),
         }
     }
-    let version = tansu_version();
+    let Some(root) = workspace_root(bin_dir) else {
+        bail!(
+            "{wanted} is not installed{}: run scripts/install-broker.sh from the repository",
+            found_other.map_or(String::new(), |b| format!(
+                " ({} is another version)",
+                b.display()
+            ))
+        );
+    };
     step(&format!(
-        "installing Tansu {version} with cargo install (about 12 minutes on 2 cores, once)"
+        "building and installing {wanted} (Tansu 0.6.0, patched; about 12 minutes on 2 cores, once)"
     ));
-    let status = Command::new("cargo")
-        .args(["install", "tansu", "--version", version, "--locked"])
-        .args(["--features", tansu_setting("TANSU_FEATURES")])
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .env("CARGO_TARGET_DIR", root.join("target/broker"))
+        .args(["install", "--locked", "--force", "--path"])
+        .arg(root.join("broker"))
         .status()
-        .context("running cargo install tansu")?;
+        .context("running cargo install for saga-broker")?;
     if !status.success() {
-        bail!("installing Tansu failed");
+        bail!("installing saga-broker failed");
     }
     cargo_bin
-        .map(|dir| dir.join("tansu"))
-        .filter(|tansu| tansu.is_file())
-        .context("tansu was installed but is not in ~/.cargo/bin")
+        .map(|dir| dir.join("saga-broker"))
+        .filter(|broker| broker.is_file())
+        .context("saga-broker was installed but is not in ~/.cargo/bin")
+}
+
+/// The repository `bin_dir` was built in, if it is one.
+fn workspace_root(bin_dir: &Path) -> Option<&Path> {
+    bin_dir
+        .ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("broker/Cargo.toml").is_file())
 }
 
 /// Starts a child in its own process group, its output appended to `log`.
@@ -630,13 +647,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_tansu_pin_is_read_from_the_file_the_install_script_reads() {
-        let version = tansu_version();
-        assert_eq!(version.split('.').count(), 3, "{version}");
-        assert!(version.split('.').all(|n| n.parse::<u32>().is_ok()));
-        assert!(tansu_setting("TANSU_FEATURES").contains("libsql"));
-        let script = include_str!("../../../scripts/install-tansu.sh");
-        assert!(script.contains("crates/shopctl/tansu.env"));
+    fn the_broker_version_is_the_one_its_manifest_and_install_script_name() {
+        let version = broker_version();
+        assert!(version.starts_with("0.6.0-saga."), "{version}");
+        let script = include_str!("../../../scripts/install-broker.sh");
+        assert!(script.contains("broker/Cargo.toml"));
     }
 
     #[test]

@@ -66,7 +66,7 @@ async fn a_short_bench_completes_and_reports_every_figure() {
         "product-service",
         "coupon-service",
         "analytics-forwarder",
-        "tansu",
+        "broker",
     ] {
         assert!(
             run["cpu_ms_per_confirmed"][process].as_f64().is_some(),

@@ -2,7 +2,8 @@
 //! the contract's topics, and fresh Postgres databases. Nothing here fakes a broker or a
 //! database.
 //!
-//! - Tansu must be on `PATH` (`scripts/install-tansu.sh` puts it there).
+//! - `saga-broker` (Tansu, patched) must be on `PATH` (`scripts/install-broker.sh` puts it
+//!   there).
 //! - `TEST_BACKEND` picks the database of every service: `postgres` (the default) or
 //!   `sqlite`. Postgres is reached through `TEST_DATABASE_URL` (default
 //!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
@@ -106,7 +107,7 @@ impl Broker {
     pub async fn start() -> anyhow::Result<Broker> {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new("tansu");
+        let mut command = Command::new("saga-broker");
         die_with_thread(&mut command);
         let child = command
             .args([
@@ -121,7 +122,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting `tansu`; is it installed? (scripts/install-tansu.sh)")?;
+            .context("starting `saga-broker`; is it installed? (scripts/install-broker.sh)")?;
         let broker = Broker {
             brokers: format!("127.0.0.1:{port}"),
             child,

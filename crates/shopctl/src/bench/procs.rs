@@ -16,7 +16,8 @@ pub const WATCHED: &[(&str, &str)] = &[
     ("analytics-forwa", "analytics-forwarder"),
     ("sync-facade", "sync-facade"),
     ("data-platform-m", "data-platform-mock"),
-    ("tansu", "tansu"),
+    ("saga-broker", "broker"),
+    ("tansu", "broker"),
     ("postgres", "postgres"),
 ];
 
