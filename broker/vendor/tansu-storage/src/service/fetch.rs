@@ -312,6 +312,7 @@ impl FetchService {
             let mut iteration = 0;
             let mut elapsed = Duration::from_millis(0);
             let mut bytes = 0;
+            let mut recheck = Duration::from_millis(2);
 
             while elapsed <= max_wait && bytes <= min_bytes {
                 debug!(?elapsed, ?max_wait, ?bytes, ?min_bytes);
@@ -350,12 +351,15 @@ impl FetchService {
                     ?min_bytes
                 );
 
-                sleep(if remaining.as_millis() >= 250 {
-                    remaining / 2
-                } else {
-                    remaining
-                })
-                .await;
+                // saga patch 3 (PATCHES.md): answer as soon as there is data, instead of
+                // sleeping out the rest of the wait with it in hand; while there is none,
+                // look again after 2, 4, 8, then every 16 ms, so that data arriving during
+                // the wait is answered within milliseconds.
+                if (bytes > 0 && bytes >= min_bytes) || min_bytes == 0 || remaining.is_zero() {
+                    break;
+                }
+                sleep(remaining.min(recheck)).await;
+                recheck = (recheck * 2).min(Duration::from_millis(16));
 
                 iteration += 1;
             }
