@@ -59,6 +59,19 @@ pub struct Config {
     pub log: eventing::telemetry::LogSettings,
 }
 
+impl Config {
+    /// The mock on a free port of 127.0.0.1, healthy, everything else at its default: what
+    /// tests start.
+    pub fn local() -> Config {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(clap::builder::Resettable::Reset))
+            .try_get_matches_from(["data-platform-mock", "--http-addr", "127.0.0.1:0"])
+            .expect("the defaults parse");
+        Config::from_arg_matches(&matches).expect("the defaults parse")
+    }
+}
+
 /// What the mock can be told to do while running.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -12,7 +12,7 @@
 //!   `POST /orders`, `GET /orders/{id}`) and the health routes.
 //! - [`store`]: every SQL statement.
 //!
-//! Validation and discounts are the services' own rules, taken from their crates.
+//! Validation, discounts and the product view are the services' own, taken from their crates.
 
 pub mod http;
 pub mod store;

@@ -4,16 +4,9 @@ use eventing::Conn;
 use serde::Serialize;
 use sqlx::Row;
 
-/// A product as the API shows it. `available` is its stock; the baseline reserves nothing,
-/// so `reserved` is always 0, and the answer has the product service's shape.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct Product {
-    pub product_id: i64,
-    pub name: String,
-    pub price: i64,
-    pub available: i64,
-    pub reserved: i64,
-}
+/// A product as the product service shows it. `available` is its stock; the baseline
+/// reserves nothing, so `reserved` is always 0.
+pub use product_service::store::Product;
 
 pub async fn insert_product(
     conn: &mut Conn,

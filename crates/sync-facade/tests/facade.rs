@@ -15,17 +15,10 @@ struct Baseline {
 
 impl Baseline {
     async fn start(label: &str) -> Baseline {
-        let platform = data_platform_mock::build(data_platform_mock::Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            failure_rate: 0.0,
-            latency: Duration::ZERO,
-            failure_status: 503,
-            retry_after_s: None,
-            log: Default::default(),
-        })
-        .await
-        .expect("the mock starts")
-        .spawn();
+        let platform = data_platform_mock::build(data_platform_mock::Config::local())
+            .await
+            .expect("the mock starts")
+            .spawn();
         let url = testkit::fresh_database(label).await.expect("a database");
         let facade = sync_facade::build(sync_facade::Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -61,6 +54,23 @@ impl Baseline {
         answer.json().await.expect("JSON")
     }
 
+    /// A product with 3 units at 15.00 and a coupon of `kind` and `value` for user 7.
+    async fn mug_and_coupon(&self, kind: &str, value: i64) -> (Value, Value) {
+        let (_, mug) = self
+            .post(
+                "/products",
+                json!({ "name": "Mug", "price": 1500, "stock": 3 }),
+            )
+            .await;
+        let (_, coupon) = self
+            .post(
+                "/coupons",
+                json!({ "user_id": 7, "kind": kind, "value": value }),
+            )
+            .await;
+        (mug, coupon)
+    }
+
     async fn platform_received(&self) -> u64 {
         let kept: Value = reqwest::get(self.platform.url("/v1/orders"))
             .await
@@ -86,18 +96,7 @@ impl Baseline {
 #[tokio::test]
 async fn an_order_is_confirmed_in_its_answer_with_stock_taken_coupon_used_and_the_platform_told() {
     let system = Baseline::start("facade_ok").await;
-    let (_, mug) = system
-        .post(
-            "/products",
-            json!({ "name": "Mug", "price": 1500, "stock": 3 }),
-        )
-        .await;
-    let (_, coupon) = system
-        .post(
-            "/coupons",
-            json!({ "user_id": 7, "kind": "PERCENT", "value": 10 }),
-        )
-        .await;
+    let (mug, coupon) = system.mug_and_coupon("PERCENT", 10).await;
     let body = json!({
         "user_id": 7,
         "items": [{ "product_id": mug["product_id"], "quantity": 2 }],
@@ -142,18 +141,7 @@ async fn an_order_is_confirmed_in_its_answer_with_stock_taken_coupon_used_and_th
 #[tokio::test]
 async fn when_the_data_platform_fails_the_order_fails_and_nothing_is_kept() {
     let system = Baseline::start("facade_down").await;
-    let (_, mug) = system
-        .post(
-            "/products",
-            json!({ "name": "Mug", "price": 1500, "stock": 3 }),
-        )
-        .await;
-    let (_, coupon) = system
-        .post(
-            "/coupons",
-            json!({ "user_id": 7, "kind": "FIXED", "value": 500 }),
-        )
-        .await;
+    let (mug, coupon) = system.mug_and_coupon("FIXED", 500).await;
     system.platform_fails(1.0).await;
     let body = json!({
         "user_id": 7,

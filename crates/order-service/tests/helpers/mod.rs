@@ -124,17 +124,10 @@ impl System {
         let product_db = fresh_database("product").await.expect("database");
         let coupon_db = fresh_database("coupon").await.expect("database");
         let forwarder_db = fresh_database("forwarder").await.expect("database");
-        let platform = data_platform_mock::build(data_platform_mock::Config {
-            http_addr: local(),
-            failure_rate: 0.0,
-            latency: Duration::ZERO,
-            failure_status: 503,
-            retry_after_s: None,
-            log: Default::default(),
-        })
-        .await
-        .expect("data-platform-mock starts")
-        .spawn();
+        let platform = data_platform_mock::build(data_platform_mock::Config::local())
+            .await
+            .expect("data-platform-mock starts")
+            .spawn();
         let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(platform.url(""));
         delivery.max_backoff = Duration::from_secs(1);
         delivery.max_attempts = options.delivery_max_attempts;
