@@ -51,12 +51,11 @@ pub struct CommonSettings {
 impl CommonSettings {
     /// Refuses settings that contradict each other.
     pub fn check(&self) -> anyhow::Result<()> {
-        let message_timeout = self.kafka.message_timeout;
-        if self.relay.lease <= message_timeout + std::time::Duration::from_secs(5) {
+        if self.relay.lease <= self.kafka.publish_round_bound() {
             anyhow::bail!(
                 "OUTBOX_LEASE_MS ({:?}) must be more than 5 s longer than KAFKA_MESSAGE_TIMEOUT_MS ({:?}), so that the relay's lease outlives a batch",
                 self.relay.lease,
-                message_timeout
+                self.kafka.message_timeout
             );
         }
         Ok(())

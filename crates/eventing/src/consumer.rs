@@ -440,19 +440,21 @@ impl<H: Handler> ConsumerRunner<H> {
         self.metrics
             .inc("consumer_batches_total", &[("consumer", self.name)]);
         for (inbound, outcome) in inbounds.iter().zip(outcomes) {
-            let counter = match outcome {
-                Outcome::Handled => "events_handled_total",
-                Outcome::Duplicate => "events_duplicate_total",
-            };
-            self.metrics.inc(
-                counter,
-                &[
-                    ("consumer", self.name),
-                    ("event_type", inbound.envelope.event_type()),
-                ],
-            );
+            self.count(&outcome, inbound.envelope.event_type());
         }
         true
+    }
+
+    /// Counts an event handled, alone or in a batch, or found already handled.
+    fn count(&self, outcome: &Outcome, event_type: &'static str) {
+        let counter = match outcome {
+            Outcome::Handled => "events_handled_total",
+            Outcome::Duplicate => "events_duplicate_total",
+        };
+        self.metrics.inc(
+            counter,
+            &[("consumer", self.name), ("event_type", event_type)],
+        );
     }
 
     /// One attempt at a batch: every event recorded and applied in one transaction.
@@ -624,20 +626,8 @@ impl<H: Handler> ConsumerRunner<H> {
         loop {
             attempt += 1;
             match self.apply(inbound).await {
-                Ok(Outcome::Handled) => {
-                    tracing::debug!("handled");
-                    self.metrics.inc(
-                        "events_handled_total",
-                        &[("consumer", self.name), ("event_type", event_type)],
-                    );
-                    return Disposition::Done;
-                }
-                Ok(Outcome::Duplicate) => {
-                    tracing::debug!("already handled; nothing to do");
-                    self.metrics.inc(
-                        "events_duplicate_total",
-                        &[("consumer", self.name), ("event_type", event_type)],
-                    );
+                Ok(outcome) => {
+                    self.count(&outcome, event_type);
                     return Disposition::Done;
                 }
                 Err(HandleError::Permanent(reason)) => return Disposition::DeadLetter(reason),
@@ -711,12 +701,14 @@ impl<H: Handler> ConsumerRunner<H> {
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
         let mut tx = crate::db::begin(&self.db).await?;
         if !record(&mut tx, inbound).await? {
+            tracing::debug!("already handled; nothing to do");
             tx.rollback().await?;
             return Ok(Outcome::Duplicate);
         }
         self.handler.handle(&mut tx, inbound).await?;
         tx.commit().await?;
         self.outbox.wake();
+        tracing::debug!("handled");
         Ok(Outcome::Handled)
     }
 }

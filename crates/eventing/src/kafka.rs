@@ -123,6 +123,13 @@ impl KafkaSettings {
         self.watchdog.unwrap_or(2 * self.session_timeout)
     }
 
+    /// The longest one relay round may take: a message not acknowledged within the message
+    /// timeout fails, and 5 s more cover the database work around it. The relay's lease must
+    /// be longer, and is renewed while at least this much of it is left.
+    pub fn publish_round_bound(&self) -> Duration {
+        self.message_timeout + Duration::from_secs(5)
+    }
+
     /// The context of a new client called `name`.
     fn context(&self, name: &str) -> ClientState {
         ClientState::new(name, self.log_interval)

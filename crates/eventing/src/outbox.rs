@@ -153,8 +153,8 @@ pub struct Relay {
     /// [`Relay::renew_margin`] of it is left, not on every round: one write every few
     /// seconds instead of one per wake.
     held_until: AtomicI64,
-    /// The time a round may take: the producer's message timeout plus 5 s. A round starts
-    /// only with at least this much of the lease left, so the lease outlives it.
+    /// The time a round may take ([`crate::kafka::KafkaSettings::publish_round_bound`]), in milliseconds. A
+    /// round starts only with at least this much of the lease left, so the lease outlives it.
     renew_margin: i64,
 }
 
@@ -181,8 +181,9 @@ impl Relay {
             health: runtime.health.clone(),
             instance,
             held_until: AtomicI64::new(0),
-            renew_margin: crate::duration::as_millis_i64(runtime.settings.kafka.message_timeout)
-                + 5_000,
+            renew_margin: crate::duration::as_millis_i64(
+                runtime.settings.kafka.publish_round_bound(),
+            ),
         }
     }
 
