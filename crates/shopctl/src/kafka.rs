@@ -8,7 +8,7 @@ use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message};
 
 /// A consumer in a group of its own that commits nothing, so it never disturbs the services.
-fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
+pub(crate) fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)

@@ -16,7 +16,7 @@ use contract::topics;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 /// How one saga ended.
@@ -36,14 +36,6 @@ impl Ends {
         self.0.lock().expect("not poisoned").get(order_id).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.lock().expect("not poisoned").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn insert(&self, order_id: String, end: End) {
         self.0
             .lock()
@@ -56,13 +48,8 @@ impl Ends {
 /// Starts reading `order.events` from its current end; returns the terminal events as they
 /// arrive. Reading stops when `stop` is cancelled.
 pub async fn watch(brokers: &str, stop: CancellationToken) -> anyhow::Result<Ends> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!("shopctl-bench-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
+    // Its offsets are assigned below; the fetch wait only decides how soon the drain ends.
+    let consumer: StreamConsumer = crate::kafka::reader(brokers, false)
         .set("fetch.wait.max.ms", "10")
         .create()
         .context("creating the order.events reader")?;
