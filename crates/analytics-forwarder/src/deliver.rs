@@ -1,12 +1,13 @@
 //! The delivery worker: sends due delivery rows to the data platform.
 //!
-//! Each round takes up to `concurrency` due rows (fewer while the [`Breaker`] is open or
-//! probing), claims each (so that another replica does not send it at the same time), sends
-//! them concurrently with a bounded timeout, and records the outcome: DELIVERED on 2xx; on
-//! 429, 5xx, 408 or no answer, a retry after exponential backoff with jitter (or the server's
-//! `Retry-After`, if longer); FAILED when the data platform refuses the event for good
-//! (another 4xx) or the retry budget is spent: then the event goes to the forwarder's
-//! dead-letter topic, is logged as an error and counted, never dropped silently.
+//! Each round claims up to `concurrency` due rows in one statement (fewer while the
+//! [`Breaker`] is open or probing; once claimed, another replica does not send them at the
+//! same time), sends them concurrently with a bounded timeout, and records the outcomes,
+//! every delivery of the round in one statement: DELIVERED on 2xx; on 429, 5xx, 408 or no
+//! answer, a retry after exponential backoff with jitter (or the server's `Retry-After`, if
+//! longer); FAILED when the data platform refuses the event for good (another 4xx) or the
+//! retry budget is spent: then the event goes to the forwarder's dead-letter topic, is logged
+//! as an error and counted, never dropped silently.
 //! `POST /deliveries/retry` (and `shopctl dlq replay analytics-forwarder`) makes FAILED rows
 //! PENDING again. The event id is the `Idempotency-Key`, so a retry of a delivery that did
 //! arrive is absorbed by the data platform.
@@ -205,19 +206,25 @@ impl Worker {
         if allowed == 0 {
             return Ok(0);
         }
-        let due = store::due(&self.db, now, allowed as i64).await?;
         let lease_until =
             now + eventing::duration::as_millis_i64(self.settings.timeout * 2) + 1_000;
-        let mut claimed = Vec::with_capacity(due.len());
-        for delivery in due {
-            if store::claim(&self.db, &delivery, lease_until).await? {
-                claimed.push(delivery);
+        let claimed = store::claim_due(&self.db, now, lease_until, allowed as i64).await?;
+        let attempts = futures::future::join_all(claimed.iter().map(|d| self.attempt(d))).await;
+        let mut delivered = Vec::with_capacity(claimed.len());
+        for (delivery, attempt) in claimed.iter().zip(attempts) {
+            if self.record(delivery, attempt).await? {
+                delivered.push(delivery.event_id.as_str());
             }
         }
-        let attempts = futures::future::join_all(claimed.iter().map(|d| self.attempt(d))).await;
-        for (delivery, attempt) in claimed.iter().zip(attempts) {
-            self.record(delivery, attempt).await?;
-        }
+        // One statement for every delivery the data platform accepted. Should it fail, the
+        // rows stay claimed until the lease runs out and are sent again; the data platform
+        // absorbs the copies by their Idempotency-Key.
+        store::mark_delivered(&self.db, &delivered).await?;
+        self.metrics.add(
+            "deliveries_total",
+            &[("outcome", "delivered")],
+            delivered.len() as u64,
+        );
         Ok(claimed.len())
     }
 
@@ -261,7 +268,9 @@ impl Worker {
         }
     }
 
-    async fn record(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<()> {
+    /// Records what an attempt came to, but for a delivery, which the round marks for all
+    /// its deliveries at once; `true` if it was one.
+    async fn record(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<bool> {
         let span = tracing::info_span!(
             "delivery",
             event_id = %delivery.event_id,
@@ -277,7 +286,7 @@ impl Worker {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<()> {
+    async fn record_in_span(&self, delivery: &Due, attempt: Attempt) -> anyhow::Result<bool> {
         let attempts = delivery.attempts + 1;
         match &attempt {
             Attempt::Delivered => self.breaker().success(),
@@ -293,10 +302,8 @@ impl Worker {
         }
         match attempt {
             Attempt::Delivered => {
-                store::mark_delivered(&self.db, &delivery.event_id, attempts).await?;
-                self.metrics
-                    .inc("deliveries_total", &[("outcome", "delivered")]);
                 tracing::debug!("delivered");
+                return Ok(true);
             }
             Attempt::Retry { error, .. } if attempts >= self.settings.max_attempts => {
                 let reason = format!("retry budget of {attempts} attempts spent; last: {error}");
@@ -326,7 +333,7 @@ impl Worker {
                     .inc("deliveries_total", &[("outcome", "refused")]);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Publishes the event to the dead-letter topic, then marks it FAILED. If the broker is

@@ -1,5 +1,6 @@
 //! Every SQL statement of the analytics forwarder.
 
+use eventing::db::placeholders;
 use eventing::{Conn, Db, now_ms};
 use sqlx::Row;
 
@@ -14,7 +15,8 @@ pub struct Due {
     pub source_partition: i64,
     pub source_offset: i64,
     pub attempts: i64,
-    pub next_attempt_at: i64,
+    /// When the consumer recorded it (milliseconds since the Unix epoch).
+    pub created_at: i64,
 }
 
 /// A delivery to make, as the consumer records it.
@@ -50,18 +52,27 @@ pub async fn insert_delivery(conn: &mut Conn, new: &NewDelivery<'_>) -> Result<(
     Ok(())
 }
 
-/// Up to `limit` PENDING deliveries due at `now`, oldest first.
-pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
+/// Claims up to `limit` PENDING deliveries due at `now`, oldest first, until `until`, and
+/// returns them: one statement for the whole round. A row another worker claimed meanwhile
+/// no longer matches (its `next_attempt_at` moved past `now`), so no two workers send the
+/// same row at the same time; on Postgres the second `UPDATE` waits for the first and then
+/// finds the row taken.
+pub async fn claim_due(db: &Db, now: i64, until: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT event_id, order_id, event_type, body, traceparent, source_partition, source_offset, \
-         attempts, next_attempt_at FROM delivery \
-         WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+        "UPDATE delivery SET next_attempt_at = $1 \
+         WHERE status = 'PENDING' AND next_attempt_at <= $2 AND event_id IN \
+         (SELECT event_id FROM delivery WHERE status = 'PENDING' AND next_attempt_at <= $2 \
+          ORDER BY next_attempt_at LIMIT $3) \
+         RETURNING event_id, order_id, event_type, body, traceparent, source_partition, \
+         source_offset, attempts, created_at",
     )
+    .bind(until)
     .bind(now)
     .bind(limit)
     .fetch_all(db)
     .await?;
-    rows.iter()
+    let mut due = rows
+        .iter()
         .map(|row| {
             Ok(Due {
                 event_id: row.try_get("event_id")?,
@@ -72,38 +83,31 @@ pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<Due>, sqlx::Error>
                 source_partition: row.try_get("source_partition")?,
                 source_offset: row.try_get("source_offset")?,
                 attempts: row.try_get("attempts")?,
-                next_attempt_at: row.try_get("next_attempt_at")?,
+                created_at: row.try_get("created_at")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // `RETURNING` gives rows in no particular order; deliver the oldest first.
+    due.sort_by_key(|d| d.created_at);
+    Ok(due)
 }
 
-/// Claims a due delivery until `until`, unless another worker claimed it first.
-pub async fn claim(db: &Db, due: &Due, until: i64) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "UPDATE delivery SET next_attempt_at = $1 \
-         WHERE event_id = $2 AND status = 'PENDING' AND next_attempt_at = $3",
-    )
-    .bind(until)
-    .bind(&due.event_id)
-    .bind(due.next_attempt_at)
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(claimed == 1)
-}
-
-pub async fn mark_delivered(db: &Db, event_id: &str, attempts: i64) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE delivery SET status = 'DELIVERED', attempts = $1, delivered_at = $2, last_error = NULL \
-         WHERE event_id = $3",
-    )
-    .bind(attempts)
-    .bind(now)
-    .bind(event_id)
-    .execute(db)
-    .await?;
+/// Marks deliveries DELIVERED, each with one attempt more than it had: one statement for
+/// all the deliveries of a round that the data platform accepted.
+pub async fn mark_delivered(db: &Db, event_ids: &[&str]) -> Result<(), sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE delivery SET status = 'DELIVERED', attempts = attempts + 1, delivered_at = $1, \
+         last_error = NULL WHERE status = 'PENDING' AND event_id IN ({})",
+        placeholders(2, event_ids.len())
+    );
+    let mut query = sqlx::query(&sql).bind(now_ms());
+    for id in event_ids {
+        query = query.bind(*id);
+    }
+    query.execute(db).await?;
     Ok(())
 }
 

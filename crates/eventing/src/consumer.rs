@@ -11,7 +11,15 @@
 //!    periodic commit sends to the broker. A crash before the store means redelivery, which
 //!    step 2 makes harmless.
 //!
-//! Messages the client already holds when one arrives (up to [`MAX_BATCH`]) are handled
+//! Each partition has a worker task of its own, fed by the one loop that takes messages
+//! from the client: partitions are handled at the same time, each in offset order, so that
+//! one order's events (one key, one partition) keep their order while a slow transaction on
+//! one partition does not hold the others back, and concurrent commits share the database's
+//! log flushes. (rdkafka's `split_partition_queue` would do the same inside librdkafka, but a
+//! partition's queue must be split again after every rebalance before its first message
+//! arrives, or messages land on the main queue; routing from one loop has no such window.)
+//!
+//! A worker handles the messages queued for it when one arrives (up to [`MAX_BATCH`])
 //! together: steps 2 and 3 run once for the batch, each event with its own
 //! `processed_event` row, so that a burst costs one commit instead of one per event. If
 //! anything in the batch fails, the transaction rolls back and its messages are handled one
@@ -31,7 +39,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contract::topics::HEADER_TRACEPARENT;
@@ -39,6 +48,8 @@ use contract::{Decoded, Envelope};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -131,6 +142,10 @@ pub const HEALTH_PART: &str = "consumer";
 /// Most messages handled in one transaction.
 pub const MAX_BATCH: usize = 64;
 
+/// Messages taken from the client and waiting for their partition's worker: enough for a
+/// few batches, few enough that a worker that is behind holds little.
+const QUEUE_PER_PARTITION: usize = 4 * MAX_BATCH;
+
 /// What became of one attempt at one message.
 enum Outcome {
     Handled,
@@ -196,9 +211,54 @@ impl Stall {
 /// One client's life in the group, from creation to close.
 struct Session {
     consumer: Arc<ServiceConsumer>,
-    /// The last offset finished per partition, for the lag gauge.
-    stored: HashMap<(String, i32), i64>,
+    /// What the partition workers report back.
+    progress: Arc<Progress>,
+    /// The queue of each partition's worker, created on the partition's first message.
+    workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>>,
+    /// The workers themselves; each ends when its queue closes or shutdown comes.
+    tasks: JoinSet<()>,
     watch: Watch,
+}
+
+/// What the workers of one client tell the loop that feeds them and the watchdog.
+struct Progress {
+    /// The last offset finished per partition, for the lag gauge.
+    stored: Mutex<HashMap<(String, i32), i64>>,
+    /// Messages handed to a worker and not finished yet.
+    in_flight: AtomicUsize,
+    /// When a worker last finished a message.
+    finished_at: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(now: Instant) -> Self {
+        Progress {
+            stored: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            finished_at: Mutex::new(now),
+        }
+    }
+
+    fn finished(&self, message: &OwnedMessage) {
+        lock(&self.stored).insert(
+            (message.topic().to_owned(), message.partition()),
+            message.offset(),
+        );
+        *lock(&self.finished_at) = Instant::now();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn stored(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.stored)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What the watchdog knows about the current client.
@@ -270,36 +330,41 @@ impl<H: Handler> ConsumerRunner<H> {
             self.metrics.add("consumer_rejoins_total", &labels, 0);
         }
         self.health.up(HEALTH_PART);
+        let this = Arc::new(self);
         // Since when the consumer has held nothing, across rejoins: readiness reports it.
         let mut unassigned_since = Some(Instant::now());
-        let Some(mut session) = self.connect(&shutdown).await else {
+        let Some(mut session) = this.connect(&shutdown).await else {
             return;
         };
         loop {
-            match self
+            let end = this
                 .consume(&mut session, &mut unassigned_since, &shutdown)
-                .await
-            {
+                .await;
+            // The workers finish the batch in hand (and store its offsets on this client)
+            // before the client commits and closes.
+            session.workers.clear();
+            while session.tasks.join_next().await.is_some() {}
+            match end {
                 SessionEnd::Shutdown => break,
                 SessionEnd::Rejoin(stall) => {
-                    let bound = self.kafka.watchdog_bound();
+                    let bound = this.kafka.watchdog_bound();
                     tracing::warn!(
-                        consumer = self.name,
+                        consumer = this.name,
                         reason = stall.label(),
                         "the consumer {}; leaving the group and joining again with a new client",
                         stall.describe(bound)
                     );
-                    let labels = [("consumer", self.name), ("reason", stall.label())];
-                    self.metrics.inc("consumer_rejoins_total", &labels);
-                    close(self.name, session.consumer).await;
-                    match self.connect(&shutdown).await {
+                    let labels = [("consumer", this.name), ("reason", stall.label())];
+                    this.metrics.inc("consumer_rejoins_total", &labels);
+                    close(this.name, session.consumer).await;
+                    match this.connect(&shutdown).await {
                         Some(next) => session = next,
                         None => return,
                     }
                 }
             }
         }
-        close(self.name, session.consumer).await;
+        close(this.name, session.consumer).await;
     }
 
     /// A new client, subscribed; `None` if shutdown came first. Creating a client does not
@@ -314,7 +379,9 @@ impl<H: Handler> ConsumerRunner<H> {
                     let now = Instant::now();
                     return Some(Session {
                         consumer: Arc::new(consumer),
-                        stored: HashMap::new(),
+                        progress: Arc::new(Progress::new(now)),
+                        workers: HashMap::new(),
+                        tasks: JoinSet::new(),
                         watch: Watch {
                             assigned_at: now,
                             progress_at: now,
@@ -340,10 +407,10 @@ impl<H: Handler> ConsumerRunner<H> {
         }
     }
 
-    /// Takes and handles messages with one client until shutdown or until the watchdog says
-    /// the client is not working.
+    /// Takes messages with one client and hands each to its partition's worker, until
+    /// shutdown or until the watchdog says the client is not working.
     async fn consume(
-        &self,
+        self: &Arc<Self>,
         session: &mut Session,
         unassigned_since: &mut Option<Instant>,
         shutdown: &CancellationToken,
@@ -363,7 +430,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 message = session.consumer.recv() => message,
             };
-            let first = match message {
+            let message = match message {
                 Ok(message) => {
                     receive_failures = 0;
                     message.detach()
@@ -379,41 +446,80 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
             };
             session.watch.progress();
-            // Whatever else the client already holds joins the batch; nothing waits for more.
+            let partition = (message.topic().to_owned(), message.partition());
+            let queue = session.workers.entry(partition).or_insert_with(|| {
+                let (queue, messages) = mpsc::channel(QUEUE_PER_PARTITION);
+                let worker = self.clone();
+                let consumer = session.consumer.clone();
+                let progress = session.progress.clone();
+                let shutdown = shutdown.clone();
+                session.tasks.spawn(async move {
+                    worker.work(consumer, progress, messages, shutdown).await;
+                });
+                queue
+            });
+            session.progress.in_flight.fetch_add(1, Ordering::SeqCst);
+            // A full queue means this partition's worker is behind: wait for room, which
+            // holds the other partitions back only once their own queues are full too.
+            let handed = tokio::select! {
+                () = shutdown.cancelled() => return SessionEnd::Shutdown,
+                handed = queue.send(message) => handed,
+            };
+            if handed.is_err() {
+                // A worker ends early only at shutdown, or if it panicked: then the consumer
+                // stops, and the service with it, for its supervisor to start it again.
+                if !shutdown.is_cancelled() {
+                    tracing::error!(
+                        consumer = self.name,
+                        "a partition worker ended; stopping the consumer"
+                    );
+                }
+                return SessionEnd::Shutdown;
+            }
+        }
+    }
+
+    /// One partition's worker: handles its messages in order, what it already holds as
+    /// one batch, and stores each offset once the message is done.
+    async fn work(
+        &self,
+        consumer: Arc<ServiceConsumer>,
+        progress: Arc<Progress>,
+        mut messages: mpsc::Receiver<OwnedMessage>,
+        shutdown: CancellationToken,
+    ) {
+        while let Some(first) = messages.recv().await {
+            if shutdown.is_cancelled() {
+                return;
+            }
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match futures::FutureExt::now_or_never(session.consumer.recv()) {
-                    Some(Ok(message)) => batch.push(message.detach()),
-                    Some(Err(error)) => {
-                        tracing::warn!(consumer = self.name, %error, "could not receive a message");
-                        break;
-                    }
-                    None => break,
+                match messages.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
                 }
             }
             let handled_together = batch.len() > 1 && self.process_together(&batch).await;
             for message in &batch {
                 let handled = handled_together
-                    || match self.process(message, shutdown).await {
+                    || match self.process(message, &shutdown).await {
                         Disposition::Done => true,
                         Disposition::DeadLetter(reason) => {
-                            self.dead_letter(message, &reason, shutdown).await
+                            self.dead_letter(message, &reason, &shutdown).await
                         }
                         Disposition::Interrupted => false,
                     };
                 if !handled {
-                    return SessionEnd::Shutdown;
+                    return;
                 }
-                if let Err(error) = session.consumer.store_offset(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                ) {
-                    tracing::warn!(consumer = self.name, %error, "could not store an offset");
+                if let Err(error) =
+                    consumer.store_offset(message.topic(), message.partition(), message.offset())
+                {
+                    // The partition went to another member meanwhile; it reads the message
+                    // again, and the processed-event record makes that harmless.
+                    tracing::debug!(consumer = self.name, %error, "could not store an offset");
                 }
-                session.watch.progress();
-                let partition = (message.topic().to_owned(), message.partition());
-                session.stored.insert(partition, message.offset());
+                progress.finished(message);
             }
         }
     }
@@ -490,6 +596,17 @@ impl<H: Handler> ConsumerRunner<H> {
     ) -> Option<Stall> {
         let bound = self.kafka.watchdog_bound();
         let now = Instant::now();
+        // Messages in a worker's hands count as progress: a worker retrying a transient
+        // failure is busy, not stalled, and a new client would not help it.
+        if session.progress.in_flight.load(Ordering::SeqCst) > 0 {
+            session.watch.progress();
+        } else {
+            let finished_at = *lock(&session.progress.finished_at);
+            if finished_at > session.watch.progress_at {
+                session.watch.progress_at = finished_at;
+                session.watch.stalled_since = None;
+            }
+        }
         let held = session.consumer.assignment().map_or(0, |a| a.count());
         self.metrics.set(
             "consumer_partitions",
@@ -572,10 +689,7 @@ impl<H: Handler> ConsumerRunner<H> {
         watch.cut_off_since = None;
         let mut waiting = false;
         for view in partitions {
-            let stored = session
-                .stored
-                .get(&(view.topic.clone(), view.partition))
-                .copied();
+            let stored = session.progress.stored(&view.topic, view.partition);
             let (lag, messages_waiting) = view.lag(stored);
             let partition = view.partition.to_string();
             let labels = [

@@ -373,6 +373,120 @@ async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_it
     stop.cancel();
 }
 
+/// Records the partition and offset of every event it applies, in the order it applies them,
+/// and holds the event whose total is [`GATE`] until the gate opens.
+#[derive(Clone, Default)]
+struct GatedHandler {
+    applied: Arc<std::sync::Mutex<Vec<(i32, i64)>>>,
+    reached: Arc<AtomicBool>,
+    open: Arc<tokio::sync::Notify>,
+}
+
+const GATE: i64 = 4242;
+
+impl Handler for GatedHandler {
+    async fn handle(&self, _conn: &mut Conn, event: &Inbound) -> Result<(), HandleError> {
+        if let contract::Event::OrderConfirmed(confirmed) = &event.envelope.event
+            && confirmed.total_amount == GATE
+        {
+            let opened = self.open.notified();
+            self.reached.store(true, Ordering::SeqCst);
+            opened.await;
+        }
+        self.applied
+            .lock()
+            .expect("lock")
+            .push((event.partition, event.offset));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_partition_stuck_in_its_handler_holds_back_none_of_the_others_and_each_keeps_its_order() {
+    // SQLite has one writer: a transaction held open blocks every other, by design.
+    if testkit::sqlite_backend() {
+        return;
+    }
+    let broker = Broker::start().await.expect("broker");
+    // The gated event first, then events of many orders, spread over every partition (each
+    // a valid event: user ids start at 1).
+    let gated_order = Uuid::now_v7();
+    let mut events = vec![confirmed(gated_order, GATE)];
+    for n in 1..=60 {
+        let order = if n % 4 == 0 {
+            gated_order
+        } else {
+            Uuid::now_v7()
+        };
+        events.push(confirmed(order, n));
+    }
+    for envelope in &events {
+        produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+    }
+    let on_topic = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| r.len() >= events.len(),
+    )
+    .await
+    .expect("read");
+    assert_eq!(on_topic.len(), events.len());
+    let gate = on_topic
+        .iter()
+        .find(|r| r.key == gated_order.to_string())
+        .map(|r| (r.partition, r.offset))
+        .expect("the gated event");
+    let elsewhere = on_topic.iter().filter(|r| r.partition != gate.0).count();
+    assert!(elsewhere > 0, "some events are on other partitions");
+
+    let handler = GatedHandler::default();
+    let runtime = runtime("gated", &broker).await;
+    let consumer = runtime
+        .consumer(&[topics::ORDER_EVENTS], handler.clone())
+        .expect("consumer");
+    let stop = CancellationToken::new();
+    tokio::spawn(consumer.run(stop.clone()));
+
+    let applied = || handler.applied.lock().expect("lock").clone();
+    eventually(
+        "every event of the other partitions applied while one partition is stuck",
+        Duration::from_secs(30),
+        || async {
+            let done = applied().iter().filter(|(p, _)| *p != gate.0).count();
+            (handler.reached.load(Ordering::SeqCst) && done == elsewhere).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        applied()
+            .iter()
+            .all(|(p, offset)| *p != gate.0 || *offset < gate.1),
+        "nothing after the stuck event on its partition was applied"
+    );
+
+    handler.open.notify_one();
+    eventually("every event applied", Duration::from_secs(30), || async {
+        (applied().len() == events.len()).then_some(())
+    })
+    .await;
+    let applied = applied();
+    for partition in 0..3 {
+        let offsets: Vec<i64> = applied
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, offset)| *offset)
+            .collect();
+        let mut sorted = offsets.clone();
+        sorted.sort();
+        assert_eq!(
+            offsets, sorted,
+            "partition {partition} is applied in offset order"
+        );
+    }
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partition_moves_on() {
     let broker = Broker::start().await.expect("broker");

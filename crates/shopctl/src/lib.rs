@@ -7,7 +7,8 @@
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
 //! - [`dlq`]: `shopctl dlq list|replay`, the dead letters of a service.
 //! - [`chaos`]: `shopctl chaos` runs a load under injected faults and checks the invariants.
-//! - [`bench`]: `shopctl bench` measures latency, throughput and cost under an open-loop load.
+//! - [`bench`]: `shopctl bench` measures latency, throughput and cost under an open-loop load;
+//!   `shopctl plot` draws its reports.
 //! - `shopctl topics create|list` creates or lists the contract's topics.
 //!
 //! Everything that reads topics uses a consumer group of its own and commits nothing, so it
@@ -86,6 +87,9 @@ pub enum Command {
     /// Sends orders at a fixed rate to a running system and measures latency, throughput,
     /// CPU per order and memory.
     Bench(bench::BenchArgs),
+    /// Draws SVG plots (latency against rate, latency distribution) from `shopctl bench`
+    /// JSON reports.
+    Plot(bench::plot::PlotArgs),
     /// Follows a topic and prints every message as `key value`.
     Tail {
         /// The topic, such as `order.events`.
@@ -146,6 +150,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::up(args).await,
         Command::Chaos(args) => chaos::chaos(args).await,
         Command::Bench(ref args) => bench::bench(&cli, args).await,
+        Command::Plot(ref args) => {
+            for file in bench::plot::plot(args)? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
         Command::Tail {
             ref topic,
             from_beginning,

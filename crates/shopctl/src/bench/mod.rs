@@ -12,6 +12,7 @@
 //! longer keeps up. The table goes to the terminal and everything to a JSON file.
 
 pub mod load;
+pub mod plot;
 pub mod procs;
 pub mod watch;
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::Cli;
@@ -101,7 +102,7 @@ fn share(text: &str) -> Result<f64, String> {
 }
 
 /// Latency percentiles, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
@@ -123,8 +124,26 @@ impl Percentiles {
     }
 }
 
+/// The percentiles a latency distribution is drawn with: every whole one, then the tail.
+const CDF_PERCENTILES: [f64; 4] = [99.5, 99.9, 99.99, 100.0];
+
+/// A latency distribution as `[percentile, milliseconds]` points, for `shopctl plot`.
+fn cdf(histogram: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    (0..100)
+        .map(f64::from)
+        .chain(CDF_PERCENTILES)
+        .map(|p| {
+            let us = histogram.value_at_quantile(p / 100.0);
+            [p, us as f64 / 1_000.0]
+        })
+        .collect()
+}
+
 /// The figures of one run at one rate.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub target: String,
     pub rate: f64,
@@ -143,6 +162,12 @@ pub struct RunReport {
     pub confirmed_per_s: f64,
     pub post_ms: Percentiles,
     pub saga_ms: Percentiles,
+    /// The POST latency distribution, `[percentile, ms]`.
+    #[serde(default)]
+    pub post_cdf_ms: Vec<[f64; 2]>,
+    /// The saga latency distribution, `[percentile, ms]`.
+    #[serde(default)]
+    pub saga_cdf_ms: Vec<[f64; 2]>,
     /// CPU milliseconds per confirmed order, per process name.
     pub cpu_ms_per_confirmed: BTreeMap<String, f64>,
     /// The same, summed over our services (not the broker, the database or the mock).
@@ -154,7 +179,7 @@ pub struct RunReport {
 }
 
 /// Everything a `shopctl bench` wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub runs: Vec<RunReport>,
     /// The highest rate of the runs that kept up.
@@ -345,6 +370,8 @@ fn report(
         unfinished,
         confirmed_per_s: confirmed as f64 / args.duration.as_secs_f64().max(f64::EPSILON),
         post_ms: Percentiles::of(&post),
+        post_cdf_ms: cdf(&post),
+        saga_cdf_ms: cdf(&saga),
         sustainable: failed == 0
             && unfinished == 0
             && saga_ms.count > 0
