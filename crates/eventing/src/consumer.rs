@@ -120,6 +120,19 @@ pub trait Handler: Send + Sync + 'static {
         conn: &mut Conn,
         event: &Inbound,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called first in the transaction of a batch, with every event of it: a handler whose
+    /// events lock rows that other partitions' events lock too (stock, say) takes those
+    /// locks here, in one fixed order, so that two batches can never deadlock. The default
+    /// takes none; the batch's lock timeout ([`crate::db::begin_batch`]) then breaks any
+    /// deadlock quickly.
+    fn lock_batch(
+        &self,
+        _conn: &mut Conn,
+        _events: &[Inbound],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Runs one consumer: reads, handles and stores offsets until shutdown, rejoining its group
@@ -565,7 +578,8 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// One attempt at a batch: every event recorded and applied in one transaction.
     async fn apply_together(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
-        let mut tx = crate::db::begin(&self.db).await?;
+        let mut tx = crate::db::begin_batch(&self.db).await?;
+        self.handler.lock_batch(&mut tx, inbounds).await?;
         let mut outcomes = Vec::with_capacity(inbounds.len());
         for inbound in inbounds {
             let span = event_span(self.name, inbound);

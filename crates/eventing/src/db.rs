@@ -165,10 +165,37 @@ fn prepare_sqlite(url: &str) -> Result<String, DbError> {
 /// Starts a transaction: `BEGIN IMMEDIATE` on SQLite, so that the write lock is taken before
 /// the first read, and `BEGIN` on Postgres.
 pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-    if db.connect_options().database_url.scheme() == "sqlite" {
+    if backend(db) == Backend::Sqlite {
         db.begin_with("BEGIN IMMEDIATE").await
     } else {
         db.begin().await
+    }
+}
+
+/// How long a batch transaction waits for a row lock on Postgres before it gives up.
+pub const BATCH_LOCK_TIMEOUT: &str = "50ms";
+
+/// Starts the transaction of a batch of consumed events ([`begin`], and on Postgres a
+/// `lock_timeout` of [`BATCH_LOCK_TIMEOUT`]). Batches of different partitions may take the
+/// same rows in different orders; rather than wait for Postgres's deadlock check (one second
+/// by default), a batch that waits for a lock fails fast, and the consumer handles its events
+/// one at a time. SQLite has one writer and no row locks, so nothing changes there.
+pub async fn begin_batch(db: &Db) -> Result<Tx, sqlx::Error> {
+    let mut tx = begin(db).await?;
+    if backend(db) == Backend::Postgres {
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
+/// The engine behind a pool.
+pub fn backend(db: &Db) -> Backend {
+    if db.connect_options().database_url.scheme() == "sqlite" {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
     }
 }
 

@@ -1,6 +1,9 @@
 //! Every SQL statement of the product service.
 
+use std::collections::BTreeSet;
+
 use contract::StockLine;
+use eventing::db::placeholders;
 use eventing::{Conn, now_ms};
 use serde::Serialize;
 use sqlx::Row;
@@ -145,6 +148,44 @@ pub async fn give_back_stock(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Locks the rows of `products` in id order, for the rest of the transaction (Postgres only:
+/// SQLite has one writer and no row locks). A batch of order events takes its locks here, all
+/// at once and in one order, so two batches never deadlock over stock.
+pub async fn lock_products(conn: &mut Conn, products: &BTreeSet<i64>) -> Result<(), sqlx::Error> {
+    if products.is_empty() || conn.backend_name() == "SQLite" {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT id FROM product WHERE id IN ({}) ORDER BY id FOR UPDATE",
+        placeholders(1, products.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for id in products {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await?;
+    Ok(())
+}
+
+/// The products that `orders` hold stock of.
+pub async fn reserved_products(
+    conn: &mut Conn,
+    orders: &[String],
+) -> Result<BTreeSet<i64>, sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let sql = format!(
+        "SELECT DISTINCT product_id FROM reservation_line WHERE order_id IN ({})",
+        placeholders(1, orders.len())
+    );
+    let mut query = sqlx::query_scalar(&sql);
+    for order in orders {
+        query = query.bind(order);
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
 }
 
 pub async fn insert_reservation_lines(

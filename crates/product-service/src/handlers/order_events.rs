@@ -6,7 +6,7 @@
 //! replay, say) reserves nothing for an order that is already cancelled. Compensation thus
 //! happens only for a reservation that happened, and only once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use contract::{
     Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine, StockReleased,
@@ -29,6 +29,24 @@ impl Handler for OrderEvents {
             // A confirmed order keeps its reservation; nothing else concerns stock.
             _ => Ok(()),
         }
+    }
+
+    /// Every product the batch reserves or releases, locked in id order before any of it.
+    async fn lock_batch(&self, conn: &mut Conn, events: &[Inbound]) -> Result<(), HandleError> {
+        let mut products = BTreeSet::new();
+        let mut cancelled = Vec::new();
+        for inbound in events {
+            match &inbound.envelope.event {
+                Event::OrderCreated(order) => {
+                    products.extend(order.items.iter().map(|line| line.product_id));
+                }
+                Event::OrderCancelled(order) => cancelled.push(order.order_id.to_string()),
+                _ => {}
+            }
+        }
+        products.extend(store::reserved_products(conn, &cancelled).await?);
+        store::lock_products(conn, &products).await?;
+        Ok(())
     }
 }
 
