@@ -81,6 +81,33 @@ async fn a_short_bench_completes_and_reports_every_figure() {
     }
     assert!(run["services_cpu_ms_per_confirmed"].as_f64().unwrap() > 0.0);
     assert!(run["sustainable"].is_boolean());
+    let cdf = run["saga_cdf_ms"]
+        .as_array()
+        .expect("the saga latency distribution");
+    assert_eq!(
+        cdf.len(),
+        104,
+        "every whole percentile and the tail: {run:#}"
+    );
+
+    // The report draws: both plots are SVG documents with the series in them.
+    let plots = data_dir.join("plots");
+    let drawn = Command::new(shopctl)
+        .arg("plot")
+        .arg(&json)
+        .arg("--out")
+        .arg(&plots)
+        .output()
+        .expect("shopctl plot");
+    assert!(drawn.status.success(), "{drawn:?}");
+    for name in ["latency-vs-rate.svg", "latency-cdf.svg"] {
+        let svg = std::fs::read_to_string(plots.join(name)).expect(name);
+        assert!(svg.starts_with("<svg"), "{name}");
+        assert!(
+            svg.contains("bench"),
+            "{name} names its series after the report"
+        );
+    }
     drop(stack);
     let _ = std::fs::remove_dir_all(data_dir);
 }
