@@ -59,6 +59,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The engine a connection talks to, for code that runs inside a caller's transaction.
+    pub fn of_conn(conn: &Conn) -> Self {
+        if conn.backend_name() == "SQLite" {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
+
     /// The backend a database URL names, from its scheme.
     pub fn of_url(url: &str) -> Result<Self, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

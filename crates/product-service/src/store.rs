@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use contract::StockLine;
-use eventing::db::placeholders;
+use eventing::db::{Backend, placeholders};
 use eventing::{Conn, now_ms};
 use serde::Serialize;
 use sqlx::Row;
@@ -154,7 +154,7 @@ pub async fn give_back_stock(
 /// SQLite has one writer and no row locks). A batch of order events takes its locks here, all
 /// at once and in one order, so two batches never deadlock over stock.
 pub async fn lock_products(conn: &mut Conn, products: &BTreeSet<i64>) -> Result<(), sqlx::Error> {
-    if products.is_empty() || conn.backend_name() == "SQLite" {
+    if products.is_empty() || Backend::of_conn(conn) == Backend::Sqlite {
         return Ok(());
     }
     let sql = format!(
