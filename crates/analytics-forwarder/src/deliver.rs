@@ -103,8 +103,50 @@ impl DeliverySettings {
     }
 }
 
+/// The outcomes a delivery attempt is counted under.
+const OUTCOMES: &[&str] = &["delivered", "retry", "refused", "gave_up"];
+
+/// Describes the forwarder's own families, every series at zero.
+fn describe(metrics: &Metrics) {
+    metrics.describe_counter(
+        "deliveries_total",
+        "Delivery attempts to the data platform, by outcome (gave_up: the retry budget is spent)",
+    );
+    metrics.describe_histogram(
+        "delivery_duration_seconds",
+        "Time of one call to the data platform, by outcome",
+    );
+    metrics.describe_gauge(
+        "data_platform_circuit_open",
+        "1 while the breaker holds deliveries back because the data platform keeps failing",
+    );
+    metrics.describe_counter(
+        "data_platform_circuit_opened_total",
+        "Times the breaker opened",
+    );
+    for outcome in OUTCOMES {
+        metrics.zero("deliveries_total", &[("outcome", outcome)]);
+    }
+    for outcome in &OUTCOMES[..3] {
+        metrics.zero("delivery_duration_seconds", &[("outcome", outcome)]);
+    }
+    metrics.zero("data_platform_circuit_open", &[]);
+    metrics.zero("data_platform_circuit_opened_total", &[]);
+}
+
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+impl Attempt {
+    /// The outcome label of `delivery_duration_seconds`.
+    fn label(&self) -> &'static str {
+        match self {
+            Attempt::Delivered => "delivered",
+            Attempt::Retry { .. } => "retry",
+            Attempt::Refused { .. } => "refused",
+        }
+    }
+}
 
 /// What one attempt came to.
 #[derive(Debug)]
@@ -141,6 +183,7 @@ impl Worker {
         settings: DeliverySettings,
         dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
+        describe(&metrics);
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -228,7 +271,19 @@ impl Worker {
         Ok(claimed.len())
     }
 
+    /// One call to the data platform, timed.
     async fn attempt(&self, delivery: &Due) -> Attempt {
+        let started = Instant::now();
+        let attempt = self.call(delivery).await;
+        self.metrics.observe(
+            "delivery_duration_seconds",
+            &[("outcome", attempt.label())],
+            started.elapsed().as_secs_f64(),
+        );
+        attempt
+    }
+
+    async fn call(&self, delivery: &Due) -> Attempt {
         let response = self
             .client
             .post(&self.endpoint)

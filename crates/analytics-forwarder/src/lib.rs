@@ -48,7 +48,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler::OrderEvents)?;
-    let router = runtime.router(http::router(runtime.db.clone(), runtime.outbox.clone()));
+    let router = runtime.router(http::router(
+        runtime.http_db.clone(),
+        runtime.outbox.clone(),
+    ));
     // The forwarder publishes nothing, so it runs no outbox relay; the consumer's wake-up
     // after each commit tells the delivery worker instead that rows are waiting.
     let worker = deliver::Worker::new(

@@ -136,6 +136,19 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// A short name for the kind of error, for metric labels: `envelope`,
+    /// `unsupported_version`, `payload` or `invalid`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Envelope(_) => "envelope",
+            DecodeError::UnsupportedVersion(_) => "unsupported_version",
+            DecodeError::Payload { .. } => "payload",
+            DecodeError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct WireOut<'a> {
     event_id: Uuid,

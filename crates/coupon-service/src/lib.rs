@@ -55,7 +55,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
     let interval = config.reconcile_interval;
     let router = runtime.router(http::router(http::State {
-        db: runtime.db.clone(),
+        db: runtime.http_db.clone(),
     }));
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)

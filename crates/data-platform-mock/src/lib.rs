@@ -140,10 +140,23 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             duplicates: 0,
             failed: 0,
         })),
-        metrics: Metrics::new(),
+        metrics: mock_metrics(),
     };
     let listener = App::bind(config.http_addr).await?;
     Ok(App::new("data-platform-mock", listener, router(state)))
+}
+
+/// The mock's one family, every outcome at zero.
+fn mock_metrics() -> Metrics {
+    let metrics = Metrics::empty();
+    metrics.describe_counter(
+        "received_total",
+        "Deliveries received, by outcome: kept, duplicate (an Idempotency-Key seen before), failed (on purpose)",
+    );
+    for outcome in ["kept", "duplicate", "failed"] {
+        metrics.zero("received_total", &[("outcome", outcome)]);
+    }
+    metrics
 }
 
 /// Why settings are refused, if they are.
@@ -338,7 +351,7 @@ async fn change_settings(
 
 async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [("content-type", eventing::metrics::CONTENT_TYPE)],
         state.metrics.render(),
     )
 }

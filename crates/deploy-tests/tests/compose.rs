@@ -393,3 +393,89 @@ fn kcat_is_a_tool_pointed_at_the_broker() {
         .collect();
     assert_eq!(entrypoint, ["kcat", "-b", "kafka:9092"]);
 }
+
+#[test]
+fn prometheus_scrapes_every_replica_of_every_service_on_its_port() {
+    let config: Value = yaml_serde::from_str(&read("deploy/prometheus.yml")).expect("valid YAML");
+    let jobs = config["scrape_configs"].as_sequence().expect("scrape jobs");
+    for binary in binaries() {
+        let port = default_port(&binary.command);
+        let job = jobs
+            .iter()
+            .find(|job| job["job_name"].as_str() == Some(binary.name))
+            .unwrap_or_else(|| panic!("a scrape job for {}", binary.name));
+        // DNS discovery finds every container of the service, so scaled replicas are scraped.
+        let discovery = &job["dns_sd_configs"][0];
+        let names: Vec<&str> = discovery["names"]
+            .as_sequence()
+            .expect("names")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            [binary.name],
+            "{} is found by its service name",
+            binary.name
+        );
+        assert_eq!(discovery["type"].as_str(), Some("A"));
+        assert_eq!(
+            discovery["port"].as_u64(),
+            Some(u64::from(port)),
+            "{}",
+            binary.name
+        );
+    }
+    let services = services();
+    let mounted = |service: &str, what: &str| {
+        services[service]["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|v| v.starts_with(what))
+    };
+    assert!(mounted("prometheus", "./deploy/prometheus.yml:"));
+    assert!(mounted("grafana", "./deploy/grafana/provisioning:"));
+    assert!(mounted("grafana", "./deploy/grafana/dashboards:"));
+}
+
+#[test]
+fn the_saga_dashboard_is_valid_and_queries_the_provisioned_prometheus() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/saga.json")).expect("valid JSON");
+    let datasource: Value = yaml_serde::from_str(&read(
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .expect("valid YAML");
+    let uid = datasource["datasources"][0]["uid"].as_str().expect("a uid");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .map(|p| p["title"].as_str().expect("a title"))
+        .collect();
+    for wanted in [
+        "Orders per second by outcome",
+        "Saga duration p50 and p99",
+        "Consumer lag",
+        "Outbox backlog",
+        "Dead letters",
+        "Data platform breaker",
+    ] {
+        assert!(titles.contains(&wanted), "a panel {wanted}: {titles:?}");
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        assert_eq!(
+            panel["datasource"]["uid"].as_str(),
+            Some(uid),
+            "{}",
+            panel["title"]
+        );
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{} queries something", panel["title"]);
+        for target in targets {
+            assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+    }
+}

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{ConsumerRunner, Handler};
-use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate};
+use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate, connect_http_pool};
 use crate::health::Health;
 use crate::housekeeping::RetentionSettings;
 use crate::http::{HttpSettings, Observed, finish_router};
@@ -76,7 +76,10 @@ impl CommonSettings {
 pub struct Runtime {
     /// The service's name: its consumer group, its `producer` in envelopes, its log field.
     pub name: &'static str,
+    /// The background workers' pool: consumers, relay, timers.
     pub db: Db,
+    /// The HTTP handlers' pool, kept apart so that neither side can starve the other.
+    pub http_db: Db,
     pub producer: SharedProducer,
     pub outbox: Outbox,
     pub metrics: Metrics,
@@ -97,6 +100,9 @@ impl Runtime {
         let db = connect_and_migrate(name, &settings.database, migrations)
             .await
             .context("setting up the database")?;
+        let http_db = connect_http_pool(name, &settings.database)
+            .await
+            .context("opening the HTTP handlers' database pool")?;
         let metrics = Metrics::new();
         let producer = SharedProducer::new(&settings.kafka, name, metrics.clone())
             .context("creating the Kafka producer")?;
@@ -104,6 +110,7 @@ impl Runtime {
         Ok(Runtime {
             name,
             db,
+            http_db,
             producer,
             outbox: Outbox::new(),
             metrics,
@@ -133,7 +140,7 @@ impl Runtime {
         finish_router(
             api,
             Observed {
-                db: self.db.clone(),
+                db: self.http_db.clone(),
                 producer: self.producer.clone(),
                 metrics: self.metrics.clone(),
                 health: self.health.clone(),
@@ -172,6 +179,7 @@ pub async fn reconcile_every<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<usize, sqlx::Error>>,
 {
+    metrics.zero("reconciliation_repairs_total", &[("kind", kind)]);
     every(interval, shutdown, || {
         let swept = sweep();
         let metrics = &metrics;

@@ -70,9 +70,50 @@ pub struct Inbound {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// What the handler asked to do once the event's transaction commits.
+    committed: AfterCommit,
+}
+
+/// Work a handler leaves for after its transaction commits ([`Inbound::on_commit`]): figures
+/// that must count what happened, never what was tried and rolled back.
+#[derive(Clone, Default)]
+struct AfterCommit(Arc<std::sync::Mutex<Vec<Deferred>>>);
+
+/// One piece of work left for after a commit.
+type Deferred = Box<dyn FnOnce() + Send>;
+
+impl AfterCommit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Deferred>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets what an attempt that did not commit asked for.
+    fn discard(&self) {
+        self.lock().clear();
+    }
+
+    /// Runs what the committed attempt asked for.
+    fn run(&self) {
+        let work = std::mem::take(&mut *self.lock());
+        for f in work {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AfterCommit({} waiting)", self.lock().len())
+    }
 }
 
 impl Inbound {
+    /// Runs `f` once the transaction applying this event commits, and never if it rolls back
+    /// (it is then applied again, and asks again). For metrics of what the event did.
+    pub fn on_commit(&self, f: impl FnOnce() + Send + 'static) {
+        self.committed.lock().push(Box::new(f));
+    }
+
     /// Writes `event` to the outbox as this service's answer to the inbound event: caused by
     /// it, and in its trace.
     pub async fn emit(
@@ -166,11 +207,25 @@ enum Outcome {
 }
 
 /// What to do with a message once processing it has ended.
+/// The kind of dead letter a handler refused for good ([`HandleError::Permanent`]).
+const REJECTED: &str = "rejected";
+
+/// Every kind of reason a message is dead-lettered for, a label of
+/// `events_dead_lettered_total`: the handler's refusals and each way a message fails to decode.
+const DEAD_LETTER_KINDS: &[&str] = &[
+    REJECTED,
+    "envelope",
+    "unsupported_version",
+    "payload",
+    "invalid",
+];
+
 enum Disposition {
     /// Done with it: store its offset.
     Done,
-    /// It can never be processed: dead-letter it, then store its offset.
-    DeadLetter(String),
+    /// It can never be processed: dead-letter it, then store its offset. The first part is
+    /// the kind of reason, a metric label; the second the reason in full.
+    DeadLetter(&'static str, String),
     /// Shutdown came first: leave its offset, so it is consumed again.
     Interrupted,
 }
@@ -340,7 +395,32 @@ impl<H: Handler> ConsumerRunner<H> {
     pub async fn run(self, shutdown: CancellationToken) {
         for stall in Stall::ALL {
             let labels = [("consumer", self.name), ("reason", stall.label())];
-            self.metrics.add("consumer_rejoins_total", &labels, 0);
+            self.metrics.zero("consumer_rejoins_total", &labels);
+        }
+        for kind in DEAD_LETTER_KINDS {
+            let labels = [("consumer", self.name), ("reason", *kind)];
+            self.metrics.zero("events_dead_lettered_total", &labels);
+        }
+        for name in ["consumer_batches_total", "dead_letters_parked_total"] {
+            self.metrics.zero(name, &[("consumer", self.name)]);
+        }
+        self.metrics
+            .zero("consumer_partitions", &[("consumer", self.name)]);
+        for topic in &self.topics {
+            self.metrics
+                .zero("events_ignored_total", &[("topic", topic)]);
+            let types = contract::Event::TYPES.iter();
+            for event_type in types.filter(|t| contract::Event::topic_of(t) == Some(topic)) {
+                let labels = [("topic", topic.as_str()), ("event_type", *event_type)];
+                for name in [
+                    "events_handled_total",
+                    "events_duplicate_total",
+                    "events_retried_total",
+                    "event_handle_duration_seconds",
+                ] {
+                    self.metrics.zero(name, &labels);
+                }
+            }
         }
         self.health.up(HEALTH_PART);
         let this = Arc::new(self);
@@ -517,8 +597,8 @@ impl<H: Handler> ConsumerRunner<H> {
                 let handled = handled_together
                     || match self.process(message, &shutdown).await {
                         Disposition::Done => true,
-                        Disposition::DeadLetter(reason) => {
-                            self.dead_letter(message, &reason, &shutdown).await
+                        Disposition::DeadLetter(kind, reason) => {
+                            self.dead_letter(message, kind, &reason, &shutdown).await
                         }
                         Disposition::Interrupted => false,
                     };
@@ -549,6 +629,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 _ => return false,
             }
         }
+        let started = Instant::now();
         let outcomes = match self.apply_together(&inbounds).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
@@ -558,26 +639,35 @@ impl<H: Handler> ConsumerRunner<H> {
         };
         self.metrics
             .inc("consumer_batches_total", &[("consumer", self.name)]);
+        // The batch's one transaction is shared by its events.
+        let share = started.elapsed().as_secs_f64() / inbounds.len() as f64;
         for (inbound, outcome) in inbounds.iter().zip(outcomes) {
-            self.count(&outcome, inbound.envelope.event_type());
+            self.count(inbound, &outcome, share);
         }
         true
     }
 
-    /// Counts an event handled, alone or in a batch, or found already handled.
-    fn count(&self, outcome: &Outcome, event_type: &'static str) {
+    /// Counts an event handled, alone or in a batch, or found already handled, and the
+    /// seconds it took.
+    fn count(&self, inbound: &Inbound, outcome: &Outcome, seconds: f64) {
         let counter = match outcome {
             Outcome::Handled => "events_handled_total",
             Outcome::Duplicate => "events_duplicate_total",
         };
-        self.metrics.inc(
-            counter,
-            &[("consumer", self.name), ("event_type", event_type)],
-        );
+        let labels = [
+            ("topic", inbound.topic.as_str()),
+            ("event_type", inbound.envelope.event_type()),
+        ];
+        self.metrics.inc(counter, &labels);
+        self.metrics
+            .observe("event_handle_duration_seconds", &labels, seconds);
     }
 
     /// One attempt at a batch: every event recorded and applied in one transaction.
     async fn apply_together(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
+        for inbound in inbounds {
+            inbound.committed.discard();
+        }
         let mut tx = crate::db::begin_batch(&self.db).await?;
         self.handler.lock_batch(&mut tx, inbounds).await?;
         let mut outcomes = Vec::with_capacity(inbounds.len());
@@ -597,6 +687,9 @@ impl<H: Handler> ConsumerRunner<H> {
             outcomes.push(outcome);
         }
         tx.commit().await?;
+        for inbound in inbounds {
+            inbound.committed.run();
+        }
         self.outbox.wake();
         Ok(outcomes)
     }
@@ -732,10 +825,10 @@ impl<H: Handler> ConsumerRunner<H> {
             }) => {
                 tracing::debug!(consumer = self.name, %event_type, %event_id, "ignoring an event type this service does not handle");
                 self.metrics
-                    .inc("events_ignored_total", &[("consumer", self.name)]);
+                    .inc("events_ignored_total", &[("topic", message.topic())]);
                 return Disposition::Done;
             }
-            Err(error) => return Disposition::DeadLetter(error.to_string()),
+            Err(error) => return Disposition::DeadLetter(error.kind(), error.to_string()),
         };
         let inbound = inbound(message, envelope);
         let span = event_span(self.name, &inbound);
@@ -753,12 +846,15 @@ impl<H: Handler> ConsumerRunner<H> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let started = Instant::now();
             match self.apply(inbound).await {
                 Ok(outcome) => {
-                    self.count(&outcome, event_type);
+                    self.count(inbound, &outcome, started.elapsed().as_secs_f64());
                     return Disposition::Done;
                 }
-                Err(HandleError::Permanent(reason)) => return Disposition::DeadLetter(reason),
+                Err(HandleError::Permanent(reason)) => {
+                    return Disposition::DeadLetter(REJECTED, reason);
+                }
                 Err(HandleError::Transient(error)) => {
                     let delay = crate::backoff::delay(attempt);
                     tracing::warn!(
@@ -769,7 +865,10 @@ impl<H: Handler> ConsumerRunner<H> {
                     );
                     self.metrics.inc(
                         "events_retried_total",
-                        &[("consumer", self.name), ("event_type", event_type)],
+                        &[
+                            ("topic", inbound.topic.as_str()),
+                            ("event_type", event_type),
+                        ],
                     );
                     tokio::select! {
                         () = shutdown.cancelled() => return Disposition::Interrupted,
@@ -787,6 +886,7 @@ impl<H: Handler> ConsumerRunner<H> {
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
+        kind: &'static str,
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -805,8 +905,10 @@ impl<H: Handler> ConsumerRunner<H> {
             attempt += 1;
             match self.dead_letters.file(&letter).await {
                 Ok(filed) => {
-                    self.metrics
-                        .inc("events_dead_lettered_total", &[("consumer", self.name)]);
+                    self.metrics.inc(
+                        "events_dead_lettered_total",
+                        &[("consumer", self.name), ("reason", kind)],
+                    );
                     if filed == Filed::Parked {
                         self.metrics
                             .inc("dead_letters_parked_total", &[("consumer", self.name)]);
@@ -827,6 +929,7 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// One attempt: record the event and apply its effect in one transaction.
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
+        inbound.committed.discard();
         let mut tx = crate::db::begin(&self.db).await?;
         if !record(&mut tx, inbound).await? {
             tracing::debug!("already handled; nothing to do");
@@ -835,6 +938,7 @@ impl<H: Handler> ConsumerRunner<H> {
         }
         self.handler.handle(&mut tx, inbound).await?;
         tx.commit().await?;
+        inbound.committed.run();
         self.outbox.wake();
         tracing::debug!("handled");
         Ok(Outcome::Handled)
@@ -849,6 +953,7 @@ fn inbound(message: &OwnedMessage, envelope: Envelope) -> Inbound {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
+        committed: AfterCommit::default(),
     }
 }
 

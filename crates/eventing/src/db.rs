@@ -32,13 +32,23 @@ pub struct DatabaseSettings {
     /// its folder, if missing). Default: `sqlite://data/<service>.db`.
     #[arg(long = "database-url", env = "DATABASE_URL")]
     pub url: Option<String>,
-    /// Most connections the service opens to its database.
+    /// Most connections the background workers (consumers, relay, timers) open to the
+    /// database.
     #[arg(
         long = "database-max-connections",
         env = "DATABASE_MAX_CONNECTIONS",
         default_value_t = 10
     )]
     pub max_connections: u32,
+    /// Most connections the HTTP handlers open to the database, in a pool of their own so
+    /// that a flood of requests cannot starve the saga's consumers, nor a consumer backlog
+    /// the requests.
+    #[arg(
+        long = "database-http-max-connections",
+        env = "DATABASE_HTTP_MAX_CONNECTIONS",
+        default_value_t = 8
+    )]
+    pub http_max_connections: u32,
 }
 
 impl DatabaseSettings {
@@ -110,6 +120,29 @@ pub async fn connect_and_migrate(
     settings: &DatabaseSettings,
     service: &Migrations,
 ) -> Result<Db, DbError> {
+    let (url, backend) = resolve_url(service_name, settings)?;
+    let pool = open_pool(&url, backend, settings.max_connections).await?;
+    migrate(&pool, backend, service).await?;
+    Ok(pool)
+}
+
+/// A second pool on the same database, for the HTTP handlers, of
+/// [`DatabaseSettings::http_max_connections`] connections. The database must already be
+/// migrated by [`connect_and_migrate`], which also names the default SQLite file.
+pub async fn connect_http_pool(
+    service_name: &str,
+    settings: &DatabaseSettings,
+) -> Result<Db, DbError> {
+    let (url, backend) = resolve_url(service_name, settings)?;
+    open_pool(&url, backend, settings.http_max_connections).await
+}
+
+/// The URL to connect to and its engine: the default SQLite file when none is set, with the
+/// folder of a SQLite file created.
+fn resolve_url(
+    service_name: &str,
+    settings: &DatabaseSettings,
+) -> Result<(String, Backend), DbError> {
     let url = settings
         .url
         .clone()
@@ -120,8 +153,13 @@ pub async fn connect_and_migrate(
         Backend::Postgres => url,
         Backend::Sqlite => prepare_sqlite(&url)?,
     };
-    let pool = AnyPoolOptions::new()
-        .max_connections(settings.max_connections)
+    Ok((url, backend))
+}
+
+/// A pool of at most `max_connections`, each connection set up for the engine.
+async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> Result<Db, DbError> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
@@ -139,11 +177,9 @@ pub async fn connect_and_migrate(
                 Ok(())
             })
         })
-        .connect(&url)
+        .connect(url)
         .await
-        .map_err(DbError::Connect)?;
-    migrate(&pool, backend, service).await?;
-    Ok(pool)
+        .map_err(DbError::Connect)
 }
 
 /// Creates the folder of a SQLite file and asks for the file to be created if missing.

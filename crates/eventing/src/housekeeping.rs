@@ -100,6 +100,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let interval = settings.interval;
+    for table in ["outbox_message", "processed_event"] {
+        metrics.zero("retention_deleted_total", &[("table", table)]);
+    }
     crate::app::every(interval, shutdown, || async {
         match sweep(&db, &settings, now_ms()).await {
             Ok((outbox, processed)) => {

@@ -267,6 +267,12 @@ async fn metrics(State(observed): State<Observed>) -> Response {
     if let Ok(backlog) = crate::outbox::backlog(&observed.db).await {
         observed.metrics.set("outbox_backlog", &[], backlog as f64);
     }
+    if let Ok(age_ms) = crate::outbox::oldest_unsent_age_ms(&observed.db).await {
+        let age = age_ms as f64 / 1000.0;
+        observed
+            .metrics
+            .set("outbox_oldest_unsent_age_seconds", &[], age);
+    }
     if let Ok(parked) = crate::outbox::parked(&observed.db).await {
         observed.metrics.set("outbox_parked", &[], parked as f64);
     }
@@ -276,7 +282,7 @@ async fn metrics(State(observed): State<Observed>) -> Response {
             .set("dead_letters_parked", &[], parked as f64);
     }
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [("content-type", crate::metrics::CONTENT_TYPE)],
         observed.metrics.render(),
     )
         .into_response()
@@ -311,24 +317,44 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
         )
 }
 
+/// The method as a metric label: one of the verbs HTTP defines, or `other`, so that a client
+/// inventing methods cannot create series at will.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 async fn count_requests(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics.inc(
-        "http_requests_total",
-        &[("method", &method), ("route", &route), ("status", &status)],
-    );
-    metrics.add(
-        "http_request_duration_ms_total",
-        &[("method", &method), ("route", &route)],
-        started.elapsed().as_millis() as u64,
+    let labels = [
+        ("route", route.as_str()),
+        ("method", method),
+        ("status", &status),
+    ];
+    metrics.inc("http_requests_total", &labels);
+    metrics.observe(
+        "http_request_duration_seconds",
+        &labels,
+        started.elapsed().as_secs_f64(),
     );
     response
 }

@@ -164,6 +164,8 @@ struct OutboxRow {
     key: String,
     payload: String,
     headers: String,
+    /// Milliseconds since the Unix epoch when the row was committed, for the publish delay.
+    created_at: i64,
 }
 
 /// Rounds failed in a row before the relay reports itself not ready.
@@ -190,7 +192,6 @@ impl Relay {
     /// Runs until `shutdown`, publishing whenever woken and at every poll interval.
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = self.settings.poll_interval;
-        self.metrics.add("outbox_relay_failures_total", &[], 0);
         self.health.up(HEALTH_PART);
         let mut failures = 0u32;
         loop {
@@ -315,7 +316,7 @@ impl Relay {
 
     async fn claim(&self) -> Result<Vec<OutboxRow>, RelayError> {
         let rows = sqlx::query(
-            "SELECT id, topic, message_key, payload, headers FROM outbox_message \
+            "SELECT id, topic, message_key, payload, headers, created_at FROM outbox_message \
              WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(self.settings.batch_size)
@@ -329,6 +330,7 @@ impl Relay {
                     key: row.try_get("message_key")?,
                     payload: row.try_get("payload")?,
                     headers: row.try_get("headers")?,
+                    created_at: row.try_get("created_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -406,6 +408,12 @@ impl Relay {
             };
             let failed = match report {
                 Ok(Ok(_)) => {
+                    let delay_ms = now_ms().saturating_sub(row.created_at).max(0);
+                    self.metrics.observe(
+                        "outbox_publish_delay_seconds",
+                        &[],
+                        delay_ms as f64 / 1000.0,
+                    );
                     delivered.push(row);
                     continue;
                 }
@@ -488,6 +496,17 @@ pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
     )
     .fetch_one(db)
     .await
+}
+
+/// How long, in milliseconds, the oldest row not yet acknowledged has waited; 0 when none
+/// waits.
+pub async fn oldest_unsent_age_ms(db: &Db) -> Result<i64, sqlx::Error> {
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(created_at) FROM outbox_message WHERE sent_at IS NULL AND parked_at IS NULL",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(oldest.map_or(0, |created| now_ms().saturating_sub(created).max(0)))
 }
 
 /// How many outbox rows are parked.

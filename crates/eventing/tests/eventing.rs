@@ -302,10 +302,7 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     eventually("the duplicate counted", Duration::from_secs(10), || async {
         (runtime.metrics.get(
             "events_duplicate_total",
-            &[
-                ("consumer", "eventing-test"),
-                ("event_type", "OrderConfirmed"),
-            ],
+            &[("topic", "order.events"), ("event_type", "OrderConfirmed")],
         ) == 1.0)
             .then_some(())
     })
@@ -316,11 +313,36 @@ async fn the_same_event_delivered_twice_is_applied_once() {
         let text = runtime.metrics.render();
         text.lines()
             .any(|l| {
-                l.starts_with("consumer_lag{") && l.contains("order.events") && l.ends_with(" 0")
+                l.starts_with("consumer_lag{")
+                    && l.contains("order.events")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0)
             })
             .then_some(())
     })
     .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn events_are_handled_while_requests_hold_every_connection_of_the_http_pool() {
+    let broker = Broker::start().await.expect("broker");
+    let (runtime, stop) =
+        consuming_runtime("pools", &broker, CountingHandler::failing_first(0)).await;
+    // What a flood of slow requests does: every connection the HTTP handlers may open is taken.
+    let size = runtime.settings.database.http_max_connections as usize;
+    let mut held = Vec::with_capacity(size);
+    for _ in 0..size {
+        held.push(runtime.http_db.acquire().await.expect("an HTTP connection"));
+    }
+    let envelope = confirmed(Uuid::now_v7(), 7);
+    produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+    good_event_handled(&runtime).await;
+    assert_eq!(
+        runtime.http_db.size() as usize,
+        size,
+        "the HTTP pool stayed at its cap"
+    );
+    drop(held);
     stop.cancel();
 }
 
@@ -525,15 +547,24 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
     assert_eq!(
         runtime
             .metrics
-            .get("events_ignored_total", &[("consumer", "eventing-test")]),
+            .get("events_ignored_total", &[("topic", "order.events")]),
         1.0
     );
     assert_eq!(
         runtime.metrics.get(
             "events_dead_lettered_total",
-            &[("consumer", "eventing-test")]
+            &[("consumer", "eventing-test"), ("reason", "envelope")]
         ),
-        4.0
+        3.0,
+        "the three messages that are no envelope, counted by their reason"
+    );
+    assert_eq!(
+        runtime.metrics.get(
+            "events_dead_lettered_total",
+            &[("consumer", "eventing-test"), ("reason", "rejected")]
+        ),
+        1.0,
+        "the event the handler refuses"
     );
 
     let dlq = contract::topics::dlq_topic("eventing-test");
@@ -626,7 +657,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     let dead_lettered = || {
         runtime.metrics.get(
             "events_dead_lettered_total",
-            &[("consumer", "eventing-test")],
+            &[("consumer", "eventing-test"), ("reason", "rejected")],
         )
     };
     eventually(
@@ -661,10 +692,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
         || async {
             let duplicates = runtime.metrics.get(
                 "events_duplicate_total",
-                &[
-                    ("consumer", "eventing-test"),
-                    ("event_type", "OrderConfirmed"),
-                ],
+                &[("topic", "order.events"), ("event_type", "OrderConfirmed")],
             );
             (effects(&runtime).await == 1 && duplicates == 1.0).then_some(())
         },
@@ -858,10 +886,7 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
     assert_eq!(
         runtime.metrics.get(
             "events_retried_total",
-            &[
-                ("consumer", "eventing-test"),
-                ("event_type", "OrderConfirmed")
-            ]
+            &[("topic", "order.events"), ("event_type", "OrderConfirmed")]
         ),
         0.0,
         "a constraint violation is not retried"

@@ -27,7 +27,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     eventing::app::every(interval, shutdown, || async {
-        match sweep(&db, &outbox, timeout).await {
+        match sweep(&db, &outbox, &metrics, timeout).await {
             Ok(cancelled) => metrics.add("orders_timed_out_total", &[], cancelled as u64),
             Err(error) => tracing::warn!(%error, "deadline sweep failed; will try again"),
         }
@@ -35,8 +35,14 @@ pub async fn run(
     .await;
 }
 
-/// Cancels every overdue order; returns how many it cancelled.
-pub async fn sweep(db: &Db, outbox: &Outbox, timeout: Duration) -> Result<usize, sqlx::Error> {
+/// Cancels every overdue order, recording each one's saga duration; returns how many it
+/// cancelled.
+pub async fn sweep(
+    db: &Db,
+    outbox: &Outbox,
+    metrics: &Metrics,
+    timeout: Duration,
+) -> Result<usize, sqlx::Error> {
     let mut cancelled = 0;
     loop {
         let overdue = {
@@ -69,7 +75,8 @@ pub async fn sweep(db: &Db, outbox: &Outbox, timeout: Duration) -> Result<usize,
             )
             .await?;
             tx.commit().await?;
-            if matches!(outcome, Cancel::Cancelled(_)) {
+            if let Cancel::Cancelled(order) = outcome {
+                saga::Ended::cancelled(&order).observe(metrics);
                 cancelled += 1;
             }
         }

@@ -60,6 +60,7 @@ pub struct Config {
 /// of stock, coupon and catalog events, and the deadline sweeper.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
+    saga::describe_metrics(&runtime.metrics);
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(
         &[
@@ -67,13 +68,16 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             topics::COUPON_EVENTS,
             topics::PRODUCT_CATALOG,
         ],
-        handlers::OrderServiceEvents,
+        handlers::OrderServiceEvents {
+            metrics: runtime.metrics.clone(),
+        },
     )?;
     let saga_timeout = config.saga_timeout;
     let interval = config.deadline_check_interval;
     let router = runtime.router(http::router(http::State {
-        db: runtime.db.clone(),
+        db: runtime.http_db.clone(),
         outbox: runtime.outbox.clone(),
+        metrics: runtime.metrics.clone(),
         saga_timeout,
     }));
     let (db, outbox, metrics) = (

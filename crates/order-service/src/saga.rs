@@ -5,12 +5,60 @@
 
 use chrono::DateTime;
 use contract::{CancelReason, OrderCancelled, OrderConfirmed};
-use eventing::{Conn, HandleError, Inbound, TraceContext, now_ms};
+use eventing::{Conn, HandleError, Inbound, Metrics, TraceContext, now_ms};
 use uuid::Uuid;
 
 use crate::SERVICE;
 use crate::domain::{Status, cancellable_from};
 use crate::store::{self, Order};
+
+/// The histogram of how long orders take from creation to their end, by outcome.
+pub const SAGA_DURATION: &str = "saga_duration_seconds";
+
+/// Describes the order service's own families, every series at zero.
+pub fn describe_metrics(metrics: &Metrics) {
+    metrics.describe_histogram(
+        SAGA_DURATION,
+        "Time from an order's creation to its end (confirmed or cancelled, for any reason)",
+    );
+    metrics.describe_counter(
+        "orders_timed_out_total",
+        "Orders cancelled because stock and coupon did not both answer in time",
+    );
+    for outcome in ["confirmed", "cancelled"] {
+        metrics.zero(SAGA_DURATION, &[("outcome", outcome)]);
+    }
+    metrics.zero("orders_timed_out_total", &[]);
+}
+
+/// An order that reached its end in a transaction: what [`SAGA_DURATION`] records once the
+/// transaction commits, and only then, so that an attempt rolled back and applied again
+/// counts once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
+    pub outcome: &'static str,
+    pub seconds: f64,
+}
+
+impl Ended {
+    fn new(outcome: &'static str, order: &Order, ended_at_ms: i64) -> Self {
+        let ms = ended_at_ms.saturating_sub(order.created_at).max(0);
+        Ended {
+            outcome,
+            seconds: ms as f64 / 1000.0,
+        }
+    }
+
+    /// A cancelled order, as [`cancel`] returns it.
+    pub fn cancelled(order: &Order) -> Self {
+        Ended::new("cancelled", order, order.updated_at)
+    }
+
+    /// Records the order's saga duration. Call it once the transaction has committed.
+    pub fn observe(self, metrics: &Metrics) {
+        metrics.observe(SAGA_DURATION, &[("outcome", self.outcome)], self.seconds);
+    }
+}
 
 fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -27,20 +75,20 @@ async fn emit(
 }
 
 /// Confirms `order` (as just read with its row locked) if every step it needs succeeded, and
-/// publishes `OrderConfirmed`. `false` if it is not ready or no longer PENDING.
+/// publishes `OrderConfirmed`. `None` if it is not ready or no longer PENDING.
 pub async fn confirm_if_ready(
     conn: &mut Conn,
     order: &Order,
     cause: Option<Uuid>,
     trace: &TraceContext,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Ended>, sqlx::Error> {
     if !order.progress().ready_to_confirm() {
-        return Ok(false);
+        return Ok(None);
     }
     let now = now_ms();
     let id = order.id.to_string();
     if !store::confirm(conn, &id, now).await? {
-        return Ok(false);
+        return Ok(None);
     }
     store::add_timeline(conn, &id, "OrderConfirmed", None).await?;
     let event = OrderConfirmed {
@@ -53,7 +101,7 @@ pub async fn confirm_if_ready(
     };
     emit(conn, event, cause, trace).await?;
     tracing::info!(order_id = %order.id, "order confirmed");
-    Ok(true)
+    Ok(Some(Ended::new("confirmed", order, now)))
 }
 
 /// What became of a request to cancel.
@@ -129,14 +177,15 @@ pub async fn note(
 }
 
 /// A step of `order_id` succeeded and `marked` is the order after recording it (`None`: no
-/// such order): note it, and confirm the order if that was its last missing step.
+/// such order): note it, and confirm the order if that was its last missing step. Returns
+/// the order's end if it came now.
 pub async fn step_succeeded(
     conn: &mut Conn,
     inbound: &Inbound,
     order_id: Uuid,
     marked: Option<Order>,
     detail: Option<&str>,
-) -> Result<(), HandleError> {
+) -> Result<Option<Ended>, HandleError> {
     let Some(order) = marked else {
         return Err(unknown_order(order_id));
     };
@@ -147,26 +196,29 @@ pub async fn step_succeeded(
         detail,
     )
     .await?;
-    confirm_if_ready(
+    let ended = confirm_if_ready(
         conn,
         &order,
         Some(inbound.envelope.event_id),
         &inbound.trace,
     )
     .await?;
-    Ok(())
+    Ok(ended)
 }
 
 /// A step failed: note it, and cancel the order for `reason` if it is still PENDING.
+/// Returns the order's end if it came now.
 pub async fn step_failed(
     conn: &mut Conn,
     inbound: &Inbound,
     order_id: Uuid,
     reason: CancelReason,
     detail: &str,
-) -> Result<(), HandleError> {
+) -> Result<Option<Ended>, HandleError> {
     note(conn, inbound, order_id, Some(detail)).await?;
     let cause = Some(inbound.envelope.event_id);
-    cancel(conn, order_id, reason, detail, cause, &inbound.trace).await?;
-    Ok(())
+    match cancel(conn, order_id, reason, detail, cause, &inbound.trace).await? {
+        Cancel::Cancelled(order) => Ok(Some(Ended::cancelled(&order))),
+        Cancel::NotCancellable(_) | Cancel::NotFound => Ok(None),
+    }
 }

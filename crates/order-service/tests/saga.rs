@@ -271,20 +271,10 @@ async fn the_same_events_delivered_twice_change_nothing() {
     );
 
     // Wait until the product service has seen the repeated OrderCreated and OrderConfirmed.
-    let metrics_url = system.product.as_ref().expect("running").url("/metrics");
+    let product = system.product.as_ref().expect("running");
+    let series = r#"events_duplicate_total{topic="order.events",event_type="OrderConfirmed"}"#;
     eventually("duplicates seen by the product service", SETTLE, || async {
-        let text = system
-            .http
-            .get(metrics_url.clone())
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .any(|l| l.starts_with("events_duplicate_total") && l.contains("OrderConfirmed"))
-            .then_some(())
+        (helpers::metric(product, series).await >= 1.0).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -858,19 +848,9 @@ async fn a_dead_data_platform_trips_the_circuit_breaker_instead_of_being_hammere
     for user in 1..=10 {
         system.place_accepted_order(user, &[(mug, 1)], None).await;
     }
-    let metrics_url = system.forwarder.url("/metrics");
     eventually("the circuit to open", SETTLE, || async {
-        let text = system
-            .http
-            .get(metrics_url.clone())
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains("data_platform_circuit_opened_total")
-            .then_some(())
+        let opened = helpers::metric(&system.forwarder, "data_platform_circuit_opened_total");
+        (opened.await >= 1.0).then_some(())
     })
     .await;
     // Twenty events are pending; with the circuit open only probes reach the platform.

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod chaos;
 pub mod dlq;
 pub mod kafka;
+pub mod progress;
 pub mod stack;
 pub mod supervise;
 pub mod trace;

@@ -5,10 +5,12 @@
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
 
-use crate::{saga, store};
+use crate::saga::{self, Ended};
+use crate::store;
 
-pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
-    match &inbound.envelope.event {
+/// Applies one event; returns the order's end if the event brought it.
+pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>, HandleError> {
+    let ended = match &inbound.envelope.event {
         Event::CouponApplied(applied) => {
             let id = applied.order_id.to_string();
             let marked = store::mark_coupon_applied(conn, &id, applied.discount_amount).await?;
@@ -16,16 +18,17 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleErro
                 "coupon {} takes {} off",
                 applied.coupon_id, applied.discount_amount
             );
-            saga::step_succeeded(conn, inbound, applied.order_id, marked, Some(&detail)).await?;
+            saga::step_succeeded(conn, inbound, applied.order_id, marked, Some(&detail)).await?
         }
         Event::CouponApplyFailed(failed) => {
             let reason = CancelReason::CouponRejected;
-            saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?;
+            saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?
         }
         Event::CouponReleased(released) => {
             saga::note(conn, inbound, released.order_id, None).await?;
+            None
         }
-        _ => {}
-    }
-    Ok(())
+        _ => None,
+    };
+    Ok(ended)
 }

@@ -7,24 +7,35 @@ pub mod product_catalog;
 pub mod stock_events;
 
 use contract::Event;
-use eventing::{Conn, HandleError, Handler, Inbound};
+use eventing::{Conn, HandleError, Handler, Inbound, Metrics};
 
-/// The handler of everything the order service consumes.
-#[derive(Debug, Clone, Copy)]
-pub struct OrderServiceEvents;
+/// The handler of everything the order service consumes; `metrics` gets each order's saga
+/// duration once the event that ended it commits.
+#[derive(Debug, Clone)]
+pub struct OrderServiceEvents {
+    pub metrics: Metrics,
+}
 
 impl Handler for OrderServiceEvents {
     async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
-        match &inbound.envelope.event {
+        let ended = match &inbound.envelope.event {
             Event::StockReserved(_)
             | Event::StockReservationFailed(_)
-            | Event::StockReleased(_) => stock_events::handle(conn, inbound).await,
+            | Event::StockReleased(_) => stock_events::handle(conn, inbound).await?,
             Event::CouponApplied(_) | Event::CouponApplyFailed(_) | Event::CouponReleased(_) => {
-                coupon_events::handle(conn, inbound).await
+                coupon_events::handle(conn, inbound).await?
             }
-            Event::ProductUpserted(product) => product_catalog::handle(conn, product).await,
+            Event::ProductUpserted(product) => {
+                product_catalog::handle(conn, product).await?;
+                None
+            }
             // The order service's own events come back only if someone misroutes them.
-            _ => Ok(()),
+            _ => None,
+        };
+        if let Some(ended) = ended {
+            let metrics = self.metrics.clone();
+            inbound.on_commit(move || ended.observe(&metrics));
         }
+        Ok(())
     }
 }

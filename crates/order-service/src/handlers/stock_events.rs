@@ -4,22 +4,25 @@
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
 
-use crate::{saga, store};
+use crate::saga::{self, Ended};
+use crate::store;
 
-pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
-    match &inbound.envelope.event {
+/// Applies one event; returns the order's end if the event brought it.
+pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>, HandleError> {
+    let ended = match &inbound.envelope.event {
         Event::StockReserved(reserved) => {
             let marked = store::mark_stock_reserved(conn, &reserved.order_id.to_string()).await?;
-            saga::step_succeeded(conn, inbound, reserved.order_id, marked, None).await?;
+            saga::step_succeeded(conn, inbound, reserved.order_id, marked, None).await?
         }
         Event::StockReservationFailed(failed) => {
             let reason = CancelReason::OutOfStock;
-            saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?;
+            saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?
         }
         Event::StockReleased(released) => {
             saga::note(conn, inbound, released.order_id, None).await?;
+            None
         }
-        _ => {}
-    }
-    Ok(())
+        _ => None,
+    };
+    Ok(ended)
 }

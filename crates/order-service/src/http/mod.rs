@@ -14,6 +14,8 @@ use eventing::{Db, Outbox};
 pub struct State {
     pub db: Db,
     pub outbox: Outbox,
+    /// The service's registry: cancelling an order records its saga duration.
+    pub metrics: eventing::Metrics,
     /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT.
     pub saga_timeout: Duration,
 }

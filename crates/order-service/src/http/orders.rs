@@ -377,8 +377,10 @@ async fn cancel(
     .await?;
     match outcome {
         Cancel::Cancelled(order) => {
+            let ended = saga::Ended::cancelled(&order);
             let body = view(&mut tx, order).await?;
             tx.commit().await?;
+            ended.observe(&state.metrics);
             state.outbox.wake();
             Ok(Json(body))
         }

@@ -138,6 +138,8 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut measuring = Some(measuring);
     let mut coupons = seed.coupons.iter();
+    let total = (args.rate * (args.warmup + args.duration).as_secs_f64()).ceil() as u64;
+    let bar = crate::progress::bar("orders sent", total);
     for n in 0u64.. {
         let due = start + interval.mul_f64(n as f64);
         if due >= end {
@@ -176,7 +178,9 @@ pub async fn run(
         });
         // Reap finished sends as we go, so that the set does not grow with the run.
         while tasks.try_join_next().is_some() {}
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     while tasks.join_next().await.is_some() {}
     let sent = std::mem::take(&mut *sent.lock().expect("not poisoned"));
     Ok(sent)

@@ -277,13 +277,19 @@ async fn run_once(
             .count()
     };
     if let Some(ends) = &ends {
+        let bar = crate::progress::bar("sagas ended", measured.len() as u64);
         let _ = eventing::poll::until(
             "every saga ended",
             args.drain,
             Duration::from_millis(100),
-            || std::future::ready((pending(ends) == 0).then_some(())),
+            || {
+                let pending = pending(ends);
+                bar.set_position((measured.len() - pending) as u64);
+                std::future::ready((pending == 0).then_some(()))
+            },
         )
         .await;
+        bar.finish_and_clear();
     }
     let after = procs::sample();
     Ok(report(

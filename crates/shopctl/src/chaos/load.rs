@@ -232,6 +232,13 @@ pub(super) async fn settle(
 ) -> anyhow::Result<Vec<Value>> {
     // Settled orders are kept between rounds, so each round asks only about the rest.
     let settled = std::sync::Mutex::new(HashMap::new());
+    let count = Arc::new(AtomicUsize::new(0));
+    let _bar = crate::progress::Following::new(
+        "orders settled",
+        ids.len() as u64,
+        count.clone(),
+        String::new,
+    );
     eventing::poll::retry(within, Duration::from_millis(500), || async {
         let pending: Vec<&String> = {
             let settled = settled.lock().expect("not poisoned");
@@ -247,6 +254,7 @@ pub(super) async fn settle(
             }
         }
         let mut settled = settled.lock().expect("not poisoned");
+        count.store(settled.len(), Ordering::SeqCst);
         if settled.len() < ids.len() {
             bail!(
                 "{} orders were still PENDING after {within:?}",

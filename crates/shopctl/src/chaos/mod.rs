@@ -233,7 +233,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         stop.clone(),
     ));
     let outcome = async {
+        let sending = {
+            let injected = injected.clone();
+            crate::progress::Following::new(
+                "orders sent",
+                args.orders as u64,
+                progress.clone(),
+                move || format!("{} faults injected", injected.load(Ordering::SeqCst)),
+            )
+        };
         let placed = load::place_orders(&client, &args, &products, &coupons, progress).await?;
+        drop(sending);
         let load = started.elapsed();
         step("waiting for the last fault to be over");
         // Past two minutes the run goes on: the report counts the faults injected.
