@@ -20,7 +20,7 @@ use contract::topics::{
     self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
 use eventing::dlq::{DeadLetters, Letter, STAGE_DELIVER, Source};
-use eventing::{Db, Metrics, Outbox, now_ms};
+use eventing::{Db, Metrics, Outbox, TraceContext, now_ms};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -271,10 +271,22 @@ impl Worker {
         Ok(claimed.len())
     }
 
-    /// One call to the data platform, timed.
+    /// One call to the data platform, timed, in a span of the event's trace whose context
+    /// the call carries as its `traceparent`.
     async fn attempt(&self, delivery: &Due) -> Attempt {
+        let span = tracing::info_span!(
+            parent: None,
+            "deliver",
+            otel.name = "POST /v1/orders",
+            otel.kind = "client",
+            event_id = %delivery.event_id,
+            event_type = %delivery.event_type,
+            trace_id = tracing::field::Empty,
+        );
+        let trace = eventing::trace::continue_in(&span, TraceContext::parse(&delivery.traceparent));
+        span.record("trace_id", trace.trace_id());
         let started = Instant::now();
-        let attempt = self.call(delivery).await;
+        let attempt = self.call(delivery, &trace).instrument(span).await;
         self.metrics.observe(
             "delivery_duration_seconds",
             &[("outcome", attempt.label())],
@@ -283,13 +295,13 @@ impl Worker {
         attempt
     }
 
-    async fn call(&self, delivery: &Due) -> Attempt {
+    async fn call(&self, delivery: &Due, trace: &TraceContext) -> Attempt {
         let response = self
             .client
             .post(&self.endpoint)
             .header("content-type", "application/json")
             .header("idempotency-key", &delivery.event_id)
-            .header("traceparent", &delivery.traceparent)
+            .header("traceparent", trace.header())
             .body(delivery.body.clone())
             .send()
             .await;

@@ -27,7 +27,7 @@ impl Handler for OrderEvents {
                 order_id: &envelope.key(),
                 event_type: envelope.event_type(),
                 body: &envelope.to_json(),
-                traceparent: &inbound.trace.child().header(),
+                traceparent: &inbound.trace.header(),
                 source_partition: inbound.partition,
                 source_offset: inbound.offset,
             },

@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let config = analytics_forwarder::Config::parse();
-    eventing::telemetry::init(&config.common.log);
+    eventing::telemetry::init(analytics_forwarder::SERVICE, &config.common.log);
     let shutdown = eventing::telemetry::shutdown_on_signal();
     let result = match analytics_forwarder::build(config).await {
         Ok(app) => app.run(shutdown).await,

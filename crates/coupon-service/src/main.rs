@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let config = coupon_service::Config::parse();
-    eventing::telemetry::init(&config.common.log);
+    eventing::telemetry::init(coupon_service::SERVICE, &config.common.log);
     let shutdown = eventing::telemetry::shutdown_on_signal();
     let result = match coupon_service::build(config).await {
         Ok(app) => app.run(shutdown).await,

@@ -479,3 +479,25 @@ fn the_saga_dashboard_is_valid_and_queries_the_provisioned_prometheus() {
         }
     }
 }
+
+#[test]
+fn every_service_sends_its_spans_to_the_compose_jaeger() {
+    let services = services();
+    let jaeger = &services["jaeger"];
+    assert_eq!(
+        env_of(jaeger)
+            .get("COLLECTOR_OTLP_ENABLED")
+            .map(String::as_str),
+        Some("true")
+    );
+    for binary in binaries() {
+        assert_eq!(
+            env_of(&services[binary.name])
+                .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(String::as_str),
+            Some("http://jaeger:4318"),
+            "{} exports its spans",
+            binary.name
+        );
+    }
+}

@@ -391,13 +391,16 @@ fn relay_instance(service: &str, addr: SocketAddr) -> String {
 /// running destructors: Kafka clients whose broker is gone can block for a long time while
 /// being dropped, and everything that matters was committed or flushed already.
 pub fn exit(result: anyhow::Result<()>) -> ! {
+    let result = result.inspect_err(|error| {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "the service stopped on an error"
+        );
+    });
+    crate::telemetry::flush();
     match result {
         Ok(()) => std::process::exit(0),
         Err(error) => {
-            tracing::error!(
-                error = format!("{error:#}"),
-                "the service stopped on an error"
-            );
             eprintln!("error: {error:#}");
             std::process::exit(1)
         }

@@ -72,6 +72,8 @@ pub struct Inbound {
     pub offset: i64,
     /// What the handler asked to do once the event's transaction commits.
     committed: AfterCommit,
+    /// The span the event is handled in.
+    span: tracing::Span,
 }
 
 /// Work a handler leaves for after its transaction commits ([`Inbound::on_commit`]): figures
@@ -625,7 +627,9 @@ impl<H: Handler> ConsumerRunner<H> {
         let mut inbounds = Vec::with_capacity(batch.len());
         for message in batch {
             match Envelope::decode(message.payload().unwrap_or_default()) {
-                Ok(Decoded::Known(envelope)) => inbounds.push(inbound(message, envelope)),
+                Ok(Decoded::Known(envelope)) => {
+                    inbounds.push(inbound(self.name, message, envelope));
+                }
                 _ => return false,
             }
         }
@@ -672,7 +676,7 @@ impl<H: Handler> ConsumerRunner<H> {
         self.handler.lock_batch(&mut tx, inbounds).await?;
         let mut outcomes = Vec::with_capacity(inbounds.len());
         for inbound in inbounds {
-            let span = event_span(self.name, inbound);
+            let span = inbound.span.clone();
             let outcome = async {
                 if !record(&mut tx, inbound).await? {
                     tracing::debug!("already handled; nothing to do");
@@ -830,8 +834,8 @@ impl<H: Handler> ConsumerRunner<H> {
             }
             Err(error) => return Disposition::DeadLetter(error.kind(), error.to_string()),
         };
-        let inbound = inbound(message, envelope);
-        let span = event_span(self.name, &inbound);
+        let inbound = inbound(self.name, message, envelope);
+        let span = inbound.span.clone();
         self.process_until_done(&inbound, shutdown)
             .instrument(span)
             .await
@@ -945,31 +949,38 @@ impl<H: Handler> ConsumerRunner<H> {
     }
 }
 
-/// The event a message carries, as a handler sees it.
-fn inbound(message: &OwnedMessage, envelope: Envelope) -> Inbound {
+/// The event a message carries, as a handler sees it, with the span its handling runs in:
+/// named as OpenTelemetry names a consumer's span (`order.events process`), its parent the
+/// message's `traceparent`, and its own context the trace the events it causes carry.
+fn inbound(consumer: &'static str, message: &OwnedMessage, envelope: Envelope) -> Inbound {
+    let span = tracing::info_span!(
+        parent: None,
+        "event",
+        otel.name = %format!("{} process", message.topic()),
+        otel.kind = "consumer",
+        consumer,
+        event_type = envelope.event_type(),
+        event_id = %envelope.event_id,
+        key = %envelope.key(),
+        trace_id = tracing::field::Empty,
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+    );
+    let parent = header(message, HEADER_TRACEPARENT)
+        .as_deref()
+        .and_then(TraceContext::parse);
+    let trace = crate::trace::continue_in(&span, parent);
+    span.record("trace_id", trace.trace_id());
     Inbound {
-        trace: TraceContext::continue_or_new(header(message, HEADER_TRACEPARENT).as_deref()),
+        trace,
+        span,
         envelope,
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         committed: AfterCommit::default(),
     }
-}
-
-/// The span of one event, whether it is handled alone or in a batch.
-fn event_span(consumer: &'static str, inbound: &Inbound) -> tracing::Span {
-    tracing::info_span!(
-        "event",
-        consumer,
-        event_type = inbound.envelope.event_type(),
-        event_id = %inbound.envelope.event_id,
-        key = %inbound.envelope.key(),
-        trace_id = %inbound.trace.trace_id(),
-        topic = %inbound.topic,
-        partition = inbound.partition,
-        offset = inbound.offset,
-    )
 }
 
 /// Records the event as handled, in the caller's transaction; `false` if it already was.

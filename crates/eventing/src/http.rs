@@ -179,8 +179,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
             .headers
             .get(contract::topics::HEADER_TRACEPARENT)
             .and_then(|v| v.to_str().ok());
-        let trace = TraceContext::continue_or_new(header);
-        tracing::Span::current().record("trace_id", trace.trace_id());
+        // The request's span took the header's context as its parent when it was made; this
+        // reads the span's own context back (or, with no span exported, makes a child).
+        let span = tracing::Span::current();
+        let trace = crate::trace::continue_in(&span, header.and_then(TraceContext::parse));
+        span.record("trace_id", trace.trace_id());
         Ok(RequestTrace(trace))
     }
 }
@@ -305,16 +308,32 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
             StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    trace_id = tracing::field::Empty,
-                )
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// One request's span, named after its route template as OpenTelemetry names server spans
+/// (`POST /orders/{id}/cancel`), with the `traceparent` it came with as its parent.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        method = %request.method(),
+        path = %request.uri().path(),
+        trace_id = tracing::field::Empty,
+    );
+    let parent = request
+        .headers()
+        .get(contract::topics::HEADER_TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    crate::trace::set_parent(&span, parent);
+    span
 }
 
 /// The method as a metric label: one of the verbs HTTP defines, or `other`, so that a client

@@ -46,7 +46,8 @@ use crate::metrics::Metrics;
 use crate::trace::TraceContext;
 
 /// Writes an event into the outbox as part of the caller's transaction. `trace` is the
-/// context of the work that caused the event; the message carries a child of it.
+/// context of the work that caused the event (a request's, an event's); the relay's publish
+/// span continues it, and the message carries that span's context.
 pub async fn enqueue(
     conn: &mut Conn,
     envelope: &Envelope,
@@ -55,7 +56,7 @@ pub async fn enqueue(
     let headers = BTreeMap::from([
         (HEADER_EVENT_TYPE, envelope.event_type().to_owned()),
         (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.to_owned()),
-        (HEADER_TRACEPARENT, trace.child().header()),
+        (HEADER_TRACEPARENT, trace.header()),
     ]);
     let headers = serde_json::to_string(&headers).expect("string headers always serialize");
     sqlx::query(
@@ -358,8 +359,23 @@ impl Relay {
             if failed_from.contains_key(row.key.as_str()) {
                 continue;
             }
-            let headers: BTreeMap<String, String> =
+            let mut headers: BTreeMap<String, String> =
                 serde_json::from_str(&row.headers).unwrap_or_default();
+            // The publish is a span of its own in the trace of the work that wrote the row,
+            // and the message carries the publish span's context.
+            let span = tracing::info_span!(
+                parent: None,
+                "publish",
+                otel.name = %format!("{} publish", row.topic),
+                otel.kind = "producer",
+                outbox_id = row.id,
+                key = %row.key,
+            );
+            let stored = headers
+                .get(HEADER_TRACEPARENT)
+                .and_then(|h| TraceContext::parse(h));
+            let trace = crate::trace::continue_in(&span, stored);
+            headers.insert(HEADER_TRACEPARENT.to_owned(), trace.header());
             let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
             for (name, value) in &headers {
                 kafka_headers = kafka_headers.insert(Header {
@@ -376,7 +392,7 @@ impl Relay {
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {
-                        pending.push((row, delivery));
+                        pending.push((row, delivery, span));
                         break;
                     }
                     Err((error, returned))
@@ -401,7 +417,8 @@ impl Relay {
             }
         }
         let mut delivered = Vec::with_capacity(pending.len());
-        for (row, delivery) in pending {
+        for (row, delivery, _span) in pending {
+            // The publish span ends with the broker's report, when `_span` is dropped.
             let report = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 report = delivery => report,

@@ -1,7 +1,22 @@
-//! Logging setup and the shutdown signal, the two things every `main` does first.
+//! Logging and tracing setup and the shutdown signal, the things every `main` does first.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG`. Spans go to an OpenTelemetry collector over
+//! OTLP/HTTP (protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; they are batched and
+//! exported from a thread of the SDK's own, and [`flush`] sends what is left before the
+//! process exits. Span export has its own level (info), so that `RUST_LOG=warn` quiets the
+//! logs without cutting traces short.
 
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// How logs are written.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -15,6 +30,13 @@ pub struct LogSettings {
         default_value_t = LogFormat::Text
     )]
     pub format: LogFormat,
+    /// Where an OpenTelemetry collector takes OTLP over HTTP (`http://jaeger:4318`); spans go
+    /// to `<endpoint>/v1/traces`. Unset: no span is exported.
+    #[arg(
+        long = "otel-exporter-otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The shape of each log line.
@@ -25,20 +47,64 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends `tracing` output to stderr in the format `settings` names. `RUST_LOG` filters it
-/// (default `info`).
-pub fn init(settings: &LogSettings) {
+/// The exporter's provider, kept so that [`flush`] can send the last spans.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Sends `tracing` output to stderr in the format `settings` names, filtered by `RUST_LOG`
+/// (default `info`), and exports spans as `service` when an OTLP endpoint is set.
+pub fn init(service: &'static str, settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = settings.format == LogFormat::Json;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // `try_init` so that tests, which may call this many times, do not panic.
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match settings.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let spans = settings
+        .otlp_endpoint
+        .as_deref()
+        .and_then(|endpoint| match provider(service, endpoint) {
+            Ok(provider) => {
+                let tracer = provider.tracer(service);
+                let _ = PROVIDER.set(provider);
+                Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            }
+            Err(error) => {
+                eprintln!("not exporting spans to {endpoint}: {error:#}");
+                None
+            }
+        })
+        .map(|layer| layer.with_filter(LevelFilter::INFO));
+    // `try_init` so that tests, which may call this many times, do not panic.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
+}
+
+/// A provider that batches spans and sends them to `<endpoint>/v1/traces`.
+fn provider(service: &'static str, endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build())
+}
+
+/// Exports the spans not yet sent; the process calls it before it exits.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.shutdown();
+    }
 }
 
 /// Longest a service takes to stop after Ctrl-C or SIGTERM. A clean stop takes well under a

@@ -3,10 +3,40 @@
 //! A request starts or continues a trace; each event the request causes carries the trace id
 //! with a new span id, and each consumer continues the trace of the event it handles. Logs put
 //! the trace id on every span, so `grep` on one id shows an order's whole flow.
+//!
+//! [`continue_in`] ties a `tracing` span to that flow: the span becomes the work that the
+//! incoming context caused, and the context it returns is the span's own, to pass on. When
+//! spans are exported ([`crate::telemetry`]), that context is the exported span's, so every
+//! hop's parent link points at a span the trace has; when they are not, it is a fresh span id
+//! in the same trace, and the ids still correlate logs.
 
 use std::fmt;
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::Rng;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Gives an exported span its remote parent, without reading its context yet.
+pub fn set_parent(span: &tracing::Span, parent: Option<TraceContext>) {
+    if let Some(parent) = parent {
+        // Fails only when the span is not exported or already started; the span then keeps
+        // the parent it has, and [`continue_in`]'s fallback carries the trace on.
+        let _ = span.set_parent(
+            opentelemetry::Context::new().with_remote_span_context(parent.span_context()),
+        );
+    }
+}
+
+/// Makes `span` the work that `parent` (a header, a message, a stored row) caused, and returns
+/// the context to pass on from it: the span's own when spans are exported, else a child of
+/// `parent` (a new trace without one). Call it before the span is entered.
+pub fn continue_in(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+    set_parent(span, parent);
+    let exported = span.context();
+    let own = exported.span().span_context().clone();
+    TraceContext::from_span_context(&own)
+        .unwrap_or_else(|| parent.map_or_else(TraceContext::new_root, |p| p.child()))
+}
 
 /// A W3C trace context: `00-<trace id>-<parent span id>-<flags>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +109,31 @@ impl TraceContext {
     pub fn header(&self) -> String {
         self.to_string()
     }
+
+    /// As OpenTelemetry's remote span context, the parent of the work this context causes.
+    fn span_context(&self) -> SpanContext {
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        )
+    }
+
+    /// An exported span's context; `None` when it is not valid (no span is exported).
+    fn from_span_context(context: &SpanContext) -> Option<Self> {
+        context.is_valid().then(|| TraceContext {
+            trace_id: context.trace_id().to_bytes(),
+            span_id: context.span_id().to_bytes(),
+            sampled: context.is_sampled(),
+        })
+    }
 }
 
 impl fmt::Display for TraceContext {
@@ -121,6 +176,23 @@ mod tests {
         let child = root.child();
         assert_eq!(root.trace_id(), child.trace_id());
         assert_ne!(root.header(), child.header());
+    }
+
+    #[test]
+    fn without_exported_spans_a_span_continues_the_trace_with_a_new_span_id() {
+        let parent = TraceContext::new_root();
+        let span = tracing::info_span!("work");
+        let passed_on = continue_in(&span, Some(parent));
+        assert_eq!(passed_on.trace_id(), parent.trace_id());
+        assert_ne!(passed_on, parent);
+        assert_eq!(continue_in(&span, None).trace_id().len(), 32);
+    }
+
+    #[test]
+    fn a_context_survives_the_trip_through_opentelemetry() {
+        let context = TraceContext::new_root();
+        let back = TraceContext::from_span_context(&context.span_context());
+        assert_eq!(back, Some(context));
     }
 
     #[test]

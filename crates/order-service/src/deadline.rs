@@ -58,7 +58,10 @@ pub async fn sweep(
             };
             let mut tx = eventing::db::begin(db).await?;
             let trace = match store::find_order(&mut tx, id).await? {
-                Some(order) => TraceContext::continue_or_new(Some(&order.traceparent)),
+                Some(order) => {
+                    let span = tracing::info_span!(parent: None, "deadline", order_id = %id);
+                    eventing::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
+                }
                 None => continue,
             };
             let detail = format!(

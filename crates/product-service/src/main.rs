@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let config = product_service::Config::parse();
-    eventing::telemetry::init(&config.common.log);
+    eventing::telemetry::init(product_service::SERVICE, &config.common.log);
     let shutdown = eventing::telemetry::shutdown_on_signal();
     let result = match product_service::build(config).await {
         Ok(app) => app.run(shutdown).await,

@@ -356,15 +356,18 @@ async fn cancel(
 ) -> Result<Json<OrderView>, ApiError> {
     let id = order_id(&raw)?;
     let mut tx = eventing::db::begin(&state.db).await?;
-    // Continue the order's own trace, unless the caller sent a trace of its own.
+    // Continue the order's own trace, unless the caller sent a trace of its own: in a span
+    // of the order's trace, whose context the cancellation's events carry.
     let trace = if headers.contains_key(contract::topics::HEADER_TRACEPARENT) {
         trace
     } else {
-        store::find_order(&mut tx, &id.to_string())
-            .await?
-            .and_then(|o| TraceContext::parse(&o.traceparent))
-            .map(|t| t.child())
-            .unwrap_or(trace)
+        match store::find_order(&mut tx, &id.to_string()).await? {
+            Some(order) => {
+                let span = tracing::info_span!(parent: None, "cancel order", order_id = %id);
+                eventing::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
+            }
+            None => trace,
+        }
     };
     let outcome = saga::cancel(
         &mut tx,
