@@ -174,6 +174,15 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         || (get(&up.url(1, "/products/2"))["reserved"] == 0).then_some(()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    // Both orders' two events reach the data platform before the stop, so that anything it
+    // gets after the restart would be a redelivery.
+    eventing::poll::until_blocking(
+        "four deliveries to the data platform",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (get(&up.url(10, "/v1/orders"))["received"] == 4).then_some(()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let before = get(&up.url(0, &format!("/orders/{confirmed}")));
     up.stop();
 
