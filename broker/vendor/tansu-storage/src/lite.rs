@@ -76,7 +76,7 @@ use tansu_schema::{
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, instrument};
+use tracing::{debug, error, instrument, warn};
 use url::Url;
 use uuid::Uuid;
 
@@ -568,8 +568,12 @@ impl Delegate {
                 .inspect_err(|err| error!(self.cluster, deflated.producer_id, ?err))?
                 as i16;
 
-            let row = connection
-                .query_one(
+            // saga patch 4 (PATCHES.md): a batch whose epoch this broker has no record of
+            // is refused with the error Kafka gives for it, instead of a panic that takes
+            // the storage down. It happens after the broker is killed: SQLite lost the last
+            // epoch it handed out, while the producer kept its id and epoch.
+            let mut epoch_rows = connection
+                .query(
                     "producer_select_for_update.sql",
                     (
                         self.cluster.as_str(),
@@ -589,6 +593,22 @@ impl Delegate {
                         ?err
                     )
                 })?;
+            let Some(row) = epoch_rows.next().await.inspect_err(|err| error!(?err))? else {
+                let code = match current_epoch.cmp(&deflated.producer_epoch) {
+                    std::cmp::Ordering::Greater => ErrorCode::ProducerFenced,
+                    std::cmp::Ordering::Less => ErrorCode::InvalidProducerEpoch,
+                    std::cmp::Ordering::Equal => ErrorCode::UnknownProducerId,
+                };
+                warn!(
+                    ?topition,
+                    deflated.producer_id,
+                    deflated.producer_epoch,
+                    current_epoch,
+                    ?code,
+                    "a produce with an epoch this broker has no record of"
+                );
+                return Err(Error::Api(code));
+            };
 
             let sequence = row.get::<i32>(0).inspect_err(|err| error!(?err))?;
 
