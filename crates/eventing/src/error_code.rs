@@ -48,6 +48,12 @@ error_codes! {
     BodyTooLarge => "body_too_large", PAYLOAD_TOO_LARGE;
     /// No such route, or a path value no resource can have.
     NotFound => "not_found", NOT_FOUND;
+    /// The route exists, not with this method.
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// The request took longer than `HTTP_REQUEST_TIMEOUT_MS` and was abandoned. 503 rather
+    /// than 408: a client may repeat a request after a 408 as never received, and an order
+    /// placed without an `Idempotency-Key` might then be placed twice.
+    TimedOut => "timed_out", SERVICE_UNAVAILABLE;
     /// Something went wrong on our side; the cause is in the log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
 

@@ -15,7 +15,6 @@ use axum::{Json, Router};
 use rdkafka::producer::Producer;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
@@ -35,7 +34,7 @@ pub struct HttpSettings {
         default_value_t = 65_536
     )]
     pub body_limit_bytes: usize,
-    /// Longest a request may take before it is answered 408.
+    /// Longest a request may take before it is abandoned and answered 503 `timed_out`.
     #[arg(
         long = "http-request-timeout-ms",
         env = "HTTP_REQUEST_TIMEOUT_MS",
@@ -302,13 +301,36 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
                 "no such route; see docs/http-api.md for the API",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method; see docs/http-api.md for the API",
+            )
+        })
         .layer(middleware::from_fn_with_state(metrics, count_requests))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(middleware::from_fn_with_state(
             settings.request_timeout,
+            time_limit,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// Abandons a request that takes longer than `limit` and answers 503 `timed_out` with
+/// `Retry-After`, in the JSON error shape: `middleware::from_fn_with_state(limit, time_limit)`.
+pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message = format!("the request took longer than {} ms", limit.as_millis());
+            let mut response = ApiError::new(ErrorCode::TimedOut, message).into_response();
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            response
+        }
+    }
 }
 
 /// One request's span, named after its route template as OpenTelemetry names server spans
@@ -420,10 +442,17 @@ mod tests {
             .route(
                 "/broken",
                 get(|| async { ApiError::internal(anyhow::anyhow!("secret cause")) }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "too late"
+                }),
             );
         let settings = HttpSettings {
             body_limit_bytes: 64,
-            ..HttpSettings::default()
+            request_timeout: Duration::from_millis(200),
         };
         finish_router(api, observed, &settings)
     }
@@ -448,6 +477,30 @@ mod tests {
             .header("content-type", "application/json")
             .body(Body::from(body.to_owned()))
             .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_known_route_asked_with_another_method_is_a_405_in_the_json_shape() {
+        let request = Request::delete("/things").body(Body::empty()).unwrap();
+        let (status, code, body) = answer(request).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_time_limit_is_a_503_with_retry_after_never_a_408() {
+        let request = Request::get("/slow").body(Body::empty()).unwrap();
+        let response = router().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(body["error"]["code"], "timed_out", "{body}");
     }
 
     #[tokio::test]

@@ -13,7 +13,6 @@ use order_service::domain::validate_request;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::store::{self, Line, Order, Product};
 
@@ -77,10 +76,16 @@ pub fn router(state: State, settings: &HttpSettings) -> Router {
         .with_state(state)
         .merge(eventing::openapi::route(openapi()))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             settings.request_timeout,
+            eventing::http::time_limit,
         ))
 }
 
