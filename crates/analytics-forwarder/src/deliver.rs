@@ -103,8 +103,11 @@ impl DeliverySettings {
     }
 }
 
-/// The outcomes a delivery attempt is counted under.
-const OUTCOMES: &[&str] = &["delivered", "retry", "refused", "gave_up"];
+/// What one attempt can come to ([`Attempt::label`]), the outcomes of
+/// `delivery_duration_seconds`; `deliveries_total` counts these and [`GAVE_UP`].
+const ATTEMPT_OUTCOMES: [&str; 3] = ["delivered", "retry", "refused"];
+/// A delivery whose retry budget is spent.
+const GAVE_UP: &str = "gave_up";
 
 /// Describes the forwarder's own families, every series at zero.
 fn describe(metrics: &Metrics) {
@@ -124,12 +127,11 @@ fn describe(metrics: &Metrics) {
         "data_platform_circuit_opened_total",
         "Times the breaker opened",
     );
-    for outcome in OUTCOMES {
+    for outcome in ATTEMPT_OUTCOMES {
         metrics.zero("deliveries_total", &[("outcome", outcome)]);
-    }
-    for outcome in &OUTCOMES[..3] {
         metrics.zero("delivery_duration_seconds", &[("outcome", outcome)]);
     }
+    metrics.zero("deliveries_total", &[("outcome", GAVE_UP)]);
     metrics.zero("data_platform_circuit_open", &[]);
     metrics.zero("data_platform_circuit_opened_total", &[]);
 }
@@ -376,7 +378,7 @@ impl Worker {
                 let reason = format!("retry budget of {attempts} attempts spent; last: {error}");
                 self.give_up(delivery, attempts, &reason).await?;
                 self.metrics
-                    .inc("deliveries_total", &[("outcome", "gave_up")]);
+                    .inc("deliveries_total", &[("outcome", GAVE_UP)]);
             }
             Attempt::Retry { error, after } => {
                 let max = self.settings.max_backoff;

@@ -137,8 +137,10 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short name for the kind of error, for metric labels: `envelope`,
-    /// `unsupported_version`, `payload` or `invalid`.
+    /// Every name [`DecodeError::kind`] gives, for metric series that exist from the start.
+    pub const KINDS: [&'static str; 4] = ["envelope", "unsupported_version", "payload", "invalid"];
+
+    /// A short name for the kind of error, for metric labels: one of [`DecodeError::KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::Envelope(_) => "envelope",

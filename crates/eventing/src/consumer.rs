@@ -208,20 +208,12 @@ enum Outcome {
     Duplicate,
 }
 
-/// What to do with a message once processing it has ended.
-/// The kind of dead letter a handler refused for good ([`HandleError::Permanent`]).
+/// The kind of dead letter a handler refused for good ([`HandleError::Permanent`]); the other
+/// kinds, a label of `events_dead_lettered_total` too, are the ways a message fails to decode
+/// ([`contract::DecodeError::KINDS`]).
 const REJECTED: &str = "rejected";
 
-/// Every kind of reason a message is dead-lettered for, a label of
-/// `events_dead_lettered_total`: the handler's refusals and each way a message fails to decode.
-const DEAD_LETTER_KINDS: &[&str] = &[
-    REJECTED,
-    "envelope",
-    "unsupported_version",
-    "payload",
-    "invalid",
-];
-
+/// What to do with a message once processing it has ended.
 enum Disposition {
     /// Done with it: store its offset.
     Done,
@@ -399,8 +391,8 @@ impl<H: Handler> ConsumerRunner<H> {
             let labels = [("consumer", self.name), ("reason", stall.label())];
             self.metrics.zero("consumer_rejoins_total", &labels);
         }
-        for kind in DEAD_LETTER_KINDS {
-            let labels = [("consumer", self.name), ("reason", *kind)];
+        for kind in std::iter::once(REJECTED).chain(contract::DecodeError::KINDS) {
+            let labels = [("consumer", self.name), ("reason", kind)];
             self.metrics.zero("events_dead_lettered_total", &labels);
         }
         for name in ["consumer_batches_total", "dead_letters_parked_total"] {

@@ -266,14 +266,11 @@ async fn ready(State(observed): State<Observed>) -> Response {
 }
 
 async fn metrics(State(observed): State<Observed>) -> Response {
-    if let Ok(backlog) = crate::outbox::backlog(&observed.db).await {
-        observed.metrics.set("outbox_backlog", &[], backlog as f64);
-    }
-    if let Ok(age_ms) = crate::outbox::oldest_unsent_age_ms(&observed.db).await {
-        let age = age_ms as f64 / 1000.0;
-        observed
-            .metrics
-            .set("outbox_oldest_unsent_age_seconds", &[], age);
+    if let Ok(unsent) = crate::outbox::unsent(&observed.db).await {
+        let metrics = &observed.metrics;
+        metrics.set("outbox_backlog", &[], unsent.rows as f64);
+        let age = unsent.oldest_age_ms as f64 / 1000.0;
+        metrics.set("outbox_oldest_unsent_age_seconds", &[], age);
     }
     if let Ok(parked) = crate::outbox::parked(&observed.db).await {
         observed.metrics.set("outbox_parked", &[], parked as f64);

@@ -508,22 +508,30 @@ impl Relay {
 /// How many outbox rows are committed but not yet acknowledged by the broker (parked rows
 /// excluded).
 pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox_message WHERE sent_at IS NULL AND parked_at IS NULL",
-    )
-    .fetch_one(db)
-    .await
+    Ok(unsent(db).await?.rows)
 }
 
-/// How long, in milliseconds, the oldest row not yet acknowledged has waited; 0 when none
-/// waits.
-pub async fn oldest_unsent_age_ms(db: &Db) -> Result<i64, sqlx::Error> {
-    let oldest: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(created_at) FROM outbox_message WHERE sent_at IS NULL AND parked_at IS NULL",
+/// The rows committed and not yet acknowledged by the broker (parked rows excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsent {
+    pub rows: i64,
+    /// How long, in milliseconds, the oldest of them has waited; 0 when none waits.
+    pub oldest_age_ms: i64,
+}
+
+/// The backlog and the age of its oldest row, in one look at the table.
+pub async fn unsent(db: &Db) -> Result<Unsent, sqlx::Error> {
+    let (rows, oldest): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox_message \
+         WHERE sent_at IS NULL AND parked_at IS NULL",
     )
     .fetch_one(db)
     .await?;
-    Ok(oldest.map_or(0, |created| now_ms().saturating_sub(created).max(0)))
+    let oldest_age_ms = oldest.map_or(0, |created| now_ms().saturating_sub(created).max(0));
+    Ok(Unsent {
+        rows,
+        oldest_age_ms,
+    })
 }
 
 /// How many outbox rows are parked.
