@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need if it is missing (saga-broker, Postgres's binaries,
-# Debian's docker-compose, cargo-machete), starts a Postgres server of its own (each test
+# schemathesis, Chromium, Debian's docker-compose, cargo-machete), starts a Postgres server of its own (each test
 # starts its own Tansu broker on a free port), then checks formatting, dependencies and lints
 # and runs every test of the workspace against the real broker and database.
 #
@@ -13,6 +13,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/install-broker.sh
 bash scripts/install-postgres.sh
+# schemathesis (a virtualenv in target/tools) and headless Chromium, for two tests.
+bash scripts/install-test-tools.sh
 # Docker cannot run here; Debian's docker-compose checks docker-compose.yml statically.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v docker-compose >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ struct Deliveries {
 #[serde(deny_unknown_fields)]
 struct Retry {
     #[serde(default)]
-    event_id: Option<String>,
+    event_id: Option<uuid::Uuid>,
 }
 
 /// How many deliveries were made pending again.
@@ -58,7 +58,11 @@ async fn retry(
     State(deliveries): State<Deliveries>,
     ApiJson(retry): ApiJson<Retry>,
 ) -> Result<Json<Retried>, ApiError> {
-    let reset = store::retry_failed(&deliveries.db, retry.event_id.as_deref()).await?;
+    let reset = store::retry_failed(
+        &deliveries.db,
+        retry.event_id.map(|id| id.to_string()).as_deref(),
+    )
+    .await?;
     if reset > 0 {
         deliveries.wake.wake();
     }

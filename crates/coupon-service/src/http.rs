@@ -44,15 +44,38 @@ pub fn router(state: State) -> Router {
         .merge(eventing::openapi::route(openapi()))
 }
 
-/// A coupon to create.
+/// A coupon to create. A FIXED coupon's value is 1 to 10^12 minor units, a PERCENT coupon's
+/// 1 to 100: the range depends on the kind, which the schema says with a `oneOf`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = value_range_by_kind)]
 struct NewCoupon {
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 1, max = i64::MAX))]
     user_id: i64,
     kind: Kind,
+    #[serde(deserialize_with = "eventing::http::whole")]
     value: i64,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+}
+
+/// Adds to `NewCoupon`'s schema one alternative per kind, each with that kind's value range
+/// (from [`Kind::valid_values`], the rule the handler applies).
+fn value_range_by_kind(schema: &mut schemars::Schema) {
+    let alternatives: Vec<serde_json::Value> = [Kind::Fixed, Kind::Percent]
+        .into_iter()
+        .map(|kind| {
+            let range = kind.valid_values();
+            serde_json::json!({
+                "properties": {
+                    "kind": { "const": kind.as_str() },
+                    "value": { "minimum": range.start(), "maximum": range.end() },
+                },
+            })
+        })
+        .collect();
+    schema.insert("oneOf".into(), alternatives.into());
 }
 
 /// A coupon as the API shows it.

@@ -82,16 +82,33 @@ pub struct Settings {
     pub retry_after_s: Option<u64>,
 }
 
-/// The settings to change; the others stay as they are.
+/// The settings to change; the others stay as they are. The ranges are [`validate`]'s.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsChange {
+    /// The share of deliveries failed on purpose, 0.0 to 1.0.
+    #[schemars(range(min = 0.0, max = 1.0))]
     failure_rate: Option<f64>,
+    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[schemars(range(max = MAX_LATENCY_MS))]
     latency_ms: Option<u64>,
+    /// The status a failure on purpose answers with: one of [`FAILURE_STATUSES`] (or null,
+    /// to leave it as it is).
+    #[schemars(extend("enum" = [429, 500, 502, 503, 504, null]))]
+    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
     failure_status: Option<u16>,
     /// Seconds; 0 sends no `Retry-After`.
+    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[schemars(range(max = MAX_RETRY_AFTER_S))]
     retry_after_s: Option<u64>,
 }
+
+/// The statuses a failure on purpose may answer with.
+const FAILURE_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+/// The longest latency the mock can be told to add.
+const MAX_LATENCY_MS: u64 = 60_000;
+/// The longest `Retry-After` the mock can be told to send: a day.
+const MAX_RETRY_AFTER_S: u64 = 86_400;
 
 /// One kept delivery.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -164,11 +181,17 @@ fn validate(settings: &Settings) -> Result<(), &'static str> {
     if !(0.0..=1.0).contains(&settings.failure_rate) {
         return Err("failure_rate must be 0.0 to 1.0");
     }
-    if ![429, 500, 502, 503, 504].contains(&settings.failure_status) {
+    if !FAILURE_STATUSES.contains(&settings.failure_status) {
         return Err("failure_status must be 429, 500, 502, 503 or 504");
     }
-    if settings.latency_ms > 60_000 {
+    if settings.latency_ms > MAX_LATENCY_MS {
         return Err("latency_ms must be at most 60000");
+    }
+    if settings
+        .retry_after_s
+        .is_some_and(|s| s > MAX_RETRY_AFTER_S)
+    {
+        return Err("retry_after_s must be at most 86400");
     }
     Ok(())
 }
@@ -198,11 +221,8 @@ pub fn openapi() -> Value {
         "A stand-in for the external data platform.",
     );
     api.operation("post", "/v1/orders", "Receive an order event")
-        .header(
-            "Idempotency-Key",
-            "required; a key seen before is a duplicate",
-        )
-        .body::<Value>()
+        .idempotency_key(true, "a key seen before is a duplicate")
+        .body::<serde_json::Map<String, Value>>()
         .response::<Outcome>(201, "kept")
         .response::<Outcome>(200, "a duplicate of a kept delivery")
         .errors(&[400, 413, 415, 422, 503])
@@ -246,19 +266,18 @@ fn router(state: State) -> Router {
 async fn receive(
     Extract(state): Extract<State>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(body): ApiJson<serde_json::Map<String, Value>>,
 ) -> Response {
-    let Some(key) = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-    else {
-        return ApiError::new(
-            ErrorCode::MissingIdempotencyKey,
-            "send an Idempotency-Key header",
-        )
-        .into_response();
+    let key = match eventing::http::idempotency_key(&headers) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            return ApiError::new(
+                ErrorCode::MissingIdempotencyKey,
+                "send an Idempotency-Key header",
+            )
+            .into_response();
+        }
+        Err(invalid) => return invalid.into_response(),
     };
     let settings = state.lock().settings;
     if settings.latency_ms > 0 {
@@ -306,7 +325,7 @@ async fn receive(
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        body,
+        body: Value::Object(body),
     });
     state.metrics.inc("received_total", &[("outcome", "kept")]);
     (StatusCode::CREATED, Json(Outcome { status: "kept" })).into_response()

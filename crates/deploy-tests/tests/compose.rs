@@ -354,7 +354,9 @@ fn the_dockerfile_builds_and_ships_every_binary_compose_runs() {
         .filter(|s| s["image"].as_str() == Some("order-saga:local"))
         .filter_map(command_of)
         .collect();
-    assert_eq!(from_image.len(), binaries().len());
+    // The services' binaries, and shopctl for the console.
+    assert_eq!(from_image.len(), binaries().len() + 1);
+    assert!(from_image.iter().any(|b| b == "shopctl"));
     for binary in from_image {
         assert!(
             root()
@@ -500,4 +502,76 @@ fn every_service_sends_its_spans_to_the_compose_jaeger() {
             binary.name
         );
     }
+}
+
+#[test]
+fn the_console_watches_the_services_compose_runs_and_listens_on_loopback_only() {
+    let services = services();
+    let console = &services["console"];
+    let command: Vec<&str> = console["command"]
+        .as_sequence()
+        .expect("a command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command, ["shopctl", "console"]);
+    // Every variable it is given is one `shopctl console` reads.
+    let cli = <shopctl::Cli as clap::CommandFactory>::command();
+    let subcommand = cli.find_subcommand("console").expect("shopctl console");
+    let understood: BTreeSet<String> = cli
+        .get_arguments()
+        .chain(subcommand.get_arguments())
+        .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(str::to_owned))
+        .chain(LOGGING.iter().map(|v| (*v).to_owned()))
+        .collect();
+    let given = env_of(console);
+    for name in given.keys() {
+        assert!(
+            understood.contains(name),
+            "the console is given {name}, which it does not read"
+        );
+    }
+    // It finds each service at the name and port compose gives it.
+    for (variable, service) in [
+        ("ORDER_SERVICE_URL", "order-service"),
+        ("PRODUCT_SERVICE_URL", "product-service"),
+        ("COUPON_SERVICE_URL", "coupon-service"),
+        ("ANALYTICS_FORWARDER_URL", "analytics-forwarder"),
+    ] {
+        let port = port_of(&env_of(&services[service])["HTTP_ADDR"]);
+        assert_eq!(
+            given.get(variable).map(String::as_str),
+            Some(format!("http://{service}:{port}").as_str()),
+            "the console reaches {service}"
+        );
+    }
+    assert_eq!(
+        given.get("KAFKA_BROKERS").map(String::as_str),
+        Some("kafka:9092")
+    );
+    assert_eq!(
+        given.get("HTTP_ADDR").map(String::as_str),
+        Some("0.0.0.0:8088")
+    );
+    let published: Vec<&str> = console["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        published,
+        ["127.0.0.1:8088:8088"],
+        "the console is on the host's loopback only"
+    );
+    let check: Vec<&str> = console["healthcheck"]["test"]
+        .as_sequence()
+        .expect("a health check")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        check.contains(&"http://127.0.0.1:8088/health/ready"),
+        "{check:?}"
+    );
 }

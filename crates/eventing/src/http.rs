@@ -104,8 +104,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON is 400, a body of the wrong
-/// shape or types is 422, a missing content type is 415, a body over the limit is 413.
+/// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON is 400, a body that is not a
+/// JSON object or has the wrong shape or types is 422, a missing content type is 415, a body over the limit is 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -117,10 +117,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(json_rejection)?;
+        // serde reads a struct from an array too (`[1, [...], null]`), which no OpenAPI
+        // document here allows: every body is an object.
+        if !value.is_object() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "the body must be a JSON object",
+            ));
         }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))
     }
 }
 
@@ -163,6 +173,88 @@ where
             Err(other) => Err(ApiError::internal(anyhow::anyhow!(other.body_text()))),
         }
     }
+}
+
+/// Whole numbers in request bodies, read as JSON Schema reads them: `"integer"` is any number
+/// without a fractional part, so `474.0` is the integer 474 and must be accepted where the
+/// OpenAPI document says `integer`. serde alone would refuse it. Use with
+/// `#[serde(deserialize_with = "eventing::http::whole")]`, or [`whole_opt`] (with
+/// `#[serde(default)]`) for an optional field.
+pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    whole_number(&number).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid value: {number}, expected a whole number in range"
+        ))
+    })
+}
+
+/// [`whole`] for an optional field: absent or `null` is `None`.
+pub fn whole_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let number = <Option<serde_json::Number> as serde::Deserialize>::deserialize(deserializer)?;
+    number
+        .map(|number| {
+            whole_number(&number).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid value: {number}, expected a whole number in range"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn whole_number<T: TryFrom<i128>>(number: &serde_json::Number) -> Option<T> {
+    let wide = number
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| number.as_u64().map(i128::from))
+        .or_else(|| {
+            // Only floats that are whole and well inside i128; anything that big fails the
+            // conversion to `T` anyway.
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e36)
+                .map(|f| f as i128)
+        })?;
+    T::try_from(wide).ok()
+}
+
+/// The `Idempotency-Key` request header, as the order service and the data-platform mock read it.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The rule for an idempotency key as a JSON Schema pattern (with the length bounds beside it in
+/// the OpenAPI documents): visible ASCII only, so that a key is the same bytes everywhere.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
+
+/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters (anything else is
+/// 400 `invalid_idempotency_key`).
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
+            format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// The trace a request belongs to: continued from its `traceparent` header when that is
@@ -414,6 +506,35 @@ mod tests {
     #[allow(dead_code)]
     struct Thing {
         count: u32,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Whole {
+        #[serde(deserialize_with = "whole")]
+        n: i64,
+        #[serde(default, deserialize_with = "whole_opt")]
+        m: Option<u16>,
+    }
+
+    #[test]
+    fn a_whole_number_is_accepted_however_json_spells_it_and_nothing_else_is() {
+        let read = |json: &str| serde_json::from_str::<Whole>(json).ok();
+        assert_eq!(read(r#"{"n": 474}"#), Some(Whole { n: 474, m: None }));
+        assert_eq!(
+            read(r#"{"n": 474.0, "m": 5e2}"#),
+            Some(Whole {
+                n: 474,
+                m: Some(500)
+            })
+        );
+        assert_eq!(
+            read(r#"{"n": -1, "m": null}"#),
+            Some(Whole { n: -1, m: None })
+        );
+        assert_eq!(read(r#"{"n": 474.5}"#), None);
+        assert_eq!(read(r#"{"n": 9223372036854775808}"#), None);
+        assert_eq!(read(r#"{"n": 1, "m": 70000}"#), None);
+        assert_eq!(read(r#"{"n": "1"}"#), None);
     }
 
     fn router() -> Router {

@@ -135,7 +135,9 @@ impl KafkaSettings {
         ClientState::new(name, self.log_interval)
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// What every client of these settings starts from: the brokers and how to reach them.
+    /// Readers of their own (the console, `shopctl`) build on it.
+    pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)

@@ -31,8 +31,10 @@ struct ErrorDetail {
 /// The type of a path parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Param {
+    /// A positive 64-bit id: a product's, a coupon's.
     Integer,
-    String,
+    /// A UUID: an order's.
+    Uuid,
 }
 
 /// An OpenAPI document under construction.
@@ -111,26 +113,35 @@ impl OpenApi {
 
 impl Operation<'_> {
     /// A path parameter.
-    pub fn param(mut self, name: &str, kind: Param) -> Self {
+    pub fn param(self, name: &str, kind: Param) -> Self {
         let schema = match kind {
-            Param::Integer => json!({ "type": "integer", "format": "int64" }),
-            Param::String => json!({ "type": "string" }),
+            Param::Integer => {
+                json!({ "type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX })
+            }
+            Param::Uuid => json!({ "type": "string", "format": "uuid" }),
         };
-        let params = self.value.entry("parameters").or_insert_with(|| json!([]));
-        if let Some(list) = params.as_array_mut() {
-            list.push(json!({ "name": name, "in": "path", "required": true, "schema": schema }));
-        }
-        self
+        self.parameter(json!({ "name": name, "in": "path", "required": true, "schema": schema }))
     }
 
-    /// A request header.
-    pub fn header(mut self, name: &str, description: &str) -> Self {
+    /// The `Idempotency-Key` request header, with the rule [`crate::http::idempotency_key`]
+    /// applies to it.
+    pub fn idempotency_key(self, required: bool, description: &str) -> Self {
+        self.parameter(json!({
+            "name": "Idempotency-Key", "in": "header", "required": required,
+            "description": description,
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": crate::http::MAX_IDEMPOTENCY_KEY_LEN,
+                "pattern": crate::http::IDEMPOTENCY_KEY_PATTERN,
+            },
+        }))
+    }
+
+    fn parameter(mut self, parameter: Value) -> Self {
         let params = self.value.entry("parameters").or_insert_with(|| json!([]));
         if let Some(list) = params.as_array_mut() {
-            list.push(json!({
-                "name": name, "in": "header", "required": false, "description": description,
-                "schema": { "type": "string", "minLength": 1, "maxLength": 255 },
-            }));
+            list.push(parameter);
         }
         self
     }

@@ -2,35 +2,9 @@
 
 use contract::CancelReason;
 use eventing::ErrorCode;
-use serde::Serialize;
 
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
-    Pending,
-    Confirmed,
-    Cancelled,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "PENDING",
-            Status::Confirmed => "CONFIRMED",
-            Status::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "PENDING" => Some(Status::Pending),
-            "CONFIRMED" => Some(Status::Confirmed),
-            "CANCELLED" => Some(Status::Cancelled),
-            _ => None,
-        }
-    }
-}
+/// Where an order stands: the contract's, since the order API shows it and the topics tell it.
+pub use contract::OrderStatus as Status;
 
 /// What the saga knows of an order: enough to decide its next step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,20 @@ pub const MAX_QUANTITY: i64 = 1_000_000_000;
 pub const MAX_PRICE: i64 = 1_000_000_000_000;
 /// Longest product name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// What [`valid_name`] checks, as a JSON Schema pattern for the OpenAPI document: no control
+/// character (`char::is_control`: U+0000 to U+001F and U+007F to U+009F) anywhere, and at least
+/// one character that is neither a control character nor white space (`char::is_whitespace`),
+/// the characters spelled out because `\s` means other things in other regex dialects.
+pub const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// A product name is 1 to 200 characters as sent, none of them a control character (NUL above
+/// all, which Postgres cannot store in text), and not only white space. It is stored trimmed.
+pub fn valid_name(name: &str) -> bool {
+    let chars = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&chars)
+        && !name.chars().any(char::is_control)
+        && !name.trim().is_empty()
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -67,8 +81,15 @@ pub fn router(state: State) -> Router {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewProduct {
+    /// Stored with white space trimmed from both ends.
+    #[schemars(length(min = 1, max = MAX_NAME_CHARS), regex(pattern = NAME_PATTERN))]
     name: String,
+    /// In minor units.
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 0, max = MAX_PRICE))]
     price: i64,
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 0, max = MAX_QUANTITY))]
     stock: i64,
 }
 
@@ -76,6 +97,8 @@ struct NewProduct {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Restock {
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 1, max = MAX_QUANTITY))]
     quantity: i64,
 }
 
@@ -84,20 +107,15 @@ async fn create(
     RequestTrace(trace): RequestTrace,
     ApiJson(new): ApiJson<NewProduct>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = new.name.trim();
-    // Control characters (NUL above all, which Postgres cannot store in text) have no place
-    // in a product name.
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
+    if !valid_name(&new.name) {
         return Err(ApiError::new(
             ErrorCode::InvalidName,
             format!(
-                "name must be 1 to {MAX_NAME_CHARS} characters, none of them control characters"
+                "name must be 1 to {MAX_NAME_CHARS} characters, not all white space, none of them control characters"
             ),
         ));
     }
+    let name = new.name.trim();
     if !(0..=MAX_PRICE).contains(&new.price) {
         return Err(ApiError::new(
             ErrorCode::InvalidPrice,
@@ -171,4 +189,52 @@ fn no_such_product(id: i64) -> ApiError {
         ErrorCode::ProductNotFound,
         format!("no product has id {id}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_name_pattern_accepts_exactly_the_names_the_handler_accepts() {
+        let pattern = regex::Regex::new(NAME_PATTERN).expect("the pattern compiles");
+        let long = "x".repeat(MAX_NAME_CHARS);
+        let names = [
+            "Mug",
+            " Mug ",
+            "Tea\u{a0}pot",
+            "\u{feff}",
+            "커피",
+            "a\tb",
+            "a\u{0}b",
+            "\u{85}x",
+            "",
+            " ",
+            "\u{3000}",
+            "\u{2028}x\u{2029}",
+            "x\u{7f}",
+            "\u{9f}",
+            "\u{a0}\u{a0}",
+            &long,
+        ];
+        for name in names {
+            let by_pattern =
+                pattern.is_match(name) && (1..=MAX_NAME_CHARS).contains(&name.chars().count());
+            assert_eq!(by_pattern, valid_name(name), "{name:?}");
+        }
+        assert!(!valid_name(&format!("{long}x")));
+    }
+
+    #[test]
+    fn the_document_states_every_bound_the_handlers_check() {
+        let doc = openapi();
+        let product = &doc["components"]["schemas"]["NewProduct"]["properties"];
+        assert_eq!(product["name"]["maxLength"], MAX_NAME_CHARS);
+        assert_eq!(product["name"]["pattern"], NAME_PATTERN);
+        assert_eq!(product["price"]["maximum"], MAX_PRICE);
+        assert_eq!(product["stock"]["minimum"], 0);
+        let restock = &doc["components"]["schemas"]["Restock"]["properties"];
+        assert_eq!(restock["quantity"]["minimum"], 1);
+        assert_eq!(restock["quantity"]["maximum"], MAX_QUANTITY);
+    }
 }

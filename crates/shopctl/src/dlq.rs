@@ -92,38 +92,63 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
             if event_id.is_some() && chosen.is_empty() {
                 anyhow::bail!("no dead letter of {service} has that event id");
             }
-            // Events the forwarder could not deliver are already consumed: the forwarder makes
-            // their deliveries pending again. Everything else goes back to its topic.
-            let (undelivered, unconsumed): (Vec<_>, Vec<_>) = chosen
-                .into_iter()
-                .partition(|l| l.stage == eventing::dlq::STAGE_DELIVER);
-            let producer = settings.producer("shopctl")?;
-            let replayed = eventing::dlq::replay(&producer, &unconsumed).await?;
-            let mut retried = 0;
-            for letter in &undelivered {
-                let answer = call(Call {
-                    service: "analytics-forwarder",
-                    method: Method::POST,
-                    url: format!(
-                        "{}/deliveries/retry",
-                        cli.forwarder_url.trim_end_matches('/')
-                    ),
-                    body: Some(json!({ "event_id": letter.event_id })),
-                    idempotency_key: None,
-                })
-                .await?;
-                retried += answer["reset"].as_u64().unwrap_or(0);
-            }
+            let Replayed {
+                replayed,
+                retried,
+                undelivered,
+            } = replay(&settings, &cli.forwarder_url, chosen).await?;
             println!("replayed {replayed} dead letter(s) of {service} to their topics");
-            if !undelivered.is_empty() {
+            if undelivered > 0 {
                 println!(
-                    "made {retried} failed deliveries pending again ({} dead letter(s))",
-                    undelivered.len()
+                    "made {retried} failed deliveries pending again ({undelivered} dead letter(s))"
                 );
             }
         }
     }
     Ok(())
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Dead letters published back to the topic they came from.
+    pub replayed: usize,
+    /// Failed deliveries the forwarder made pending again.
+    pub retried: u64,
+    /// Dead letters of deliveries, which are retried rather than republished.
+    pub undelivered: usize,
+}
+
+/// Puts `letters` back: events the forwarder could not deliver are already consumed, so the
+/// forwarder makes their deliveries pending again (`POST /deliveries/retry`); everything else
+/// goes back to its topic, where consumers deduplicate it by event id.
+pub async fn replay(
+    settings: &KafkaSettings,
+    forwarder_url: &str,
+    letters: Vec<eventing::dlq::DeadLetter>,
+) -> anyhow::Result<Replayed> {
+    let (undelivered, unconsumed): (Vec<_>, Vec<_>) = letters
+        .into_iter()
+        .partition(|l| l.stage == eventing::dlq::STAGE_DELIVER);
+    let producer = settings.producer("shopctl")?;
+    let replayed = eventing::dlq::replay(&producer, &unconsumed).await?;
+    let mut retried = 0;
+    for letter in &undelivered {
+        let answer = call(Call {
+            service: "analytics-forwarder",
+            method: Method::POST,
+            url: format!("{}/deliveries/retry", forwarder_url.trim_end_matches('/')),
+            body: Some(json!({ "event_id": letter.event_id })),
+            idempotency_key: None,
+        })
+        .await?;
+        retried += answer["reset"].as_u64().unwrap_or(0);
+    }
+    Ok(Replayed {
+        replayed,
+        retried,
+        undelivered: undelivered.len(),
+    })
 }
 
 #[cfg(test)]

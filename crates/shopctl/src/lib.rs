@@ -6,6 +6,7 @@
 //! - [`trace`]: `shopctl trace <order-id>` shows one order's events across every saga topic.
 //! - [`api`]: `shopctl order|product|coupon …` call the services' HTTP APIs.
 //! - [`dlq`]: `shopctl dlq list|replay`, the dead letters of a service.
+//! - [`console`]: `shopctl console`, the live web page of the saga (port 8088).
 //! - [`chaos`]: `shopctl chaos` runs a load under injected faults and checks the invariants.
 //! - [`bench`]: `shopctl bench` measures latency, throughput and cost under an open-loop load;
 //!   `shopctl plot` draws its reports.
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod bench;
 pub mod chaos;
+pub mod console;
 pub mod dlq;
 pub mod kafka;
 pub mod progress;
@@ -83,6 +85,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs the whole system locally: Tansu, every service on SQLite, the data-platform mock.
     Up(up::UpArgs),
+    /// Serves the saga console: a live web page of orders, their timelines, the services'
+    /// health, lag, backlog and breaker, and dead letters with replay.
+    Console(console::ConsoleArgs),
     /// Places orders against a local stack while injecting faults, then checks the invariants.
     Chaos(chaos::ChaosArgs),
     /// Sends orders at a fixed rate to a running system and measures latency, throughput,
@@ -150,6 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::up(args).await,
         Command::Chaos(args) => chaos::chaos(args).await,
+        Command::Console(ref args) => console::run(&cli, args).await,
         Command::Bench(ref args) => bench::bench(&cli, args).await,
         Command::Plot(ref args) => {
             for file in bench::plot::plot(args)? {

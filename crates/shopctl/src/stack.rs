@@ -38,16 +38,20 @@ pub enum Service {
     ProductService,
     CouponService,
     AnalyticsForwarder,
+    /// `shopctl console`, the live web page.
+    Console,
 }
 
 impl Service {
-    /// Every service, in start order: the mock first, so that the forwarder finds it.
-    pub const ALL: [Service; 5] = [
+    /// Every service, in start order: the mock first, so that the forwarder finds it, and the
+    /// console last, so that what it watches is there.
+    pub const ALL: [Service; 6] = [
         Service::DataPlatformMock,
         Service::OrderService,
         Service::ProductService,
         Service::CouponService,
         Service::AnalyticsForwarder,
+        Service::Console,
     ];
 
     /// The services that talk to the broker.
@@ -66,6 +70,15 @@ impl Service {
             Service::ProductService => "product-service",
             Service::CouponService => "coupon-service",
             Service::AnalyticsForwarder => "analytics-forwarder",
+            Service::Console => "console",
+        }
+    }
+
+    /// The binary it runs (in the folder of the stack's binaries) and its arguments.
+    fn program(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Service::Console => ("shopctl", &["console"]),
+            other => (other.name(), &[]),
         }
     }
 
@@ -76,6 +89,7 @@ impl Service {
             Service::ProductService => 1,
             Service::CouponService => 2,
             Service::AnalyticsForwarder => 3,
+            Service::Console => 8,
             Service::DataPlatformMock => 10,
         }
     }
@@ -353,12 +367,22 @@ impl Stack {
                     self.data.join(format!("{name}.db")).display()
                 )
             });
-        let mut command = Command::new(self.bin_dir.join(name));
+        let (program, args) = service.program();
+        let mut command = Command::new(self.bin_dir.join(program));
         command
+            .args(args)
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", database)
             .env("KAFKA_BROKERS", self.brokers())
             .env("DATA_PLATFORM_URL", self.url(Service::DataPlatformMock))
+            // Where the console (and any shopctl) finds the services.
+            .env("ORDER_SERVICE_URL", self.url(Service::OrderService))
+            .env("PRODUCT_SERVICE_URL", self.url(Service::ProductService))
+            .env("COUPON_SERVICE_URL", self.url(Service::CouponService))
+            .env(
+                "ANALYTICS_FORWARDER_URL",
+                self.url(Service::AnalyticsForwarder),
+            )
             .envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let log = self.data.join(format!("logs/{name}.log"));
         let child = spawn(&mut command, &log)?;

@@ -16,34 +16,41 @@ pub struct Step {
     pub trace_id: String,
 }
 
+impl Step {
+    /// The step a message of a saga topic is, if it is an event this version knows.
+    pub fn of(message: &impl Message) -> Option<Step> {
+        let Ok(Decoded::Known(envelope)) = Envelope::decode(message.payload().unwrap_or_default())
+        else {
+            return None;
+        };
+        let trace_id = kafka::headers(message)
+            .into_iter()
+            .find(|(k, _)| k == topics::HEADER_TRACEPARENT)
+            .and_then(|(_, v)| v.split('-').nth(1).map(str::to_owned))
+            .unwrap_or_default();
+        Some(Step {
+            envelope,
+            topic: message.topic().to_owned(),
+            trace_id,
+        })
+    }
+}
+
+/// The topics an order's saga is told on, in the order a trace reads them.
+pub const SAGA_TOPICS: [&str; 3] = [
+    topics::ORDER_EVENTS,
+    topics::STOCK_EVENTS,
+    topics::COUPON_EVENTS,
+];
+
 /// Reads the saga topics to their end and keeps the events of `order_id`, oldest first.
 pub fn collect(brokers: &str, order_id: &str) -> anyhow::Result<Vec<Step>> {
-    let saga = [
-        topics::ORDER_EVENTS,
-        topics::STOCK_EVENTS,
-        topics::COUPON_EVENTS,
-    ];
     let settings = eventing::kafka::KafkaSettings::new(brokers);
-    let messages = eventing::kafka::read_to_end(&settings, &saga, Duration::from_secs(60))?;
+    let messages = eventing::kafka::read_to_end(&settings, &SAGA_TOPICS, Duration::from_secs(60))?;
     let mut steps: Vec<Step> = messages
         .iter()
         .filter(|m| m.key() == Some(order_id.as_bytes()))
-        .filter_map(|m| {
-            let Ok(Decoded::Known(envelope)) = Envelope::decode(m.payload().unwrap_or_default())
-            else {
-                return None;
-            };
-            let trace_id = kafka::headers(m)
-                .into_iter()
-                .find(|(k, _)| k == topics::HEADER_TRACEPARENT)
-                .and_then(|(_, v)| v.split('-').nth(1).map(str::to_owned))
-                .unwrap_or_default();
-            Some(Step {
-                envelope,
-                topic: m.topic().to_owned(),
-                trace_id,
-            })
-        })
+        .filter_map(Step::of)
         .collect();
     steps.sort_by_key(|s| (s.envelope.occurred_at, s.envelope.event_id));
     Ok(steps)

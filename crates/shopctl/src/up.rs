@@ -77,7 +77,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     })
     .await?;
     if args.seed_demo {
-        seed_demo(&args).await?;
+        seed_demo(&|service| args.url(service)).await?;
     }
     print_summary(&args, stack.data_dir());
 
@@ -88,9 +88,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Demo products and coupons, created only when there is no product yet.
-async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
-    let products = args.url(Service::ProductService);
+/// Demo products and coupons, created only when there is no product yet: products 1 Mug, 2 Tea
+/// and 3 Lamp, coupons 1 and 2 for user 1 and 3 for user 2. `url` says where each service is.
+pub async fn seed_demo(url: &dyn Fn(Service) -> String) -> anyhow::Result<()> {
+    let products = url(Service::ProductService);
     let exists = reqwest::get(format!("{products}/products/1"))
         .await?
         .status()
@@ -112,7 +113,7 @@ async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
         let body = json!({ "user_id": user, "kind": kind, "value": value });
         let coupon = post(
             "coupon-service",
-            format!("{}/coupons", args.url(Service::CouponService)),
+            format!("{}/coupons", url(Service::CouponService)),
             body,
         )
         .await?;
@@ -123,7 +124,7 @@ async fn seed_demo(args: &UpArgs) -> anyhow::Result<()> {
     }
     // Orders are priced from the order service's catalog replica: wait until it has them.
     for id in 1..=3 {
-        crate::api::wait_for_catalog(&args.url(Service::OrderService), id).await?;
+        crate::api::wait_for_catalog(&url(Service::OrderService), id).await?;
     }
     Ok(())
 }
@@ -156,7 +157,8 @@ fn print_summary(args: &UpArgs, data: &Path) {
     let _ = std::io::stdout().flush();
 }
 
-async fn wait_for_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

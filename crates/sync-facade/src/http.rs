@@ -40,7 +40,7 @@ pub fn openapi() -> serde_json::Value {
         .errors(&[400, 409, 413, 415, 422, 502])
         .add();
     api.operation("get", "/orders/{id}", "Show an order")
-        .param("id", Param::String)
+        .param("id", Param::Uuid)
         .response::<Order>(200, "the order")
         .errors(&[404])
         .add();

@@ -23,11 +23,6 @@ use crate::domain::{self, Status};
 use crate::saga::{self, Cancel};
 use crate::store::{self, NewOrder, Order, TimelineEntry};
 
-/// The header that makes `POST /orders` safe to retry.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
 /// Adds these operations to the service's OpenAPI document.
 pub fn describe(api: &mut OpenApi) {
     api.operation(
@@ -35,10 +30,7 @@ pub fn describe(api: &mut OpenApi) {
         "/orders",
         "Place an order; it answers at once, PENDING",
     )
-    .header(
-        "Idempotency-Key",
-        "the same key and body return the same order",
-    )
+    .idempotency_key(false, "the same key and body return the same order")
     .body::<PlaceOrder>()
     .response::<OrderView>(202, "the order, PENDING")
     .response::<OrderView>(200, "the order an earlier request with this key placed")
@@ -49,7 +41,7 @@ pub fn describe(api: &mut OpenApi) {
         "/orders/{id}",
         "Show an order and its saga's timeline",
     )
-    .param("id", Param::String)
+    .param("id", Param::Uuid)
     .response::<OrderView>(200, "the order")
     .errors(&[404])
     .add();
@@ -58,7 +50,7 @@ pub fn describe(api: &mut OpenApi) {
         "/orders/{id}/cancel",
         "Cancel a PENDING or CONFIRMED order",
     )
-    .param("id", Param::String)
+    .param("id", Param::Uuid)
     .response::<OrderView>(200, "the order, CANCELLED")
     .errors(&[404, 409])
     .add();
@@ -71,13 +63,19 @@ pub fn router() -> Router<State> {
         .route("/orders/{id}/cancel", post(cancel))
 }
 
-/// An order to place.
+/// An order to place. Each product may appear on one line only (422 `duplicate_product`),
+/// a rule JSON Schema cannot say of a list of objects; the document says it in words.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrder {
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 1, max = i64::MAX))]
     user_id: i64,
+    /// One line per product, each product at most once.
+    #[schemars(length(min = 1, max = domain::MAX_LINES))]
     items: Vec<RequestedItem>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[schemars(range(min = 1, max = i64::MAX))]
     coupon_id: Option<i64>,
 }
 
@@ -85,7 +83,11 @@ struct PlaceOrder {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RequestedItem {
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 1, max = i64::MAX))]
     product_id: i64,
+    #[serde(deserialize_with = "eventing::http::whole")]
+    #[schemars(range(min = 1, max = domain::MAX_QUANTITY))]
     quantity: i64,
 }
 
@@ -148,27 +150,6 @@ async fn view(conn: &mut Conn, order: Order) -> Result<OrderView, sqlx::Error> {
     })
 }
 
-/// The `Idempotency-Key` header: absent, or 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let invalid = || {
-        ApiError::new(
-            ErrorCode::InvalidIdempotencyKey,
-            format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
-            ),
-        )
-    };
-    let key = value.to_str().map_err(|_| invalid())?;
-    let visible = key.bytes().all(|b| b.is_ascii_graphic());
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
-        return Err(invalid());
-    }
-    Ok(Some(key.to_owned()))
-}
-
 /// The SHA-256 of the request as parsed, so that formatting differences do not matter.
 fn request_hash(request: &PlaceOrder) -> String {
     let canonical = serde_json::to_vec(request).expect("a parsed request always serializes");
@@ -181,7 +162,7 @@ async fn place(
     headers: HeaderMap,
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
+    let key = eventing::http::idempotency_key(&headers)?;
     let lines: Vec<(i64, i64)> = request
         .items
         .iter()

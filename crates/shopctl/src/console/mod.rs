@@ -1,0 +1,327 @@
+//! `shopctl console`: a live web page of the running saga, rendered on the server.
+//!
+//! - [`feed`]: the recent orders and each one's events across the services, read from the saga
+//!   topics by a reader of its own (it commits nothing, so it never disturbs the services).
+//! - [`status`]: each service's readiness, consumer lag, outbox backlog and breaker, from its
+//!   health and metrics endpoints, and the dead letters waiting in each dead-letter topic.
+//! - [`page`]: the HTML. The page is complete as served; a few lines of script then follow
+//!   `GET /events` (server-sent events) and swap in each part as it changes. There is no
+//!   JavaScript build and nothing loaded from elsewhere.
+//!
+//! Routes: `GET /` the page, `GET /events` its updates, `POST /orders` the demo form (placed
+//! through the order service's API), `POST /dead-letters/{service}/replay` what
+//! `shopctl dlq replay` does, and `GET /health/live`, `GET /health/ready`.
+
+pub mod feed;
+pub mod page;
+pub mod status;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventing::kafka::KafkaSettings;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Cli;
+use crate::api::{Call, call};
+use feed::Feed;
+use status::{Status, Watched};
+
+/// `shopctl console`'s options; the services' URLs and the brokers are `shopctl`'s own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleArgs {
+    /// Where the console listens.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8088")]
+    pub addr: SocketAddr,
+    /// How often each service's health and metrics are read.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub refresh: Duration,
+    #[command(flatten)]
+    pub log: eventing::telemetry::LogSettings,
+}
+
+#[derive(Clone)]
+struct Console {
+    feed: Feed,
+    status: Status,
+    watched: Vec<Watched>,
+    kafka: KafkaSettings,
+    order_url: String,
+    forwarder_url: String,
+}
+
+/// Serves the console until Ctrl-C or SIGTERM.
+pub async fn run(cli: &Cli, args: &ConsoleArgs) -> anyhow::Result<()> {
+    eventing::telemetry::init("console", &args.log);
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding the console to {}", args.addr))?;
+    let kafka = KafkaSettings::new(&cli.brokers);
+    let (router, feed) = router(cli, &kafka, args.refresh)?;
+    println!(
+        "==> the saga console is at http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::up::wait_for_signal())
+        .await?;
+    feed.stop();
+    Ok(())
+}
+
+fn router(cli: &Cli, kafka: &KafkaSettings, refresh: Duration) -> anyhow::Result<(Router, Feed)> {
+    let watched = vec![
+        Watched {
+            name: "order-service",
+            url: cli.order_url.clone(),
+            consumes: true,
+        },
+        Watched {
+            name: "product-service",
+            url: cli.product_url.clone(),
+            consumes: true,
+        },
+        Watched {
+            name: "coupon-service",
+            url: cli.coupon_url.clone(),
+            consumes: true,
+        },
+        Watched {
+            name: "analytics-forwarder",
+            url: cli.forwarder_url.clone(),
+            consumes: true,
+        },
+    ];
+    let feed = Feed::start(kafka).context("reading the saga topics")?;
+    let console = Console {
+        feed: feed.clone(),
+        status: Status::start(watched.clone(), kafka.clone(), refresh),
+        watched,
+        kafka: kafka.clone(),
+        order_url: cli.order_url.trim_end_matches('/').to_owned(),
+        forwarder_url: cli.forwarder_url.clone(),
+    };
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/events", get(events))
+        .route("/orders", post(place))
+        .route("/dead-letters/{service}/replay", post(replay))
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({ "status": "live" })) }),
+        )
+        .route("/health/ready", get(ready))
+        .with_state(console);
+    Ok((router, feed))
+}
+
+/// What the page says after a form was sent.
+#[derive(Debug, Default, Deserialize)]
+struct Notice {
+    placed: Option<String>,
+    replayed: Option<String>,
+    error: Option<String>,
+}
+
+async fn index(State(console): State<Console>, Query(notice): Query<Notice>) -> Html<String> {
+    let notice = match notice {
+        Notice {
+            error: Some(error), ..
+        } => Some(format!("Failed: {error}")),
+        Notice {
+            placed: Some(id), ..
+        } => Some(format!(
+            "Placed order {id}; it appears below as its events arrive."
+        )),
+        Notice {
+            replayed: Some(what),
+            ..
+        } => Some(format!("Replayed: {what}")),
+        _ => None,
+    };
+    Html(page::page(
+        &console.status.services(),
+        &console.feed.recent(),
+        &console.status.dead_letters(),
+        notice.as_deref(),
+    ))
+}
+
+/// The page's parts, each sent again whenever it has changed.
+async fn events(
+    State(console): State<Console>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut orders = console.feed.changes();
+    let mut status = console.status.changes();
+    let stream = async_stream(move |sender| async move {
+        let mut last: [String; 3] = Default::default();
+        loop {
+            let parts = [
+                (
+                    "services",
+                    page::services_fragment(&console.status.services()),
+                ),
+                ("orders", page::orders_fragment(&console.feed.recent())),
+                (
+                    "dead-letters",
+                    page::dead_letters_fragment(&console.status.dead_letters()),
+                ),
+            ];
+            for (n, (name, html)) in parts.into_iter().enumerate() {
+                if last[n] != html {
+                    let event = SseEvent::default().event(name).data(&html);
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                    last[n] = html;
+                }
+            }
+            // Wait for news, at most a few times a second so a busy saga stays cheap to show.
+            tokio::select! {
+                changed = orders.changed() => if changed.is_err() { return },
+                changed = status.changed() => if changed.is_err() { return },
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by a task: `produce` sends into the channel until the client goes away.
+fn async_stream<F, Fut>(produce: F) -> impl Stream<Item = Result<SseEvent, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<SseEvent, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(produce(sender));
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+/// The demo form.
+#[derive(Debug, Deserialize)]
+struct OrderForm {
+    user_id: String,
+    product_id: String,
+    quantity: String,
+    #[serde(default)]
+    coupon_id: String,
+}
+
+fn back_with(key: &str, value: &str) -> Response {
+    let query: String = url_encode(value);
+    Redirect::to(&format!("./?{key}={query}")).into_response()
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn place(State(console): State<Console>, Form(form): Form<OrderForm>) -> Response {
+    let number = |field: &str, text: &str| -> Result<i64, String> {
+        text.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("{field} must be a whole number, not {text:?}"))
+    };
+    let body = (|| -> Result<serde_json::Value, String> {
+        let coupon = match form.coupon_id.trim() {
+            "" => None,
+            text => Some(number("coupon", text)?),
+        };
+        Ok(json!({
+            "user_id": number("user", &form.user_id)?,
+            "items": [{
+                "product_id": number("product", &form.product_id)?,
+                "quantity": number("quantity", &form.quantity)?,
+            }],
+            "coupon_id": coupon,
+        }))
+    })();
+    let body = match body {
+        Ok(body) => body,
+        Err(message) => return back_with("error", &message),
+    };
+    let answer = call(Call::new(
+        "order-service",
+        reqwest::Method::POST,
+        format!("{}/orders", console.order_url),
+        Some(body),
+    ))
+    .await;
+    match answer {
+        Ok(order) => back_with("placed", order["order_id"].as_str().unwrap_or_default()),
+        Err(error) => back_with("error", &format!("{error:#}")),
+    }
+}
+
+async fn replay(State(console): State<Console>, Path(service): Path<String>) -> Response {
+    let Some(watched) = console.watched.iter().find(|w| w.name == service) else {
+        return (StatusCode::NOT_FOUND, "no such service").into_response();
+    };
+    let (settings, name) = (console.kafka.clone(), watched.name);
+    let letters =
+        match tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, name)).await {
+            Ok(Ok(letters)) => letters,
+            Ok(Err(error)) => return back_with("error", &format!("reading dead letters: {error}")),
+            Err(error) => return back_with("error", &error.to_string()),
+        };
+    match crate::dlq::replay(&console.kafka, &console.forwarder_url, letters).await {
+        Ok(done) => {
+            console
+                .status
+                .refresh_dead_letters(&console.watched, &console.kafka)
+                .await;
+            back_with(
+                "replayed",
+                &format!(
+                    "{} dead letter(s) of {name} back to their topics, {} delivery(ies) pending again",
+                    done.replayed, done.retried
+                ),
+            )
+        }
+        Err(error) => back_with("error", &format!("{error:#}")),
+    }
+}
+
+/// Ready once the reader has caught up with the saga topics, so the page is complete.
+async fn ready(State(console): State<Console>) -> Response {
+    if console.feed.caught_up() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({ "status": "not_ready", "failing": { "feed": "still reading the saga topics" } })),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_survive_the_round_trip_through_a_query_string() {
+        assert_eq!(url_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}
