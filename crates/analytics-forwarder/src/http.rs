@@ -39,17 +39,21 @@ pub fn openapi() -> Value {
         "analytics-forwarder",
         "Forwards order events to the data platform; health, metrics and retries.",
     );
-    api.operation("post", "/deliveries/retry", "Retry failed deliveries")
-        .body::<Retry>()
-        .response::<Retried>(200, "how many deliveries are pending again")
-        .errors(&[400, 413, 415, 422])
-        .add();
+    api.operation(
+        "post",
+        "/deliveries/retry",
+        "Retry failed deliveries (operator)",
+    )
+    .admin()
+    .body::<Retry>()
+    .response::<Retried>(200, "how many deliveries are pending again")
+    .errors(&[400, 413, 415, 422])
+    .add();
     api.document()
 }
 
-pub fn router(db: Db, wake: Outbox) -> Router {
-    Router::new()
-        .route("/deliveries/retry", post(retry))
+pub fn router(db: Db, wake: Outbox, admin: eventing::admin::AdminToken) -> Router {
+    eventing::admin::guard(Router::new().route("/deliveries/retry", post(retry)), admin)
         .with_state(Deliveries { db, wake })
         .merge(eventing::openapi::route(openapi()))
 }

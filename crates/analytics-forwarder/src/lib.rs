@@ -51,6 +51,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let router = runtime.router(http::router(
         runtime.http_db.clone(),
         runtime.outbox.clone(),
+        runtime.admin.clone(),
     ));
     // The forwarder publishes nothing, so it runs no outbox relay; the consumer's wake-up
     // after each commit tells the delivery worker instead that rows are waiting.

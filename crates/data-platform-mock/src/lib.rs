@@ -56,6 +56,8 @@ pub struct Config {
     #[arg(long = "retry-after-s", env = "RETRY_AFTER_S")]
     pub retry_after_s: Option<u64>,
     #[command(flatten)]
+    pub http: eventing::http::HttpSettings,
+    #[command(flatten)]
     pub log: eventing::telemetry::LogSettings,
 }
 
@@ -149,6 +151,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         retry_after_s: config.retry_after_s,
     };
     validate(&settings).map_err(anyhow::Error::msg)?;
+    let admin = config.http.admin()?;
     let state = State {
         inner: Arc::new(Mutex::new(Inner {
             settings,
@@ -160,7 +163,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         metrics: mock_metrics(),
     };
     let listener = App::bind(config.http_addr).await?;
-    Ok(App::new("data-platform-mock", listener, router(state)))
+    let router = router(state, admin)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.http.body_limit_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            config.http.request_timeout,
+            eventing::http::time_limit,
+        ));
+    Ok(App::new("data-platform-mock", listener, router))
 }
 
 /// The mock's one family, every outcome at zero.
@@ -237,18 +248,29 @@ pub fn openapi() -> Value {
     )
     .response::<Settings>(200, "the settings")
     .add();
-    api.operation("put", "/v1/settings", "Change the failure rate or latency")
-        .body::<SettingsChange>()
-        .response::<Settings>(200, "the settings now in force")
-        .errors(&[400, 413, 415, 422])
-        .add();
+    api.operation(
+        "put",
+        "/v1/settings",
+        "Change the failure rate or latency (operator)",
+    )
+    .admin()
+    .body::<SettingsChange>()
+    .response::<Settings>(200, "the settings now in force")
+    .errors(&[400, 413, 415, 422])
+    .add();
     api.document()
 }
 
-fn router(state: State) -> Router {
+fn router(state: State, admin: eventing::admin::AdminToken) -> Router {
+    // Switching the data platform off is an operator's act; reading the settings is not.
+    let operator = eventing::admin::guard(
+        Router::new().route("/v1/settings", axum::routing::put(change_settings)),
+        admin,
+    );
     Router::new()
         .route("/v1/orders", get(list).post(receive))
-        .route("/v1/settings", get(show_settings).put(change_settings))
+        .route("/v1/settings", get(show_settings))
+        .merge(operator)
         .route(
             "/health/live",
             get(|| async { Json(json!({ "status": "live" })) }),

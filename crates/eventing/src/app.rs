@@ -85,6 +85,8 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// What each part of the service says about itself, for `/health/ready`.
     pub health: Health,
+    /// What operator endpoints check (`ADMIN_TOKEN`).
+    pub admin: crate::admin::AdminToken,
     pub settings: CommonSettings,
 }
 
@@ -107,7 +109,9 @@ impl Runtime {
         let producer = SharedProducer::new(&settings.kafka, name, metrics.clone())
             .context("creating the Kafka producer")?;
         settings.check()?;
+        let admin = settings.http.admin()?;
         Ok(Runtime {
+            admin,
             name,
             db,
             http_db,

@@ -48,6 +48,8 @@ error_codes! {
     BodyTooLarge => "body_too_large", PAYLOAD_TOO_LARGE;
     /// No such route, or a path value no resource can have.
     NotFound => "not_found", NOT_FOUND;
+    /// An operator endpoint was called without the admin token (`Authorization: Bearer`).
+    Unauthorized => "unauthorized", UNAUTHORIZED;
     /// The route exists, not with this method.
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
     /// The request took longer than `HTTP_REQUEST_TIMEOUT_MS` and was abandoned. 503 rather

@@ -42,6 +42,18 @@ pub struct HttpSettings {
         value_parser = crate::duration::parse
     )]
     pub request_timeout: Duration,
+    /// The token operator endpoints (restock, delivery retry, the mock's settings) need, as
+    /// `Authorization: Bearer <token>`: 16 or more visible ASCII characters. Unset, those
+    /// endpoints refuse every request with 401.
+    #[arg(long = "admin-token", env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl HttpSettings {
+    /// The admin token these settings name, checked.
+    pub fn admin(&self) -> Result<crate::admin::AdminToken, crate::admin::WeakToken> {
+        crate::admin::AdminToken::new(self.admin_token.as_deref())
+    }
 }
 
 impl Default for HttpSettings {
@@ -571,6 +583,7 @@ mod tests {
         let settings = HttpSettings {
             body_limit_bytes: 64,
             request_timeout: Duration::from_millis(200),
+            ..HttpSettings::default()
         };
         finish_router(api, observed, &settings)
     }

@@ -12,6 +12,7 @@
 //! - [`trace`]: W3C trace context carried in Kafka headers.
 //! - [`error_code`]: every error code of the HTTP APIs, with its status.
 //! - [`http`]: JSON errors, extractors, health and metrics routes, common layers.
+//! - [`admin`]: the admin token operator endpoints need (`Authorization: Bearer`).
 //! - [`metrics`]: a per-service Prometheus registry.
 //! - [`openapi`]: OpenAPI documents built from the request and response types.
 //! - [`app`]: [`app::Runtime`] and [`app::App`], how a service is assembled and run.
@@ -23,6 +24,7 @@
 //! event is published only after the transaction that caused it committed, and an offset is
 //! stored only after the transaction that handled its message committed.
 
+pub mod admin;
 pub mod app;
 pub mod backoff;
 pub mod consumer;

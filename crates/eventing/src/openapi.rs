@@ -43,7 +43,12 @@ pub struct OpenApi {
     description: &'static str,
     generator: SchemaGenerator,
     paths: Map<String, Value>,
+    /// Whether an operation needs the admin token, so the document declares its scheme.
+    admin: bool,
 }
+
+/// The name of the admin token's security scheme in the documents.
+const ADMIN_SCHEME: &str = "adminToken";
 
 impl std::fmt::Debug for OpenApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +77,7 @@ impl OpenApi {
             description,
             generator: settings.into_generator(),
             paths: Map::new(),
+            admin: false,
         }
     }
 
@@ -98,6 +104,16 @@ impl OpenApi {
         // The error body is part of every document, even one whose operations cannot fail.
         self.generator.subschema_for::<ErrorBody>();
         let schemas = self.generator.take_definitions(true);
+        let mut components = json!({ "schemas": schemas });
+        if self.admin {
+            components["securitySchemes"] = json!({
+                ADMIN_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the service's ADMIN_TOKEN",
+                },
+            });
+        }
         json!({
             "openapi": "3.1.0",
             "info": {
@@ -106,7 +122,7 @@ impl OpenApi {
                 "version": env!("CARGO_PKG_VERSION"),
             },
             "paths": self.paths,
-            "components": { "schemas": schemas },
+            "components": components,
         })
     }
 }
@@ -144,6 +160,15 @@ impl Operation<'_> {
             list.push(parameter);
         }
         self
+    }
+
+    /// Marks the operation as an operator endpoint: it needs the admin token
+    /// (`Authorization: Bearer`) and answers 401 without it.
+    pub fn admin(mut self) -> Self {
+        self.api.admin = true;
+        self.value
+            .insert("security".into(), json!([{ ADMIN_SCHEME: [] }]));
+        self.errors(&[401])
     }
 
     /// The JSON request body.

@@ -1114,3 +1114,47 @@ async fn get(http: &reqwest::Client, url: String) -> (StatusCode, serde_json::Va
     let status = response.status();
     (status, response.json().await.unwrap_or_default())
 }
+
+#[tokio::test]
+async fn operator_endpoints_answer_401_without_the_admin_token_and_change_nothing() {
+    let system = System::start().await;
+    let product_url = system.product.as_ref().expect("running").url("");
+    let stranger = reqwest::Client::new();
+    let mug = system.create_product("Mug", 1500, 5).await;
+    let before = system.product(mug).await;
+    for (method, url, body) in [
+        (
+            reqwest::Method::POST,
+            format!("{product_url}/products/{mug}/restock"),
+            json!({ "quantity": 1000 }),
+        ),
+        (
+            reqwest::Method::POST,
+            system.forwarder.url("/deliveries/retry"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::PUT,
+            system.platform.url("/v1/settings"),
+            json!({ "failure_rate": 1.0 }),
+        ),
+    ] {
+        for token in [None, Some("not-the-admin-token-at-all")] {
+            let mut request = stranger.request(method.clone(), &url).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("an answer");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {url}"
+            );
+            let error: Value = response.json().await.expect("a JSON error");
+            assert_eq!(error["error"]["code"], "unauthorized", "{method} {url}");
+        }
+    }
+    assert_eq!(system.product(mug).await, before, "the stock is as it was");
+    let settings: Value = system.get(system.platform.url("/v1/settings")).await.1;
+    assert_eq!(settings["failure_rate"], 0.0, "the data platform stays on");
+}

@@ -41,6 +41,8 @@ pub fn valid_name(name: &str) -> bool {
 pub struct State {
     pub db: Db,
     pub outbox: Outbox,
+    /// What restocking needs.
+    pub admin: eventing::admin::AdminToken,
 }
 
 /// The API's operations, for `/openapi.json`.
@@ -59,20 +61,30 @@ pub fn openapi() -> serde_json::Value {
         .response::<Product>(200, "the product")
         .errors(&[404])
         .add();
-    api.operation("post", "/products/{id}/restock", "Add stock to a product")
-        .param("id", Param::Integer)
-        .body::<Restock>()
-        .response::<Product>(200, "the product")
-        .errors(&[400, 404, 413, 415, 422])
-        .add();
+    api.operation(
+        "post",
+        "/products/{id}/restock",
+        "Add stock to a product (operator)",
+    )
+    .admin()
+    .param("id", Param::Integer)
+    .body::<Restock>()
+    .response::<Product>(200, "the product")
+    .errors(&[400, 404, 413, 415, 422])
+    .add();
     api.document()
 }
 
 pub fn router(state: State) -> Router {
+    // Restocking changes stock outside any order: an operator's act.
+    let operator = eventing::admin::guard(
+        Router::new().route("/products/{id}/restock", post(restock)),
+        state.admin.clone(),
+    );
     Router::new()
         .route("/products", post(create))
         .route("/products/{id}", get(show))
-        .route("/products/{id}/restock", post(restock))
+        .merge(operator)
         .with_state(state)
         .merge(eventing::openapi::route(openapi()))
 }

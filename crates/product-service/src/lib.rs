@@ -58,6 +58,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let router = runtime.router(http::router(http::State {
         db: runtime.http_db.clone(),
         outbox: runtime.outbox.clone(),
+        admin: runtime.admin.clone(),
     }));
     Ok(App::new(SERVICE, listener, router)
         .with_relay(&runtime)

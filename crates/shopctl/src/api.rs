@@ -39,6 +39,8 @@ pub struct Call<'a> {
     pub url: String,
     pub body: Option<Value>,
     pub idempotency_key: Option<&'a str>,
+    /// Sent as `Authorization: Bearer`, for operator endpoints.
+    pub admin_token: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
@@ -55,7 +57,14 @@ impl<'a> Call<'a> {
             url,
             body,
             idempotency_key: None,
+            admin_token: None,
         }
+    }
+
+    /// The call, with the admin token an operator endpoint needs.
+    pub fn admin(mut self, token: Option<&'a str>) -> Self {
+        self.admin_token = token;
+        self
     }
 }
 
@@ -69,6 +78,9 @@ pub async fn call(call: Call<'_>) -> anyhow::Result<Value> {
     }
     if let Some(key) = call.idempotency_key {
         request = request.header("Idempotency-Key", key);
+    }
+    if let Some(token) = call.admin_token {
+        request = request.bearer_auth(token);
     }
     let response = request.send().await.with_context(|| {
         format!(
@@ -202,6 +214,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
         url: format!("{base}/orders/{id}"),
         body: None,
         idempotency_key: None,
+        admin_token: None,
     };
     let answer = match command {
         OrderCommand::Place {
@@ -225,6 +238,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                 url: format!("{base}/orders"),
                 body: Some(body),
                 idempotency_key: idempotency_key.as_deref(),
+                admin_token: None,
             })
             .await?;
             if *wait {
@@ -266,6 +280,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                 url: format!("{base}/orders/{id}/cancel"),
                 body: None,
                 idempotency_key: None,
+                admin_token: None,
             })
             .await?
         }
@@ -290,7 +305,8 @@ pub async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> 
             Some(json!({ "quantity": quantity })),
         ),
     };
-    show(&call(Call::new("product-service", method, url, body)).await?);
+    // Restocking is an operator's act: it sends the admin token.
+    show(&call(Call::new("product-service", method, url, body).admin(cli.admin_token())).await?);
     Ok(())
 }
 

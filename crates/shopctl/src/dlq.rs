@@ -96,7 +96,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
                 replayed,
                 retried,
                 undelivered,
-            } = replay(&settings, &cli.forwarder_url, chosen).await?;
+            } = replay(&settings, &cli.forwarder_url, cli.admin_token(), chosen).await?;
             println!("replayed {replayed} dead letter(s) of {service} to their topics");
             if undelivered > 0 {
                 println!(
@@ -121,10 +121,12 @@ pub struct Replayed {
 
 /// Puts `letters` back: events the forwarder could not deliver are already consumed, so the
 /// forwarder makes their deliveries pending again (`POST /deliveries/retry`); everything else
-/// goes back to its topic, where consumers deduplicate it by event id.
+/// goes back to its topic, where consumers deduplicate it by event id. The retry is an operator
+/// endpoint: `admin_token` goes with it.
 pub async fn replay(
     settings: &KafkaSettings,
     forwarder_url: &str,
+    admin_token: Option<&str>,
     letters: Vec<eventing::dlq::DeadLetter>,
 ) -> anyhow::Result<Replayed> {
     let (undelivered, unconsumed): (Vec<_>, Vec<_>) = letters
@@ -140,6 +142,7 @@ pub async fn replay(
             url: format!("{}/deliveries/retry", forwarder_url.trim_end_matches('/')),
             body: Some(json!({ "event_id": letter.event_id })),
             idempotency_key: None,
+            admin_token,
         })
         .await?;
         retried += answer["reset"].as_u64().unwrap_or(0);

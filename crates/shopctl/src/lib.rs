@@ -77,8 +77,24 @@ pub struct Cli {
         global = true
     )]
     pub forwarder_url: String,
+    /// The admin token operator endpoints need (restock, delivery retry): `ADMIN_TOKEN`, or
+    /// else the one `shopctl up` keeps in `.local/admin-token`, when that file exists.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// [`Cli::admin_token`], or the token of the local stack in the default data folder.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().or_else(|| {
+            static LOCAL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+            LOCAL
+                .get_or_init(|| stack::read_admin_token(std::path::Path::new(".local")))
+                .as_deref()
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

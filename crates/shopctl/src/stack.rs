@@ -185,6 +185,44 @@ pub struct Stack {
     /// Where the running broker's output starts in its log.
     broker_log_start: u64,
     services: Vec<(Service, Child)>,
+    /// The token every service's operator endpoints take.
+    admin_token: String,
+}
+
+/// The file in a data folder that keeps the local stack's admin token.
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The admin token a local stack keeps in `data_dir`, if it has one.
+pub fn read_admin_token(data_dir: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE)).ok()?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// The stack's admin token: `ADMIN_TOKEN` when the stack's environment or ours sets it, else
+/// the one kept in the data folder, else a new random one kept there (readable by its owner
+/// only) so that `shopctl` commands and the next `shopctl up` find it.
+fn admin_token(config: &StackConfig, data: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let given = config
+        .env
+        .iter()
+        .find(|(k, _)| k == "ADMIN_TOKEN")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var("ADMIN_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty());
+    if let Some(token) = given.or_else(|| read_admin_token(data)) {
+        return Ok(token);
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = data.join(ADMIN_TOKEN_FILE);
+    std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(token)
 }
 
 impl Stack {
@@ -222,7 +260,9 @@ impl Stack {
             .data_dir
             .canonicalize()
             .context("resolving the data folder")?;
+        let admin_token = admin_token(&config, &data)?;
         let mut stack = Stack {
+            admin_token,
             config,
             data,
             bin_dir,
@@ -250,6 +290,11 @@ impl Stack {
 
     fn port(&self, service: Service) -> u16 {
         self.config.http_port_base + service.port_offset()
+    }
+
+    /// The token the services' operator endpoints take (`Authorization: Bearer`).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// The data folder, resolved.
@@ -383,6 +428,7 @@ impl Stack {
                 "ANALYTICS_FORWARDER_URL",
                 self.url(Service::AnalyticsForwarder),
             )
+            .env("ADMIN_TOKEN", &self.admin_token)
             .envs(self.config.env.iter().map(|(k, v)| (k, v)));
         let log = self.data.join(format!("logs/{name}.log"));
         let child = spawn(&mut command, &log)?;

@@ -140,6 +140,7 @@ async fn post(
         url,
         body: Some(body),
         idempotency_key: None,
+        admin_token: None,
     })
     .await
 }
@@ -153,6 +154,16 @@ fn print_summary(args: &UpArgs, data: &Path) {
     // The order service first, as a person reads it; the mock, which starts first, last.
     for service in Service::ALL[1..].iter().chain(&Service::ALL[..1]) {
         println!("    {:<20} {}", service.name(), args.url(*service));
+    }
+    // The token itself is not printed: terminals are recorded and shared.
+    let token = data.join("admin-token");
+    if std::env::var_os("ADMIN_TOKEN").is_some() {
+        println!("    admin token          the ADMIN_TOKEN of this environment");
+    } else {
+        println!(
+            "    admin token          in {0} (shopctl reads it; for curl: export ADMIN_TOKEN=$(cat {0}))",
+            token.display()
+        );
     }
     let _ = std::io::stdout().flush();
 }

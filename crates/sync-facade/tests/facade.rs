@@ -15,7 +15,7 @@ struct Baseline {
 
 impl Baseline {
     async fn start(label: &str) -> Baseline {
-        let platform = data_platform_mock::build(data_platform_mock::Config::local())
+        let platform = data_platform_mock::build(testkit::mock_config())
             .await
             .expect("the mock starts")
             .spawn();
@@ -34,7 +34,7 @@ impl Baseline {
         Baseline {
             facade,
             platform,
-            http: reqwest::Client::new(),
+            http: testkit::operator_client(),
         }
     }
 

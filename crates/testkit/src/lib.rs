@@ -288,3 +288,27 @@ pub async fn read_topic(
     }
     Ok(read)
 }
+
+/// The admin token the tests' services take (`ADMIN_TOKEN`): operator endpoints need it.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// An HTTP client that sends [`ADMIN_TOKEN`] with every request, as an operator's tools do.
+pub fn operator_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}"))
+            .expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The data-platform mock's settings for a test: a free port, the tests' admin token.
+pub fn mock_config() -> data_platform_mock::Config {
+    let mut config = data_platform_mock::Config::local();
+    config.http.admin_token = Some(ADMIN_TOKEN.to_owned());
+    config
+}

@@ -52,6 +52,7 @@ pub struct System {
 pub fn common(db: &str, broker: &Broker) -> CommonSettings {
     let mut settings = CommonSettings::new(db, &broker.brokers);
     settings.relay.poll_interval = Duration::from_millis(100);
+    settings.http.admin_token = Some(testkit::ADMIN_TOKEN.to_owned());
     settings
 }
 
@@ -124,7 +125,7 @@ impl System {
         let product_db = fresh_database("product").await.expect("database");
         let coupon_db = fresh_database("coupon").await.expect("database");
         let forwarder_db = fresh_database("forwarder").await.expect("database");
-        let platform = data_platform_mock::build(data_platform_mock::Config::local())
+        let platform = data_platform_mock::build(testkit::mock_config())
             .await
             .expect("data-platform-mock starts")
             .spawn();
@@ -154,7 +155,8 @@ impl System {
             product_db,
             coupon_db,
             options,
-            http: reqwest::Client::new(),
+            // The tests act as the operator too (restock, retry, the mock's settings).
+            http: testkit::operator_client(),
         }
     }
 

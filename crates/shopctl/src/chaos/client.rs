@@ -15,6 +15,8 @@ pub(super) struct Client {
     pub(super) product: String,
     pub(super) coupon: String,
     pub(super) platform: String,
+    /// For the operator endpoints it calls (the mock's settings).
+    pub(super) admin_token: String,
 }
 
 impl Client {
@@ -28,6 +30,7 @@ impl Client {
             product: stack.url(Service::ProductService),
             coupon: stack.url(Service::CouponService),
             platform: stack.url(Service::DataPlatformMock),
+            admin_token: stack.admin_token().to_owned(),
         }
     }
 
@@ -92,8 +95,13 @@ impl Client {
 
     pub(super) async fn put(&self, base: &str, path: &str, body: Value) -> anyhow::Result<()> {
         let url = format!("{base}{path}");
-        self.send(|| self.http.put(&url).json(&body))
-            .await
-            .map(|_| ())
+        self.send(|| {
+            self.http
+                .put(&url)
+                .bearer_auth(&self.admin_token)
+                .json(&body)
+        })
+        .await
+        .map(|_| ())
     }
 }

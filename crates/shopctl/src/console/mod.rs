@@ -58,6 +58,10 @@ struct Console {
     kafka: KafkaSettings,
     order_url: String,
     forwarder_url: String,
+    /// What replaying needs: the operator types it into the page's form.
+    admin: eventing::admin::AdminToken,
+    /// Sent on to the forwarder when a replay retries deliveries.
+    admin_token: Option<String>,
 }
 
 /// Serves the console until Ctrl-C or SIGTERM.
@@ -110,6 +114,9 @@ fn router(cli: &Cli, kafka: &KafkaSettings, refresh: Duration) -> anyhow::Result
         kafka: kafka.clone(),
         order_url: cli.order_url.trim_end_matches('/').to_owned(),
         forwarder_url: cli.forwarder_url.clone(),
+        admin: eventing::admin::AdminToken::new(cli.admin_token())
+            .context("the admin token (ADMIN_TOKEN)")?,
+        admin_token: cli.admin_token().map(str::to_owned),
     };
     let router = Router::new()
         .route("/", get(index))
@@ -273,9 +280,32 @@ async fn place(State(console): State<Console>, Form(form): Form<OrderForm>) -> R
     }
 }
 
-async fn replay(State(console): State<Console>, Path(service): Path<String>) -> Response {
+/// The replay form: the operator's admin token.
+#[derive(Debug, Deserialize)]
+struct ReplayForm {
+    #[serde(default)]
+    token: String,
+}
+
+async fn replay(
+    State(console): State<Console>,
+    Path(service): Path<String>,
+    Form(form): Form<ReplayForm>,
+) -> Response {
+    // Replaying is an operator's act, as `shopctl dlq replay` is: it takes the admin token.
+    if !console.admin.accepts(form.token.trim()) {
+        return eventing::ApiError::new(
+            eventing::ErrorCode::Unauthorized,
+            "replaying dead letters needs the admin token (ADMIN_TOKEN)",
+        )
+        .into_response();
+    }
     let Some(watched) = console.watched.iter().find(|w| w.name == service) else {
-        return (StatusCode::NOT_FOUND, "no such service").into_response();
+        return eventing::ApiError::new(
+            eventing::ErrorCode::NotFound,
+            format!("{service} has no dead letters to replay: it is not a consuming service"),
+        )
+        .into_response();
     };
     let (settings, name) = (console.kafka.clone(), watched.name);
     let letters =
@@ -284,7 +314,8 @@ async fn replay(State(console): State<Console>, Path(service): Path<String>) -> 
             Ok(Err(error)) => return back_with("error", &format!("reading dead letters: {error}")),
             Err(error) => return back_with("error", &error.to_string()),
         };
-    match crate::dlq::replay(&console.kafka, &console.forwarder_url, letters).await {
+    let token = console.admin_token.as_deref();
+    match crate::dlq::replay(&console.kafka, &console.forwarder_url, token, letters).await {
         Ok(done) => {
             console
                 .status

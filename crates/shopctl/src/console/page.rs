@@ -249,6 +249,7 @@ pub fn dead_letters_fragment(all: &[DeadLetters]) -> String {
                 } else {
                     format!(
                         "<form method=\"post\" action=\"dead-letters/{}/replay\">\
+                         <input name=\"token\" type=\"password\" placeholder=\"admin token\" required> \
                          <button type=\"submit\">Replay all</button></form>",
                         escape(d.service)
                     )
