@@ -164,13 +164,66 @@ pub struct StockReleased {
     pub items: Vec<StockLine>,
 }
 
-/// The coupon is now used by the order.
+/// The coupon is now used by the order. It carries the coupon's kind and value, so that the
+/// order service can check the discount against the order it knows rather than trust it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CouponApplied {
     pub order_id: Uuid,
     pub coupon_id: i64,
-    /// The discount in minor units, never more than the order's total.
+    /// The discount in minor units: [`CouponKind::discount`] of the kind and value below on the
+    /// order's total, so never more than the total.
     pub discount_amount: i64,
+    pub coupon_kind: CouponKind,
+    pub coupon_value: i64,
+}
+
+/// How a coupon's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CouponKind {
+    /// `value` minor units off, never more than the order's total.
+    Fixed,
+    /// `value` percent off (1 to 100), rounded down to the minor unit.
+    Percent,
+}
+
+impl CouponKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CouponKind::Fixed => "FIXED",
+            CouponKind::Percent => "PERCENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CouponKind> {
+        match s {
+            "FIXED" => Some(CouponKind::Fixed),
+            "PERCENT" => Some(CouponKind::Percent),
+            _ => None,
+        }
+    }
+
+    /// The values a coupon of this kind may have.
+    pub fn valid_values(self) -> std::ops::RangeInclusive<i64> {
+        match self {
+            CouponKind::Fixed => 1..=1_000_000_000_000,
+            CouponKind::Percent => 1..=100,
+        }
+    }
+
+    /// The discount a coupon of this kind and `value` gives on an order of `total` minor
+    /// units: never negative, never more than the total. The coupon service applies it, and
+    /// the order service checks a `CouponApplied` with it.
+    pub fn discount(self, value: i64, total: i64) -> i64 {
+        let total = total.max(0);
+        match self {
+            CouponKind::Fixed => value.clamp(0, total),
+            CouponKind::Percent => {
+                let percent = i128::from(value.clamp(0, 100));
+                (i128::from(total) * percent / 100) as i64
+            }
+        }
+    }
 }
 
 /// Why the coupon service refused a coupon.

@@ -150,7 +150,21 @@ impl Event {
             Event::StockReservationFailed(e) => text("detail", &e.detail, true),
             Event::CouponApplied(e) => {
                 positive("coupon_id", e.coupon_id)?;
-                amount("discount_amount", e.discount_amount)
+                amount("discount_amount", e.discount_amount)?;
+                let valid = e.coupon_kind.valid_values();
+                if !valid.contains(&e.coupon_value) {
+                    return Err(invalid(
+                        "coupon_value",
+                        format!(
+                            "of a {} coupon must be {} to {}, not {}",
+                            e.coupon_kind.as_str(),
+                            valid.start(),
+                            valid.end(),
+                            e.coupon_value
+                        ),
+                    ));
+                }
+                Ok(())
             }
             Event::CouponApplyFailed(e) => {
                 positive("coupon_id", e.coupon_id)?;

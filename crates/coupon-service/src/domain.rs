@@ -1,53 +1,15 @@
 //! Coupon kinds, states and the discount rule: pure logic, no I/O.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// How a coupon's value is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Kind {
-    /// `value` minor units off, never more than the order's total.
-    Fixed,
-    /// `value` percent off (1 to 100), rounded down to the minor unit.
-    Percent,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Fixed => "FIXED",
-            Kind::Percent => "PERCENT",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "FIXED" => Some(Kind::Fixed),
-            "PERCENT" => Some(Kind::Percent),
-            _ => None,
-        }
-    }
-
-    /// The values a coupon of this kind may have.
-    pub fn valid_values(self) -> std::ops::RangeInclusive<i64> {
-        match self {
-            Kind::Fixed => 1..=1_000_000_000_000,
-            Kind::Percent => 1..=100,
-        }
-    }
-}
+/// How a coupon's value is read, and the discount it gives: the contract's, since the
+/// order service checks every discount with the same rule.
+pub use contract::CouponKind as Kind;
 
 /// The discount a coupon gives on an order of `total` minor units: never negative, never
 /// more than the total.
 pub fn discount(kind: Kind, value: i64, total: i64) -> i64 {
-    let total = total.max(0);
-    match kind {
-        Kind::Fixed => value.clamp(0, total),
-        Kind::Percent => {
-            let percent = i128::from(value.clamp(0, 100));
-            (i128::from(total) * percent / 100) as i64
-        }
-    }
+    kind.discount(value, total)
 }
 
 /// Where a coupon stands, as the API shows it.

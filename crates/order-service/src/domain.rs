@@ -1,6 +1,6 @@
 //! The order's state machine and the rules of placing an order: pure logic, no I/O.
 
-use contract::CancelReason;
+use contract::{CancelReason, CouponApplied, OrderLine, StockLine};
 use eventing::ErrorCode;
 
 /// Where an order stands: the contract's, since the order API shows it and the topics tell it.
@@ -112,9 +112,106 @@ pub fn validate_request(
     Ok(())
 }
 
+/// Whether a `CouponApplied` fits the order it names, as this service placed it: the coupon
+/// must be the one the order carries, and the discount exactly what the coupon's kind and
+/// value give on the order's total. Anything else is forged or broken, never applied: the
+/// reason says what is wrong, and the event is dead-lettered with it.
+pub fn check_coupon_applied(
+    coupon_id: Option<i64>,
+    total_amount: i64,
+    applied: &CouponApplied,
+) -> Result<(), String> {
+    if coupon_id != Some(applied.coupon_id) {
+        return Err(match coupon_id {
+            Some(own) => format!(
+                "CouponApplied names coupon {}, but the order carries coupon {own}",
+                applied.coupon_id
+            ),
+            None => format!(
+                "CouponApplied names coupon {}, but the order carries no coupon",
+                applied.coupon_id
+            ),
+        });
+    }
+    let expected = applied
+        .coupon_kind
+        .discount(applied.coupon_value, total_amount);
+    if applied.discount_amount != expected {
+        return Err(format!(
+            "CouponApplied takes {} off, but a {} coupon of {} takes {expected} off a total of {total_amount}",
+            applied.discount_amount,
+            applied.coupon_kind.as_str(),
+            applied.coupon_value
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a `StockReserved` covers exactly the order's lines: the same products with the
+/// same quantities, no more and no fewer.
+pub fn check_stock_reserved(lines: &[OrderLine], reserved: &[StockLine]) -> Result<(), String> {
+    let mut wanted: Vec<(i64, i64)> = lines.iter().map(|l| (l.product_id, l.quantity)).collect();
+    let mut got: Vec<(i64, i64)> = reserved
+        .iter()
+        .map(|l| (l.product_id, l.quantity))
+        .collect();
+    wanted.sort_unstable();
+    got.sort_unstable();
+    if wanted != got {
+        return Err(format!(
+            "StockReserved covers {got:?} (product, quantity), but the order's lines are {wanted:?}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn applied(
+        coupon_id: i64,
+        discount: i64,
+        kind: contract::CouponKind,
+        value: i64,
+    ) -> CouponApplied {
+        CouponApplied {
+            order_id: uuid::Uuid::nil(),
+            coupon_id,
+            discount_amount: discount,
+            coupon_kind: kind,
+            coupon_value: value,
+        }
+    }
+
+    #[test]
+    fn a_coupon_applied_is_accepted_only_for_the_orders_coupon_with_the_discount_it_gives() {
+        use contract::CouponKind::{Fixed, Percent};
+        assert!(check_coupon_applied(Some(4), 3000, &applied(4, 300, Percent, 10)).is_ok());
+        assert!(check_coupon_applied(Some(4), 3000, &applied(4, 3000, Fixed, 5000)).is_ok());
+        // The whole amount off with a 10 % coupon, another coupon, or none at all.
+        assert!(check_coupon_applied(Some(4), 3000, &applied(4, 3000, Percent, 10)).is_err());
+        assert!(check_coupon_applied(Some(4), 3000, &applied(5, 300, Percent, 10)).is_err());
+        assert!(check_coupon_applied(None, 3000, &applied(4, 300, Percent, 10)).is_err());
+    }
+
+    #[test]
+    fn a_reservation_must_cover_exactly_the_orders_lines() {
+        let line = |product_id, quantity| OrderLine {
+            product_id,
+            quantity,
+            unit_price: 100,
+        };
+        let stock = |product_id, quantity| StockLine {
+            product_id,
+            quantity,
+        };
+        let lines = [line(1, 2), line(3, 1)];
+        assert!(check_stock_reserved(&lines, &[stock(3, 1), stock(1, 2)]).is_ok());
+        assert!(check_stock_reserved(&lines, &[stock(1, 2)]).is_err());
+        assert!(check_stock_reserved(&lines, &[stock(1, 1), stock(3, 1)]).is_err());
+        assert!(check_stock_reserved(&lines, &[stock(1, 2), stock(3, 1), stock(4, 1)]).is_err());
+    }
 
     fn progress(status: Status, has_coupon: bool, stock: bool, coupon: bool) -> Progress {
         Progress {

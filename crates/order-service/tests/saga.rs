@@ -1158,3 +1158,126 @@ async fn operator_endpoints_answer_401_without_the_admin_token_and_change_nothin
     let settings: Value = system.get(system.platform.url("/v1/settings")).await.1;
     assert_eq!(settings["failure_rate"], 0.0, "the data platform stays on");
 }
+
+/// Publishes an event as if `producer` had, with no trace of its own.
+async fn forge(system: &System, topic: &str, producer: &str, event: impl Into<contract::Event>) {
+    let envelope = contract::Envelope::new(producer, event, None);
+    let key = match &envelope.event {
+        contract::Event::CouponApplied(e) => e.order_id.to_string(),
+        contract::Event::StockReserved(e) => e.order_id.to_string(),
+        other => panic!("no forging of {other:?}"),
+    };
+    let event_type = envelope.event_type();
+    produce_raw(
+        &system.broker.brokers,
+        topic,
+        &key,
+        envelope.to_json().as_bytes(),
+        &[(topics::HEADER_EVENT_TYPE, event_type)],
+    )
+    .await
+    .expect("produce");
+}
+
+#[tokio::test]
+async fn a_forged_coupon_or_reservation_is_dead_lettered_and_the_order_is_unchanged() {
+    let mut system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let coupon = system.create_coupon(1, "PERCENT", 10).await;
+    // The product service is down, so the order waits PENDING for its stock while its real
+    // coupon (10 % of 3000) is applied: the moment a forged "whole amount off" would pay.
+    system.stop_product_service().await;
+    let id = system
+        .place_accepted_order(1, &[(mug, 2)], Some(coupon))
+        .await;
+    let order_id: uuid::Uuid = id.parse().expect("a UUID");
+    eventually("the real coupon applied", SETTLE, || async {
+        (system.order(&id).await["discount_amount"] == 300).then_some(())
+    })
+    .await;
+
+    let forgeries: [contract::Event; 4] = [
+        // The whole amount off, claimed for the order's own coupon.
+        contract::CouponApplied {
+            order_id,
+            coupon_id: coupon,
+            discount_amount: 3000,
+            coupon_kind: contract::CouponKind::Percent,
+            coupon_value: 10,
+        }
+        .into(),
+        // Another coupon, consistent with itself.
+        contract::CouponApplied {
+            order_id,
+            coupon_id: coupon + 1,
+            discount_amount: 3000,
+            coupon_kind: contract::CouponKind::Percent,
+            coupon_value: 100,
+        }
+        .into(),
+        // A reservation of less than the order.
+        contract::StockReserved {
+            order_id,
+            items: vec![contract::StockLine {
+                product_id: mug,
+                quantity: 1,
+            }],
+        }
+        .into(),
+        // A reservation of another product.
+        contract::StockReserved {
+            order_id,
+            items: vec![contract::StockLine {
+                product_id: mug + 1,
+                quantity: 2,
+            }],
+        }
+        .into(),
+    ];
+    for event in forgeries {
+        let (topic, producer) = match event {
+            contract::Event::CouponApplied(_) => (topics::COUPON_EVENTS, "coupon-service"),
+            _ => (topics::STOCK_EVENTS, "product-service"),
+        };
+        forge(&system, topic, producer, event).await;
+    }
+    let letters = read_topic(
+        &system.broker.brokers,
+        &contract::topics::dlq_topic("order-service"),
+        SETTLE,
+        |r| r.len() >= 4,
+    )
+    .await
+    .expect("read");
+    assert_eq!(letters.len(), 4, "every forgery is dead-lettered");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .filter_map(|l| l.header("dlq.error"))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("takes 300 off")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("carries coupon")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("the order's lines are"))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+
+    // Still PENDING with the real discount; the real reservation then confirms it.
+    let order = system.order(&id).await;
+    assert_eq!(order["status"], "PENDING", "{order}");
+    assert_eq!(order["discount_amount"], 300, "{order}");
+    system.restart_product_service().await;
+    let order = system.settled_order(&id).await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(order["final_amount"], 2700, "{order}");
+    system.stop().await;
+}

@@ -61,6 +61,8 @@ async fn apply(
                     order_id: order.order_id,
                     coupon_id,
                     discount_amount,
+                    coupon_kind: coupon.kind,
+                    coupon_value: coupon.value,
                 },
             )
             .await?;

@@ -1,10 +1,12 @@
-//! `coupon.events`: an applied coupon sets the discount and confirms the order (once stock is
+//! `coupon.events`: an applied coupon (checked against the order: its coupon, and the discount
+//! the coupon's kind and value give; anything else is dead-lettered) sets the discount and confirms the order (once stock is
 //! reserved too); a refused coupon cancels it (COUPON_REJECTED); a restored coupon is noted on
 //! its timeline.
 
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
 
+use crate::domain;
 use crate::saga::{self, Ended};
 use crate::store;
 
@@ -13,6 +15,11 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>,
     let ended = match &inbound.envelope.event {
         Event::CouponApplied(applied) => {
             let id = applied.order_id.to_string();
+            // Checked against the order as placed here, never trusted as it comes.
+            if let Some(order) = store::find_order(conn, &id).await? {
+                domain::check_coupon_applied(order.coupon_id, order.total_amount, applied)
+                    .map_err(HandleError::Permanent)?;
+            }
             let marked = store::mark_coupon_applied(conn, &id, applied.discount_amount).await?;
             let detail = format!(
                 "coupon {} takes {} off",

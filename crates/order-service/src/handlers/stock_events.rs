@@ -1,9 +1,11 @@
-//! `stock.events`: a reservation confirms the order (once the coupon, if any, is applied too);
+//! `stock.events`: a reservation (checked to cover exactly the order's lines; anything else is
+//! dead-lettered) confirms the order (once the coupon, if any, is applied too);
 //! a failed reservation cancels it (OUT_OF_STOCK); a release is noted on its timeline.
 
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
 
+use crate::domain;
 use crate::saga::{self, Ended};
 use crate::store;
 
@@ -11,6 +13,12 @@ use crate::store;
 pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>, HandleError> {
     let ended = match &inbound.envelope.event {
         Event::StockReserved(reserved) => {
+            // A reservation must be of this order's lines, or it is forged or broken.
+            let lines = store::order_lines(conn, &reserved.order_id.to_string()).await?;
+            if !lines.is_empty() {
+                domain::check_stock_reserved(&lines, &reserved.items)
+                    .map_err(HandleError::Permanent)?;
+            }
             let marked = store::mark_stock_reserved(conn, &reserved.order_id.to_string()).await?;
             saga::step_succeeded(conn, inbound, reserved.order_id, marked, None).await?
         }
