@@ -19,9 +19,16 @@ else
 fi
 
 $PG_AS "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log"
+# TLS, with a throwaway self-signed certificate, so that the tests can check that a
+# DATABASE_URL with sslmode=require connects over TLS (TEST_DATABASE_TLS=1 says it is on).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -keyout "$PG_DIR/data/server.key" -out "$PG_DIR/data/server.crt" >/dev/null 2>&1
+chmod 600 "$PG_DIR/data/server.key"
+[ "$(id -u)" = 0 ] && chown postgres "$PG_DIR/data/server.key" "$PG_DIR/data/server.crt"
 $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=${PRIVATE_PG_FSYNC:-off}" \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=${PRIVATE_PG_FSYNC:-off} -c ssl=on" \
   start >/dev/null
+export TEST_DATABASE_TLS=1
 stop_private_postgres() {
   $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"

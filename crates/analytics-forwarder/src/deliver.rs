@@ -28,6 +28,25 @@ use tracing::Instrument;
 use crate::breaker::Breaker;
 use crate::store::{self, Due};
 
+/// The client deliveries go out with: HTTPS with rustls (the public roots, and those of
+/// `DATA_PLATFORM_CA_FILE`), never following a redirect, bounded by the attempt's timeout.
+pub fn client(settings: &DeliverySettings) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading DATA_PLATFORM_CA_FILE {}", path.display()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("DATA_PLATFORM_CA_FILE {} is not PEM", path.display()))?
+        {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().context("building the HTTP client")
+}
+
 /// How deliveries are made.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeliverySettings {
@@ -38,6 +57,10 @@ pub struct DeliverySettings {
         default_value = "http://127.0.0.1:8090"
     )]
     pub data_platform_url: String,
+    /// A PEM file of certificate authorities to trust for an `https://` data platform, besides
+    /// the public ones built in (Mozilla's, through `webpki-roots`).
+    #[arg(long = "data-platform-ca-file", env = "DATA_PLATFORM_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Longest one delivery attempt may take.
     #[arg(
         long = "data-platform-timeout-ms",
@@ -186,11 +209,7 @@ impl Worker {
         dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
         describe(&metrics);
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .build()
-            .context("building the HTTP client")?;
+        let client = client(&settings)?;
         let endpoint = format!(
             "{}/v1/orders",
             settings.data_platform_url.trim_end_matches('/')
@@ -326,7 +345,20 @@ impl Worker {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let error = format!("the data platform answered {status}");
+        let error = if status.is_redirection() {
+            // Following it would send the order to wherever the answer points; the URL is
+            // the deployer's to fix.
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("nowhere");
+            format!(
+                "the data platform answered {status} (to {location}); redirects are not followed: fix DATA_PLATFORM_URL"
+            )
+        } else {
+            format!("the data platform answered {status}")
+        };
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()

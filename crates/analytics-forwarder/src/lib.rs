@@ -63,6 +63,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         eventing::dlq::DeadLetters::new(runtime.producer.clone(), runtime.db.clone(), SERVICE),
     )?;
     Ok(App::new(SERVICE, listener, router)
+        .with_limits(&runtime.settings.http)
         .with_housekeeping(&runtime)
         .with_consumer(&runtime, consumer)
         .worker("delivery", move |shutdown| worker.run(shutdown)))

@@ -171,7 +171,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             config.http.request_timeout,
             eventing::http::time_limit,
         ));
-    Ok(App::new("data-platform-mock", listener, router))
+    Ok(App::new("data-platform-mock", listener, router).with_limits(&config.http))
 }
 
 /// The mock's one family, every outcome at zero.

@@ -212,6 +212,7 @@ pub struct App {
     workers: Vec<(&'static str, Worker)>,
     producer: Option<SharedProducer>,
     health: Option<Health>,
+    limits: crate::serve::Limits,
 }
 
 impl std::fmt::Debug for App {
@@ -234,7 +235,15 @@ impl App {
             workers: Vec::new(),
             producer: None,
             health: None,
+            limits: crate::serve::Limits::default(),
         }
+    }
+
+    /// Serves with these settings' header-read timeout and connection cap (the defaults
+    /// otherwise).
+    pub fn with_limits(mut self, settings: &crate::http::HttpSettings) -> Self {
+        self.limits = settings.into();
+        self
     }
 
     /// Binds `addr` (port 0 picks a free port).
@@ -313,9 +322,7 @@ impl App {
                 (name, ended.is_err())
             });
         }
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let server = crate::serve::serve(self.listener, self.router, self.limits, shutdown.clone());
         let mut server = std::pin::pin!(server);
         let mut broken = None;
         let served = tokio::select! {

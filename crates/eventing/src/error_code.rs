@@ -56,6 +56,9 @@ error_codes! {
     /// than 408: a client may repeat a request after a 408 as never received, and an order
     /// placed without an `Idempotency-Key` might then be placed twice.
     TimedOut => "timed_out", SERVICE_UNAVAILABLE;
+    /// Too many connections or requests at once (`HTTP_MAX_CONNECTIONS`,
+    /// `HTTP_MAX_CONCURRENT_REQUESTS`); answered with `Retry-After`.
+    Overloaded => "overloaded", SERVICE_UNAVAILABLE;
     /// Something went wrong on our side; the cause is in the log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
 

@@ -2,12 +2,13 @@
 //! errors too, health and metrics routes, and the layers around every router (request span,
 //! body limit, timeout, request counting).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,6 +16,7 @@ use axum::{Json, Router};
 use rdkafka::producer::Producer;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
@@ -47,6 +49,31 @@ pub struct HttpSettings {
     /// endpoints refuse every request with 401.
     #[arg(long = "admin-token", env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Longest a client may take to send a request's headers (and longest a kept-alive
+    /// connection may sit idle) before the connection is closed: slowloris cannot hold one.
+    #[arg(
+        long = "http-header-read-timeout-ms",
+        env = "HTTP_HEADER_READ_TIMEOUT_MS",
+        default_value = "10s",
+        value_parser = crate::duration::parse
+    )]
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; one more is answered 503 `overloaded` and closed.
+    #[arg(
+        id = "http_max_open_connections",
+        long = "http-max-connections",
+        env = "HTTP_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+    /// Most API requests handled at once (health and metrics apart); one more is answered
+    /// 503 `overloaded` with `Retry-After` at once, rather than queued until it times out.
+    #[arg(
+        long = "http-max-concurrent-requests",
+        env = "HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 64
+    )]
+    pub max_concurrent_requests: usize,
 }
 
 impl HttpSettings {
@@ -395,7 +422,9 @@ async fn metrics(State(observed): State<Observed>) -> Response {
 /// request, request counting, the body limit, the timeout, and a JSON 404 for unknown paths.
 pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -> Router {
     let metrics = observed.metrics.clone();
-    api.merge(health_routes(observed))
+    let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
+    api.layer(middleware::from_fn_with_state(in_flight, shed_load))
+        .merge(health_routes(observed))
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -415,6 +444,30 @@ pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -
             time_limit,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// Answers 503 `overloaded` with `Retry-After: 1` at once when as many requests as `in_flight`
+/// has permits are being handled: under a flood, a quick refusal the client can retry keeps
+/// the service answering, where a queue would make every request wait until it timed out.
+pub async fn shed_load(
+    State(in_flight): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match in_flight.try_acquire() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            let mut response = ApiError::new(
+                ErrorCode::Overloaded,
+                "this service is handling as many requests as it takes; try again shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 /// Abandons a request that takes longer than `limit` and answers 503 `timed_out` with

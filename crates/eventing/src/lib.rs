@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 pub mod poll;
+pub mod serve;
 pub mod telemetry;
 pub mod trace;
 

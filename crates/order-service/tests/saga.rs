@@ -1281,3 +1281,85 @@ async fn a_forged_coupon_or_reservation_is_dead_lettered_and_the_order_is_unchan
     assert_eq!(order["final_amount"], 2700, "{order}");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_is_shed_with_503_while_orders_placed_beside_it_still_confirm() {
+    let system = System::start_with(Options {
+        order_max_concurrent_requests: 4,
+        ..Options::default()
+    })
+    .await;
+    let mug = system.create_product("Mug", 100, 1_000_000).await;
+    let flood_client = reqwest::Client::new();
+    let flood = |round: u32| {
+        let http = flood_client.clone();
+        let url = system.order.url("/orders");
+        async move {
+            let requests = (0..300).map(|n| {
+                let http = http.clone();
+                let url = url.clone();
+                async move {
+                    // Full orders, each a transaction: the kind of flood that costs.
+                    let body = json!({ "user_id": 1000 + round * 1000 + n, "items": [{ "product_id": mug, "quantity": 1 }] });
+                    let response = http.post(&url).json(&body).send().await.ok()?;
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let status = response.status();
+                    let code = response.json::<Value>().await.ok()?["error"]["code"].clone();
+                    Some((status, retry_after, code))
+                }
+            });
+            futures::future::join_all(requests).await
+        }
+    };
+    // Orders placed beside the flood, by a client that waits as `Retry-After` asks.
+    let beside = async {
+        let mut ids = Vec::new();
+        for user in 1..=5 {
+            let id = loop {
+                let (status, body) = system
+                    .post(
+                        system.order.url("/orders"),
+                        json!({ "user_id": user, "items": [{ "product_id": mug, "quantity": 1 }] }),
+                    )
+                    .await;
+                if status == StatusCode::ACCEPTED {
+                    break body["order_id"].as_str().expect("an id").to_owned();
+                }
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            ids.push(id);
+        }
+        ids
+    };
+    let mut shed = Vec::new();
+    let mut round = 0;
+    let (ids, ()) = tokio::join!(beside, async {
+        while shed.is_empty() && round < 10 {
+            shed = flood(round)
+                .await
+                .into_iter()
+                .flatten()
+                .filter(|(status, _, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
+                .collect();
+            round += 1;
+        }
+    });
+    assert!(
+        !shed.is_empty(),
+        "a flood of 300 at once over a cap of 4 is shed"
+    );
+    for (_, retry_after, code) in &shed {
+        assert_eq!(code, "overloaded");
+        assert_eq!(
+            retry_after.as_ref().and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+    for id in ids {
+        assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    }
+    // Health stays answerable whatever the API's load.
+    assert!(helpers::ready(&system.order).await);
+    system.stop().await;
+}

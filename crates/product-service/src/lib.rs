@@ -61,6 +61,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         admin: runtime.admin.clone(),
     }));
     Ok(App::new(SERVICE, listener, router)
+        .with_limits(&runtime.settings.http)
         .with_relay(&runtime)
         .with_housekeeping(&runtime)
         .with_consumer(&runtime, consumer)

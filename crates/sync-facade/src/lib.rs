@@ -78,9 +78,5 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             config.data_platform_url.trim_end_matches('/')
         ),
     };
-    Ok(App::new(
-        SERVICE,
-        listener,
-        http::router(state, &config.http),
-    ))
+    Ok(App::new(SERVICE, listener, http::router(state, &config.http)).with_limits(&config.http))
 }

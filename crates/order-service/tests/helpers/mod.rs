@@ -22,6 +22,8 @@ pub struct Options {
     pub saga_timeout: Duration,
     /// The analytics forwarder's retry budget per delivery.
     pub delivery_max_attempts: i64,
+    /// The order service's `HTTP_MAX_CONCURRENT_REQUESTS`.
+    pub order_max_concurrent_requests: usize,
 }
 
 impl Default for Options {
@@ -29,6 +31,8 @@ impl Default for Options {
         Options {
             saga_timeout: Duration::from_secs(30),
             delivery_max_attempts: 30,
+            order_max_concurrent_requests: eventing::http::HttpSettings::default()
+                .max_concurrent_requests,
         }
     }
 }
@@ -65,7 +69,11 @@ pub async fn start_order_service(db: &str, broker: &Broker, options: &Options) -
         http_addr: local(),
         saga_timeout: options.saga_timeout,
         deadline_check_interval: Duration::from_millis(200),
-        common: common(db, broker),
+        common: {
+            let mut common = common(db, broker);
+            common.http.max_concurrent_requests = options.order_max_concurrent_requests;
+            common
+        },
     })
     .await
     .expect("order-service starts")
