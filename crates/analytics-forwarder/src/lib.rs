@@ -47,7 +47,7 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler::OrderEvents)?;
+    let consumer = runtime.consumer(topics::consumed_by(SERVICE), handler::OrderEvents)?;
     let router = runtime.router(http::router(
         runtime.http_db.clone(),
         runtime.outbox.clone(),

@@ -70,6 +70,50 @@ pub const CONSUMING_SERVICES: &[&str] = &[
     "analytics-forwarder",
 ];
 
+/// What one service publishes and subscribes to: the services subscribe from here, and the
+/// compose stack's Kafka ACLs are checked against it (each service may write only what it
+/// produces, and read only what it consumes, in its own group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub service: &'static str,
+    /// The topics it publishes events to (besides its own dead-letter topic).
+    pub produces: &'static [&'static str],
+    /// The topics it consumes, in the consumer group named after it.
+    pub consumes: &'static [&'static str],
+}
+
+/// Every service's [`Flow`].
+pub const FLOWS: &[Flow] = &[
+    Flow {
+        service: "order-service",
+        produces: &[ORDER_EVENTS],
+        consumes: &[STOCK_EVENTS, COUPON_EVENTS, PRODUCT_CATALOG],
+    },
+    Flow {
+        service: "product-service",
+        produces: &[STOCK_EVENTS, PRODUCT_CATALOG],
+        consumes: &[ORDER_EVENTS],
+    },
+    Flow {
+        service: "coupon-service",
+        produces: &[COUPON_EVENTS],
+        consumes: &[ORDER_EVENTS],
+    },
+    Flow {
+        service: "analytics-forwarder",
+        produces: &[],
+        consumes: &[ORDER_EVENTS],
+    },
+];
+
+/// The topics `service` consumes; none for a service the contract does not know.
+pub fn consumed_by(service: &str) -> &'static [&'static str] {
+    FLOWS
+        .iter()
+        .find(|f| f.service == service)
+        .map_or(&[], |f| f.consumes)
+}
+
 /// The dead-letter topic of a service: `<service>.dlq`.
 pub fn dlq_topic(service: &str) -> String {
     format!("{service}.dlq")
@@ -81,4 +125,36 @@ pub fn dlq_topics() -> Vec<(String, i32)> {
         .iter()
         .map(|service| (dlq_topic(service), 1))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    #[test]
+    fn each_topic_has_one_producer_and_every_consumer_a_flow() {
+        for topic in TOPICS {
+            let producers: Vec<&str> = FLOWS
+                .iter()
+                .filter(|f| f.produces.contains(&topic.name))
+                .map(|f| f.service)
+                .collect();
+            assert_eq!(producers.len(), 1, "{}: {producers:?}", topic.name);
+        }
+        let flows: Vec<&str> = FLOWS
+            .iter()
+            .filter(|f| !f.consumes.is_empty())
+            .map(|f| f.service)
+            .collect();
+        assert_eq!(flows, CONSUMING_SERVICES);
+        // Every event type goes to a topic its producer's flow names.
+        for event_type in Event::TYPES {
+            let topic = Event::topic_of(event_type).expect("a topic");
+            assert!(
+                FLOWS.iter().any(|f| f.produces.contains(&topic)),
+                "{event_type}"
+            );
+        }
+    }
 }

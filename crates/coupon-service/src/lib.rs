@@ -50,8 +50,10 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer =
-        runtime.consumer(&[topics::ORDER_EVENTS], handlers::order_events::OrderEvents)?;
+    let consumer = runtime.consumer(
+        topics::consumed_by(SERVICE),
+        handlers::order_events::OrderEvents,
+    )?;
     let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
     let interval = config.reconcile_interval;
     let router = runtime.router(http::router(http::State {

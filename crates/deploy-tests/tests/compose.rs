@@ -124,7 +124,10 @@ fn port_of(addr: &str) -> u16 {
 
 #[test]
 fn docker_compose_accepts_the_file() {
+    // With .env.example's placeholders: without an .env the stack refuses to start.
     let output = std::process::Command::new("docker-compose")
+        .arg("--env-file")
+        .arg(root().join(".env.example"))
         .arg("-f")
         .arg(root().join("docker-compose.yml"))
         .args(["config", "-q"])
@@ -162,8 +165,14 @@ fn the_initializer_creates_exactly_the_contracts_topics() {
             .as_sequence()
             .expect("entrypoint")
             .iter()
-            .any(|w| w.as_str() == Some("/deploy/create-topics.sh")),
-        "kafka-init runs the script"
+            .any(|w| w.as_str() == Some("/deploy/kafka-init.sh")),
+        "kafka-init runs its script"
+    );
+    let script = read("deploy/kafka-init.sh");
+    assert!(
+        script.contains("bash /deploy/create-topics.sh")
+            && script.contains("bash /deploy/kafka-security.sh"),
+        "kafka-init creates the topics, then the users and ACLs"
     );
 }
 
@@ -286,8 +295,8 @@ fn consumers_can_be_scaled_without_fixed_host_ports_or_names() {
         for port in service["ports"].as_sequence().into_iter().flatten() {
             let port = port.as_str().expect("short syntax");
             assert!(
-                !port.contains(':'),
-                "{name} publishes {port} on a fixed host port"
+                port.starts_with("127.0.0.1::"),
+                "{name} publishes {port} on a fixed host port, or beyond the loopback"
             );
         }
     }
@@ -325,7 +334,8 @@ fn services_start_after_what_they_need_is_healthy() {
 
 #[test]
 fn every_database_url_names_a_role_and_database_the_init_script_creates() {
-    let init = read("deploy/postgres-init.sql");
+    let init = read("deploy/postgres-init.sh");
+    let postgres = env_of(&services()["postgres"]);
     for (name, service) in services() {
         let Some(url) = env_of(&service).get("DATABASE_URL").cloned() else {
             continue;
@@ -334,14 +344,81 @@ fn every_database_url_names_a_role_and_database_the_init_script_creates() {
         let (credentials, location) = rest.split_once('@').expect("credentials");
         let (user, password) = credentials.split_once(':').expect("user:password");
         let database = location.rsplit('/').next().expect("database");
+        // The password is a variable of .env, which the init script is given too.
+        let variable = password
+            .strip_prefix("${")
+            .and_then(|p| p.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name}: the password is written into the file"));
         assert!(
-            init.contains(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}';")),
-            "{name}: role {user}"
+            postgres.contains_key(variable),
+            "{name}: postgres is given {variable}"
         );
         assert!(
-            init.contains(&format!("CREATE DATABASE {database} OWNER {user};")),
-            "{name}: database {database}"
+            init.contains(&format!("service {user} {database} \"${variable}\"")),
+            "{name}: the init script creates {user} and {database} with {variable}"
         );
+    }
+    // Service roles get what their migrations need, and PUBLIC nothing.
+    for rule in [
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        "REVOKE ALL ON DATABASE :\"database\" FROM PUBLIC;",
+        "GRANT CONNECT ON DATABASE :\"database\" TO :\"role\";",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC;",
+        "GRANT USAGE, CREATE ON SCHEMA public TO :\"role\";",
+    ] {
+        assert!(init.contains(rule), "the init script has {rule}");
+    }
+    assert!(
+        !init.contains(" OWNER "),
+        "no service role owns its database"
+    );
+}
+
+#[test]
+fn no_secret_is_written_into_the_compose_file() {
+    let text = read("docker-compose.yml");
+    let services = services();
+    for (name, service) in &services {
+        for (variable, value) in env_of(service) {
+            let secret = ["PASSWORD", "TOKEN"].iter().any(|s| variable.contains(s));
+            if secret {
+                assert!(
+                    value.starts_with("${") && value.ends_with('}'),
+                    "{name}: {variable} comes from .env, not the file: {value}"
+                );
+            }
+        }
+    }
+    // Every variable the file takes from .env is one .env.example lists.
+    let example = read(".env.example");
+    for piece in text.split("${").skip(1) {
+        let variable = piece
+            .split(['}', ':'])
+            .next()
+            .expect("a name");
+        assert!(
+            example
+                .lines()
+                .any(|l| l.starts_with(&format!("{variable}="))),
+            ".env.example lists {variable}"
+        );
+    }
+}
+
+#[test]
+fn only_the_order_service_is_published_beyond_the_loopback() {
+    for (name, service) in services() {
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().expect("short syntax");
+            if name == "order-service" {
+                assert_eq!(port, "8080:8080", "the storefront's entry");
+            } else {
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{name} publishes {port} beyond the host's loopback"
+                );
+            }
+        }
     }
 }
 
@@ -393,7 +470,13 @@ fn kcat_is_a_tool_pointed_at_the_broker() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(entrypoint, ["kcat", "-b", "kafka:9092"]);
+    assert_eq!(entrypoint[..3], ["kcat", "-b", "kafka:9092"]);
+    // As the read-only kcat user.
+    assert!(entrypoint.contains(&"sasl.username=kcat"), "{entrypoint:?}");
+    assert!(
+        entrypoint.contains(&"security.protocol=SASL_PLAINTEXT"),
+        "{entrypoint:?}"
+    );
 }
 
 #[test]
@@ -573,5 +656,124 @@ fn the_console_watches_the_services_compose_runs_and_listens_on_loopback_only() 
     assert!(
         check.contains(&"http://127.0.0.1:8088/health/ready"),
         "{check:?}"
+    );
+}
+
+/// `allow <principal> <operation> <type> <name> [prefixed]` lines of deploy/kafka-security.sh.
+fn acls() -> BTreeSet<(String, String, String, String)> {
+    read("deploy/kafka-security.sh")
+        .lines()
+        .filter_map(|line| line.strip_prefix("allow "))
+        .map(|rest| {
+            let words: Vec<String> = rest
+                .split_whitespace()
+                .map(|w| w.trim_matches('\'').to_owned())
+                .collect();
+            assert!(words.len() >= 4, "allow {rest}");
+            (
+                words[0].clone(),
+                words[1].clone(),
+                words[2].clone(),
+                words[3].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_service_may_write_only_what_it_produces_and_read_only_what_it_consumes() {
+    let acls = acls();
+    for flow in contract::topics::FLOWS {
+        let service = flow.service;
+        let mut writes: BTreeSet<String> = flow.produces.iter().map(|t| t.to_string()).collect();
+        writes.insert(contract::topics::dlq_topic(service));
+        let reads: BTreeSet<String> = flow.consumes.iter().map(|t| t.to_string()).collect();
+        let granted = |operation: &str, kind: &str| -> BTreeSet<String> {
+            acls.iter()
+                .filter(|(p, o, t, _)| p == service && o == operation && t == kind)
+                .map(|(_, _, _, name)| name.clone())
+                .collect()
+        };
+        assert_eq!(granted("Write", "topic"), writes, "{service} writes");
+        assert_eq!(granted("Read", "topic"), reads, "{service} reads");
+        assert_eq!(
+            granted("Read", "group"),
+            BTreeSet::from([service.to_owned()]),
+            "{service}'s own group"
+        );
+        let others: Vec<_> = acls
+            .iter()
+            .filter(|(p, o, _, _)| {
+                p == service && !["Write", "Read", "IdempotentWrite"].contains(&o.as_str())
+            })
+            .collect();
+        assert!(others.is_empty(), "{service} is granted more: {others:?}");
+        // The service is that user in compose, and the broker's password for it is its own.
+        let env = env_of(&services()[service]);
+        assert_eq!(
+            env.get("KAFKA_SASL_USERNAME").map(String::as_str),
+            Some(service)
+        );
+        assert_eq!(
+            env.get("KAFKA_SECURITY_PROTOCOL").map(String::as_str),
+            Some("sasl_plaintext")
+        );
+        let password = env.get("KAFKA_SASL_PASSWORD").expect("a password");
+        let variable = format!(
+            "{}_KAFKA_PASSWORD",
+            service.to_uppercase().replace('-', "_")
+        );
+        assert_eq!(password, &format!("${{{variable}}}"));
+        assert!(
+            read("deploy/kafka-security.sh").contains(&format!("user {service} \"${variable}\"")),
+            "kafka-security.sh creates {service} with {variable}"
+        );
+    }
+    // kcat reads, and nothing else.
+    let kcat: Vec<_> = acls.iter().filter(|(p, _, _, _)| p == "kcat").collect();
+    assert!(
+        !kcat.is_empty() && kcat.iter().all(|(_, o, _, _)| o == "Read"),
+        "{kcat:?}"
+    );
+    assert!(
+        kcat.iter()
+            .all(|(_, _, t, n)| t == "topic" || n.starts_with("kcat-")),
+        "kcat reads only in groups of its own: {kcat:?}"
+    );
+}
+
+#[test]
+fn kafka_allows_nothing_an_acl_does_not_and_listens_on_the_loopback_for_the_host() {
+    let services = services();
+    let kafka = env_of(&services["kafka"]);
+    assert_eq!(
+        kafka.get("KAFKA_AUTHORIZER_CLASS_NAME").map(String::as_str),
+        Some("org.apache.kafka.metadata.authorizer.StandardAuthorizer")
+    );
+    assert_eq!(
+        kafka
+            .get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")
+            .map(String::as_str),
+        Some("false")
+    );
+    let map = &kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"];
+    assert!(
+        map.contains("INTERNAL:SASL_PLAINTEXT") && map.contains("EXTERNAL:SASL_PLAINTEXT"),
+        "{map}"
+    );
+    // The PLAINTEXT listeners bind to the container's loopback only.
+    for listener in kafka["KAFKA_LISTENERS"].split(',') {
+        let (name, _) = listener.split_once("://").expect("NAME://host:port");
+        if map.contains(&format!("{name}:PLAINTEXT")) {
+            assert!(
+                listener.contains("://127.0.0.1:"),
+                "{listener} is PLAINTEXT beyond the loopback"
+            );
+        }
+    }
+    assert_eq!(
+        services["kafka-init"]["network_mode"].as_str(),
+        Some("service:kafka"),
+        "kafka-init reaches the loopback listener from the broker's network"
     );
 }

@@ -51,6 +51,7 @@ pub struct CommonSettings {
 impl CommonSettings {
     /// Refuses settings that contradict each other.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.kafka.security.check()?;
         if self.relay.lease <= self.kafka.publish_round_bound() {
             anyhow::bail!(
                 "OUTBOX_LEASE_MS ({:?}) must be more than 5 s longer than KAFKA_MESSAGE_TIMEOUT_MS ({:?}), so that the relay's lease outlives a batch",

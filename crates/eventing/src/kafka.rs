@@ -107,6 +107,102 @@ pub struct KafkaSettings {
         value_parser = crate::duration::parse
     )]
     pub log_interval: Duration,
+    #[command(flatten)]
+    pub security: KafkaSecurity,
+}
+
+/// How a client proves who it is to the brokers, and checks who they are. Locally, Tansu is
+/// open on 127.0.0.1 (`plaintext`, the default); the compose stack's Kafka takes each service
+/// as its own SCRAM-SHA-512 user (`sasl_plaintext` inside its network, or `sasl_ssl`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        default_value_t = SecurityProtocol::Plaintext
+    )]
+    pub protocol: SecurityProtocol,
+    /// The SASL mechanism, with `sasl_*`: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "KAFKA_SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512"
+    )]
+    pub sasl_mechanism: String,
+    /// The SASL user, with `sasl_*`.
+    #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// The SASL password, with `sasl_*`.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+    /// A PEM file of the certificate authorities that sign the brokers' certificates, with
+    /// `ssl` and `sasl_ssl` (the system's store otherwise).
+    #[arg(long = "kafka-ssl-ca-file", env = "KAFKA_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<std::path::PathBuf>,
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn wire(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl KafkaSecurity {
+    /// Refuses settings that cannot work: SASL without a user and password.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.protocol.sasl() && (self.sasl_username.is_none() || self.sasl_password.is_none()) {
+            anyhow::bail!(
+                "KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+                self.protocol.wire()
+            );
+        }
+        Ok(())
+    }
+
+    /// Adds these settings to a client's configuration.
+    pub fn apply(&self, config: &mut ClientConfig) {
+        config.set("security.protocol", self.protocol.wire());
+        if self.protocol.sasl() {
+            config.set("sasl.mechanisms", &self.sasl_mechanism);
+            if let Some(user) = &self.sasl_username {
+                config.set("sasl.username", user);
+            }
+            if let Some(password) = &self.sasl_password {
+                config.set("sasl.password", password);
+            }
+        }
+        if let Some(ca) = &self.ssl_ca_file {
+            config.set("ssl.ca.location", ca.display().to_string());
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -144,6 +240,7 @@ impl KafkaSettings {
             // The broker address may be a name that resolves to several addresses in
             // containers; try them all.
             .set("client.dns.lookup", "use_all_dns_ips");
+        self.security.apply(&mut config);
         config
     }
 
@@ -540,6 +637,50 @@ pub fn read_to_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scram(protocol: SecurityProtocol) -> KafkaSettings {
+        let mut settings = KafkaSettings::new("127.0.0.1:1");
+        settings.security = KafkaSecurity {
+            protocol,
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: Some("order-service".into()),
+            sasl_password: Some("secret".into()),
+            ssl_ca_file: None,
+        };
+        settings
+    }
+
+    #[test]
+    fn this_build_of_librdkafka_speaks_scram_and_tls() {
+        // librdkafka refuses, when a client is created, a mechanism or protocol it was built
+        // without ("No provider for SASL mechanism", "not built with SSL support").
+        for protocol in [
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+            SecurityProtocol::Ssl,
+        ] {
+            let settings = scram(protocol);
+            settings.security.check().expect("complete settings");
+            let created: Result<rdkafka::producer::BaseProducer, _> =
+                settings.client_config().create();
+            assert!(created.is_ok(), "{protocol:?}: {:?}", created.err());
+        }
+    }
+
+    #[test]
+    fn sasl_without_a_user_and_password_is_refused_at_start() {
+        let mut settings = scram(SecurityProtocol::SaslPlaintext);
+        settings.security.sasl_password = None;
+        let refused = settings.security.check().expect_err("refused");
+        assert!(
+            refused.to_string().contains("KAFKA_SASL_PASSWORD"),
+            "{refused}"
+        );
+        assert!(
+            KafkaSettings::new("x").security.check().is_ok(),
+            "plaintext needs nothing"
+        );
+    }
 
     #[test]
     fn a_repeated_complaint_is_logged_once_per_interval_with_the_count_held_back() {

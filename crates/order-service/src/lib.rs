@@ -63,11 +63,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     saga::describe_metrics(&runtime.metrics);
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(
-        &[
-            topics::STOCK_EVENTS,
-            topics::COUPON_EVENTS,
-            topics::PRODUCT_CATALOG,
-        ],
+        topics::consumed_by(SERVICE),
         handlers::OrderServiceEvents {
             metrics: runtime.metrics.clone(),
         },

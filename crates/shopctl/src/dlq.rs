@@ -53,7 +53,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
         DlqCommand::List { service } => (service.name(), None),
         DlqCommand::Replay { service, event_id } => (service.name(), event_id.clone()),
     };
-    let settings = KafkaSettings::new(&cli.brokers);
+    let settings = cli.kafka();
     let reader = settings.clone();
     let letters =
         tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, service)).await??;

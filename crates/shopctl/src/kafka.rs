@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use eventing::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message};
 
 /// A consumer in a group of its own that commits nothing, so it never disturbs the services.
-pub(crate) fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
-    let mut config = ClientConfig::new();
+pub(crate) fn reader(kafka: &KafkaSettings, from_beginning: bool) -> ClientConfig {
+    let mut config = kafka.client_config();
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", format!("shopctl-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set(
@@ -23,8 +23,9 @@ pub(crate) fn reader(brokers: &str, from_beginning: bool) -> ClientConfig {
 }
 
 /// Fails clearly when no broker answers, instead of waiting forever.
-pub fn check_broker(brokers: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = reader(brokers, true).create()?;
+pub fn check_broker(kafka: &KafkaSettings) -> anyhow::Result<()> {
+    let brokers = &kafka.brokers;
+    let consumer: BaseConsumer = reader(kafka, true).create()?;
     consumer
         .fetch_metadata(None, Duration::from_secs(5))
         .map(|_| ())
@@ -53,15 +54,16 @@ pub fn headers(message: &impl Message) -> Vec<(String, String)> {
 /// Prints each message of `topic` as `key value`, optionally preceded by a `#` line with its
 /// partition, offset and headers.
 pub async fn tail(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     from_beginning: bool,
     show_headers: bool,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
-    let brokers_owned = brokers.to_owned();
-    tokio::task::spawn_blocking(move || check_broker(&brokers_owned)).await??;
-    let consumer: StreamConsumer = reader(brokers, from_beginning)
+    let owned = kafka.clone();
+    tokio::task::spawn_blocking(move || check_broker(&owned)).await??;
+    let brokers = &kafka.brokers;
+    let consumer: StreamConsumer = reader(kafka, from_beginning)
         .create()
         .context("creating a consumer")?;
     consumer

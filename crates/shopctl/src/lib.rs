@@ -81,11 +81,22 @@ pub struct Cli {
     /// else the one `shopctl up` keeps in `.local/admin-token`, when that file exists.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub admin_token: Option<String>,
+    /// How to authenticate to the brokers (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`,
+    /// `KAFKA_SSL_CA_FILE`), as the services do.
+    #[command(flatten)]
+    pub kafka_security: eventing::kafka::KafkaSecurity,
     #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
+    /// The settings `shopctl`'s own readers and producers reach the brokers with.
+    pub fn kafka(&self) -> KafkaSettings {
+        let mut settings = KafkaSettings::new(&self.brokers);
+        settings.security = self.kafka_security.clone();
+        settings
+    }
+
     /// [`Cli::admin_token`], or the token of the local stack in the default data folder.
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref().or_else(|| {
@@ -184,11 +195,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             from_beginning,
             headers,
             limit,
-        } => kafka::tail(&cli.brokers, topic, from_beginning, headers, limit).await,
+        } => kafka::tail(&cli.kafka(), topic, from_beginning, headers, limit).await,
         Command::Trace { ref order_id } => {
-            let (brokers, id) = (cli.brokers.clone(), order_id.clone());
-            let steps =
-                tokio::task::spawn_blocking(move || trace::collect(&brokers, &id)).await??;
+            let (kafka, id) = (cli.kafka(), order_id.clone());
+            let steps = tokio::task::spawn_blocking(move || trace::collect(&kafka, &id)).await??;
             trace::print(order_id, &steps);
             Ok(())
         }
@@ -198,7 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let topics = contract_topics();
             tokio::time::timeout(
                 Duration::from_secs(30),
-                ensure_topics(&KafkaSettings::new(&cli.brokers), &topics),
+                ensure_topics(&cli.kafka(), &topics),
             )
             .await
             .with_context(|| format!("no Kafka broker answered at {} within 30 s", cli.brokers))?

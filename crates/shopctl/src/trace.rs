@@ -44,9 +44,11 @@ pub const SAGA_TOPICS: [&str; 3] = [
 ];
 
 /// Reads the saga topics to their end and keeps the events of `order_id`, oldest first.
-pub fn collect(brokers: &str, order_id: &str) -> anyhow::Result<Vec<Step>> {
-    let settings = eventing::kafka::KafkaSettings::new(brokers);
-    let messages = eventing::kafka::read_to_end(&settings, &SAGA_TOPICS, Duration::from_secs(60))?;
+pub fn collect(
+    settings: &eventing::kafka::KafkaSettings,
+    order_id: &str,
+) -> anyhow::Result<Vec<Step>> {
+    let messages = eventing::kafka::read_to_end(settings, &SAGA_TOPICS, Duration::from_secs(60))?;
     let mut steps: Vec<Step> = messages
         .iter()
         .filter(|m| m.key() == Some(order_id.as_bytes()))

@@ -7,6 +7,7 @@
 //! time, both read from this machine's clock. The consumer's own fetch wait therefore does
 //! not count.
 
+use eventing::kafka::KafkaSettings;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +50,7 @@ impl Ends {
 /// arrive. Reading stops when `stop` is cancelled.
 pub async fn watch(brokers: &str, stop: CancellationToken) -> anyhow::Result<Ends> {
     // Its offsets are assigned below; the fetch wait only decides how soon the drain ends.
-    let consumer: StreamConsumer = crate::kafka::reader(brokers, false)
+    let consumer: StreamConsumer = crate::kafka::reader(&KafkaSettings::new(brokers), false)
         .set("fetch.wait.max.ms", "10")
         .create()
         .context("creating the order.events reader")?;

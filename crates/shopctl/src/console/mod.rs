@@ -70,7 +70,7 @@ pub async fn run(cli: &Cli, args: &ConsoleArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding the console to {}", args.addr))?;
-    let kafka = KafkaSettings::new(&cli.brokers);
+    let kafka = cli.kafka();
     let (router, feed) = router(cli, &kafka, args.refresh)?;
     println!(
         "==> the saga console is at http://{}",
