@@ -267,6 +267,32 @@ async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_ti
     .await
     .expect("JSON");
     assert_eq!(order["user_id"], 2, "{order}");
+
+    // Replaying dead letters is an operator's act: without the admin token, 401.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for body in ["", "token=not-the-admin-token-at-all"] {
+        let refused = http
+            .post(format!("{console}dead-letters/order-service/replay"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .expect("the console answers");
+        assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED, "{body:?}");
+        let error: Value = refused.json().await.expect("a JSON error");
+        assert_eq!(error["error"]["code"], "unauthorized");
+    }
+    let replayed = http
+        .post(format!("{console}dead-letters/order-service/replay"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", stack.admin_token()))
+        .send()
+        .await
+        .expect("the console answers");
+    assert!(replayed.status().is_redirection(), "{}", replayed.status());
 }
 
 /// Waits until the page shows the order CONFIRMED with four events or more; returns them.
