@@ -392,10 +392,7 @@ fn no_secret_is_written_into_the_compose_file() {
     // Every variable the file takes from .env is one .env.example lists.
     let example = read(".env.example");
     for piece in text.split("${").skip(1) {
-        let variable = piece
-            .split(['}', ':'])
-            .next()
-            .expect("a name");
+        let variable = piece.split(['}', ':']).next().expect("a name");
         assert!(
             example
                 .lines()

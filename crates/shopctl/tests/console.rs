@@ -281,7 +281,11 @@ async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_ti
             .send()
             .await
             .expect("the console answers");
-        assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED, "{body:?}");
+        assert_eq!(
+            refused.status(),
+            reqwest::StatusCode::UNAUTHORIZED,
+            "{body:?}"
+        );
         let error: Value = refused.json().await.expect("a JSON error");
         assert_eq!(error["error"]["code"], "unauthorized");
     }
