@@ -66,23 +66,47 @@ pub async fn fresh_database(label: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
-pub fn free_port() -> u16 {
+/// Ports this process has handed out: a port free when asked is not bound at once, so two
+/// tests running side by side could otherwise be handed the same one (a stack of processes
+/// takes a whole run of them).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Takes `count` ports from `base` if none was handed out before and all are free now.
+fn take(base: u16, count: u16) -> bool {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let ports: Option<Vec<u16>> = (0..count).map(|offset| base.checked_add(offset)).collect();
+    let Some(ports) = ports else {
+        return false;
+    };
+    let free = ports.iter().all(|port| {
+        !handed_out.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok()
+    });
+    if free {
+        handed_out.extend(ports);
+    }
+    free
+}
+
+fn ephemeral_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
 }
 
-/// The first of `count` consecutive free ports on 127.0.0.1 (free when asked; bind soon).
+/// A free TCP port on 127.0.0.1 (free when asked, and never handed out twice by this
+/// process; bind it soon).
+pub fn free_port() -> u16 {
+    free_port_run(1)
+}
+
+/// The first of `count` consecutive free ports on 127.0.0.1 (free when asked, none handed out
+/// before by this process; bind them soon).
 pub fn free_port_run(count: u16) -> u16 {
     loop {
-        let base = free_port();
-        let all_free = (0..count).all(|offset| {
-            base.checked_add(offset)
-                .is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-        });
-        if all_free {
+        let base = ephemeral_port();
+        if take(base, count) {
             return base;
         }
     }
