@@ -79,9 +79,9 @@ fn take(base: u16, count: u16) -> bool {
     let Some(ports) = ports else {
         return false;
     };
-    let free = ports.iter().all(|port| {
-        !handed_out.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok()
-    });
+    let free = ports
+        .iter()
+        .all(|port| !handed_out.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok());
     if free {
         handed_out.extend(ports);
     }
