@@ -394,7 +394,7 @@ pub struct SharedProducer {
 impl SharedProducer {
     /// Creates the first producer; replacements are counted in `metrics`.
     pub fn new(settings: &KafkaSettings, name: &str, metrics: Metrics) -> Result<Self, KafkaError> {
-        for reason in [REPLACED_FATAL, REPLACED_CUT_OFF] {
+        for reason in [REPLACED_FATAL, REPLACED_CUT_OFF, REPLACED_STALE] {
             metrics.add("producer_replacements_total", &[("reason", reason)], 0);
         }
         Ok(SharedProducer {
@@ -446,6 +446,29 @@ impl SharedProducer {
         Ok(true)
     }
 
+    /// Replaces the producer when `error` says the broker no longer knows its producer id or
+    /// epoch (a broker that lost its producer state, as Tansu does when it restarts, answers
+    /// every batch of the old producer so, for ever): a new producer gets a new id. `true` if
+    /// it did.
+    pub fn replace_if_stale(&self, error: &KafkaError) -> Result<bool, KafkaError> {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let stale = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                Code::InvalidProducerEpoch
+                    | Code::UnknownProducerId
+                    | Code::InvalidProducerIdMapping
+                    | Code::ProducerFenced
+                    | Code::OutOfOrderSequenceNumber
+            )
+        );
+        if !stale {
+            return Ok(false);
+        }
+        self.replace(REPLACED_STALE, &error.to_string())?;
+        Ok(true)
+    }
+
     /// Puts a new producer in place, and says so. The old one is dropped on a thread of its
     /// own, since dropping a client blocks until its threads end.
     fn replace(&self, reason: &'static str, why: &str) -> Result<(), KafkaError> {
@@ -470,6 +493,8 @@ impl SharedProducer {
 const REPLACED_FATAL: &str = "fatal";
 /// The `reason` of a producer replaced because it could not reach a reachable broker.
 const REPLACED_CUT_OFF: &str = "cut_off";
+/// The `reason` of a producer replaced because the broker no longer knows its id or epoch.
+const REPLACED_STALE: &str = "stale";
 
 /// A duration as the whole milliseconds a librdkafka setting takes.
 fn millis(duration: Duration) -> String {
@@ -665,6 +690,23 @@ mod tests {
                 settings.client_config().create();
             assert!(created.is_ok(), "{protocol:?}: {:?}", created.err());
         }
+    }
+
+    #[test]
+    fn a_producer_the_broker_forgot_is_replaced_and_one_merely_failing_is_not() {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let metrics = Metrics::new();
+        let producer =
+            SharedProducer::new(&KafkaSettings::new("127.0.0.1:1"), "test", metrics.clone())
+                .expect("a producer");
+        let timed_out = KafkaError::MessageProduction(Code::MessageTimedOut);
+        assert!(!producer.replace_if_stale(&timed_out).expect("no error"));
+        let forgotten = KafkaError::MessageProduction(Code::InvalidProducerEpoch);
+        assert!(producer.replace_if_stale(&forgotten).expect("replaced"));
+        assert_eq!(
+            metrics.get("producer_replacements_total", &[("reason", "stale")]),
+            1.0
+        );
     }
 
     #[test]

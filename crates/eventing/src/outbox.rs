@@ -210,6 +210,13 @@ impl Relay {
                     if self.replace_fatal_producer() {
                         continue;
                     }
+                    // Not at once: a broker that forgets every producer must not make the
+                    // relay spin; the backoff below applies to the new producer too.
+                    if let RelayError::Kafka(kafka) = &error
+                        && matches!(self.producer.replace_if_stale(kafka), Ok(true))
+                    {
+                        tracing::warn!(%error, "the broker forgot the producer; publishing with a new one");
+                    }
                     if failures.is_multiple_of(FAILURES_BEFORE_NOT_READY)
                         && self.replace_cut_off_producer().await
                     {
