@@ -2,15 +2,9 @@
 
 use serde::Serialize;
 
-/// How a coupon's value is read, and the discount it gives: the contract's, since the
-/// order service checks every discount with the same rule.
+/// How a coupon's value is read, and the discount it gives (`Kind::discount`): the
+/// contract's, since the order service checks every discount with the same rule.
 pub use contract::CouponKind as Kind;
-
-/// The discount a coupon gives on an order of `total` minor units: never negative, never
-/// more than the total.
-pub fn discount(kind: Kind, value: i64, total: i64) -> i64 {
-    kind.discount(value, total)
-}
 
 /// Where a coupon stands, as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -36,16 +30,16 @@ mod tests {
 
     #[test]
     fn a_fixed_discount_never_exceeds_the_total() {
-        assert_eq!(discount(Kind::Fixed, 500, 3000), 500);
-        assert_eq!(discount(Kind::Fixed, 5000, 3000), 3000);
+        assert_eq!(Kind::Fixed.discount(500, 3000), 500);
+        assert_eq!(Kind::Fixed.discount(5000, 3000), 3000);
     }
 
     #[test]
     fn a_percent_discount_rounds_down() {
-        assert_eq!(discount(Kind::Percent, 10, 3000), 300);
-        assert_eq!(discount(Kind::Percent, 15, 999), 149);
-        assert_eq!(discount(Kind::Percent, 100, 999), 999);
-        assert_eq!(discount(Kind::Percent, 50, i64::MAX), i64::MAX / 2);
+        assert_eq!(Kind::Percent.discount(10, 3000), 300);
+        assert_eq!(Kind::Percent.discount(15, 999), 149);
+        assert_eq!(Kind::Percent.discount(100, 999), 999);
+        assert_eq!(Kind::Percent.discount(50, i64::MAX), i64::MAX / 2);
     }
 
     #[test]

@@ -136,6 +136,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer, with `Retry-After: 1`: for a refusal that says nothing was done and the
+    /// same request may come again shortly (a timeout, load shed).
+    pub fn retry_shortly(self) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
@@ -225,11 +237,7 @@ where
     T: TryFrom<i128>,
 {
     let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
-    whole_number(&number).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid value: {number}, expected a whole number in range"
-        ))
-    })
+    whole_number(&number)
 }
 
 /// [`whole`] for an optional field: absent or `null` is `None`.
@@ -239,18 +247,21 @@ where
     T: TryFrom<i128>,
 {
     let number = <Option<serde_json::Number> as serde::Deserialize>::deserialize(deserializer)?;
-    number
-        .map(|number| {
-            whole_number(&number).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid value: {number}, expected a whole number in range"
-                ))
-            })
-        })
-        .transpose()
+    number.map(|number| whole_number(&number)).transpose()
 }
 
-fn whole_number<T: TryFrom<i128>>(number: &serde_json::Number) -> Option<T> {
+/// `number` as a `T`, if it is whole and in range; the error names it otherwise.
+fn whole_number<T: TryFrom<i128>, E: serde::de::Error>(
+    number: &serde_json::Number,
+) -> Result<T, E> {
+    whole_value(number).ok_or_else(|| {
+        E::custom(format!(
+            "invalid value: {number}, expected a whole number in range"
+        ))
+    })
+}
+
+fn whole_value<T: TryFrom<i128>>(number: &serde_json::Number) -> Option<T> {
     let wide = number
         .as_i64()
         .map(i128::from)
@@ -456,17 +467,11 @@ pub async fn shed_load(
 ) -> Response {
     match in_flight.try_acquire() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => {
-            let mut response = ApiError::new(
-                ErrorCode::Overloaded,
-                "this service is handling as many requests as it takes; try again shortly",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            response
-        }
+        Err(_) => ApiError::new(
+            ErrorCode::Overloaded,
+            "this service is handling as many requests as it takes; try again shortly",
+        )
+        .retry_shortly(),
     }
 }
 
@@ -477,12 +482,7 @@ pub async fn time_limit(State(limit): State<Duration>, request: Request, next: N
         Ok(response) => response,
         Err(_) => {
             let message = format!("the request took longer than {} ms", limit.as_millis());
-            let mut response = ApiError::new(ErrorCode::TimedOut, message).into_response();
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-            response
+            ApiError::new(ErrorCode::TimedOut, message).retry_shortly()
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use coupon_service::domain::{Kind, discount};
+use coupon_service::domain::Kind;
 use eventing::http::HttpSettings;
 use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, now_ms};
@@ -211,7 +211,7 @@ async fn apply_coupon(
             coupon.kind
         ))
     })?;
-    Ok(discount(kind, coupon.value, total))
+    Ok(kind.discount(coupon.value, total))
 }
 
 /// Sends the order to the data platform and waits for its answer, inside the order's

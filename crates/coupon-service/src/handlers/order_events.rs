@@ -50,7 +50,7 @@ async fn apply(
     if let Some(coupon) =
         store::use_coupon(conn, coupon_id, order.user_id, &order_id, placed_at).await?
     {
-        let discount_amount = domain::discount(coupon.kind, coupon.value, order.total_amount);
+        let discount_amount = coupon.kind.discount(coupon.value, order.total_amount);
         store::set_use_status(conn, &order_id, "APPLIED").await?;
         tracing::info!(coupon_id, discount_amount, "coupon applied");
         inbound
