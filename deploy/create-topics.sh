@@ -4,7 +4,7 @@
 # docker-compose.yml; a test checks this list against the contract.
 set -euo pipefail
 BOOTSTRAP=${BOOTSTRAP:-kafka:9092}
-TOPICS=/opt/kafka/bin/kafka-topics.sh
+TOPICS=${KAFKA_BIN:-/opt/kafka/bin}/kafka-topics.sh
 
 create() { # name partitions [extra kafka-topics.sh arguments]
   local name=$1 partitions=$2; shift 2

@@ -11,8 +11,8 @@
 # reads, and only reads; `operator` (shopctl and the console) reads everything and writes
 # back dead letters.
 set -euo pipefail
-BOOTSTRAP=${ADMIN_BOOTSTRAP:-localhost:19092}
-BIN=/opt/kafka/bin
+BOOTSTRAP=${BOOTSTRAP:-localhost:19092}
+BIN=${KAFKA_BIN:-/opt/kafka/bin}
 
 user() { # name password
   "$BIN/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type users \

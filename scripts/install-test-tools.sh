@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the outside tools two tests drive, unless they are there already:
+# Installs the outside tools the tests drive, unless they are there already:
 # - schemathesis (from PyPI, pinned) in a virtualenv of its own, target/tools/venv, for the test
 #   that fuzzes every service from its OpenAPI document (crates/shopctl/tests/openapi.rs);
 # - headless Chromium (Debian's `chromium`) for the test that loads the saga console in a real
-#   browser (crates/shopctl/tests/console.rs).
+#   browser (crates/shopctl/tests/console.rs);
+# - Debian's `kcat`, and `ip` (iproute2) for the compose rehearsal's network namespaces
+#   (crates/deploy-tests/tests/rehearsal).
 # Installing Debian packages needs root or sudo; the virtualenv needs neither.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +32,14 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing chromium (headless, for the console's browser test)"
   apt_install chromium
+fi
+
+# Debian's kcat (librdkafka 2.0) for the tests that tail topics as the README does, on both
+# brokers; iproute2 (`ip netns`) for the compose rehearsal's hosts.
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  apt_install "${missing[@]}"
 fi

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need if it is missing (saga-broker, Postgres's binaries,
-# schemathesis, Chromium, Debian's docker-compose, cargo-machete), starts a Postgres server of its own (each test
-# starts its own Tansu broker on a free port), then checks formatting, dependencies and lints
-# and runs every test of the workspace against the real broker and database.
+# The test command: installs what the tests need if it is missing (saga-broker, Apache Kafka,
+# Postgres's binaries, schemathesis, Chromium, kcat, Debian's docker-compose, cargo-machete),
+# starts a Postgres server of its own (each test starts its own broker on free ports), then
+# checks formatting, dependencies and lints and runs every test of the workspace against real
+# brokers and databases: the integration suites on Tansu and again on Apache Kafka, and the
+# compose topology rehearsed in network namespaces (as root).
 #
 # With TEST_DATABASE_URL set, the tests use that server instead (a role allowed to create
 # databases), and the chaos run with a database restart runs only if CHAOS_DB_RESTART_COMMAND
@@ -13,7 +15,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/install-broker.sh
 bash scripts/install-postgres.sh
-# schemathesis (a virtualenv in target/tools) and headless Chromium, for two tests.
+# Apache Kafka of the compose file's version, from Maven Central, into target/tools.
+bash scripts/install-kafka.sh
+# schemathesis (a virtualenv in target/tools), headless Chromium, kcat and iproute2.
 bash scripts/install-test-tools.sh
 # Docker cannot run here; Debian's docker-compose checks docker-compose.yml statically.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -40,10 +44,21 @@ echo "==> cargo machete (no dependency declared and unused)"
 cargo machete
 echo "==> cargo clippy"
 cargo clippy -j2 --workspace --all-targets -- -D warnings
-echo "==> cargo test (services on Postgres)"
+echo "==> cargo test (services on Postgres, broker Tansu)"
 cargo test -j2 --workspace
 echo "==> the integration suites again, services on SQLite"
 TEST_BACKEND=sqlite cargo test -j2 -p eventing -p order-service -p sync-facade
+echo "==> the eventing, saga, replica and liveness suites again, on Apache Kafka"
+TEST_BROKER=kafka cargo test -j2 -p eventing -p order-service
+TEST_BROKER=kafka cargo test -j2 -p shopctl --test liveness
+
+# The rehearsal makes network namespaces, which needs root.
+echo "==> the compose topology, rehearsed as processes in network namespaces"
+if [ "$(id -u)" = 0 ]; then
+  cargo test -j2 -p deploy-tests --test rehearsal
+else
+  sudo -E env "PATH=$PATH" cargo test -j2 -p deploy-tests --test rehearsal
+fi
 
 # The chaos run on Postgres restarts the database server, so it runs alone, last.
 if [ -n "${CHAOS_DB_RESTART_COMMAND:-}" ]; then

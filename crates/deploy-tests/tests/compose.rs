@@ -774,3 +774,48 @@ fn kafka_allows_nothing_an_acl_does_not_and_listens_on_the_loopback_for_the_host
         "kafka-init reaches the loopback listener from the broker's network"
     );
 }
+
+#[test]
+fn the_kafka_node_registers_with_its_controller_where_the_controller_listens() {
+    // In KRaft combined mode the broker half reaches its controller at the voter's address:
+    // a voter naming an address the controller does not listen on stops the broker at start
+    // ("unable to register with the controller quorum").
+    let kafka = env_of(&services()["kafka"]);
+    let voters = &kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"];
+    let (_, voter) = voters.split_once('@').expect("id@host:port");
+    let (voter_host, voter_port) = voter.rsplit_once(':').expect("host:port");
+    let controller = kafka["KAFKA_LISTENERS"]
+        .split(',')
+        .find_map(|l| l.strip_prefix("CONTROLLER://"))
+        .expect("a CONTROLLER listener");
+    let (bind_host, bind_port) = controller.rsplit_once(':').expect("host:port");
+    assert_eq!(voter_port, bind_port, "{voters} vs {controller}");
+    let loopback = |host: &str| host == "127.0.0.1" || host == "localhost";
+    if loopback(bind_host) {
+        assert!(
+            loopback(voter_host),
+            "the controller listens on the loopback, but the voter is {voter}"
+        );
+    }
+}
+
+#[test]
+fn the_kafka_the_tests_run_is_the_version_compose_deploys() {
+    let version = kafka_node::compose_version();
+    let services = services();
+    for name in ["kafka", "kafka-init"] {
+        assert_eq!(
+            services[name]["image"].as_str(),
+            Some(format!("apache/kafka:{version}").as_str())
+        );
+    }
+    let install = kafka_node::Install::find(&root())
+        .expect("Apache Kafka installed by scripts/install-kafka.sh (scripts/test.sh runs it)");
+    let jar = install.home.join(format!("libs/kafka_2.13-{version}.jar"));
+    assert!(jar.is_file(), "{} is the broker's jar", jar.display());
+    let script = read("scripts/install-kafka.sh");
+    assert!(
+        script.contains("docker-compose.yml") && script.contains("image: apache/kafka"),
+        "install-kafka.sh takes its version from the compose file"
+    );
+}

@@ -1,7 +1,9 @@
-//! The local stack as processes: Tansu and every service, started, killed and restarted one
-//! by one. `shopctl up` runs it until Ctrl-C; `shopctl chaos` kills and restarts its parts.
+//! The local stack as processes: the broker and every service, started, killed and restarted
+//! one by one. `shopctl up` runs it until Ctrl-C; `shopctl chaos` kills and restarts its parts.
 //!
-//! Tansu keeps its data in a SQLite file under the data folder, so it survives restarts. Each
+//! The broker is Tansu (`saga-broker`) by default, keeping its data in a SQLite file under the
+//! data folder, so it survives restarts; or Apache Kafka, one KRaft node with its data in
+//! `kafka/` under the data folder ([`BrokerKind::Kafka`], [`kafka_node`]). Each
 //! service gets its own database: a SQLite file under the data folder by default, or a
 //! Postgres database. Every process runs in its own process group, so a Ctrl-C in the
 //! terminal reaches `shopctl` alone, which then stops the services first (so that they commit
@@ -101,6 +103,18 @@ impl std::fmt::Display for Service {
     }
 }
 
+/// Which broker the stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BrokerKind {
+    /// `saga-broker` (Tansu 0.6.0, patched), built and installed from `broker/` when missing.
+    #[default]
+    Tansu,
+    /// Apache Kafka of the version compose deploys, one KRaft node (broker and controller,
+    /// the controller on the broker's port plus one), installed by `scripts/install-kafka.sh`
+    /// when missing (Java 17 and Maven); its data in `kafka/` under the data folder.
+    Kafka,
+}
+
 /// Where the stack runs.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -113,7 +127,9 @@ pub struct StackConfig {
     pub build: bool,
     /// Where the service binaries are; beside `shopctl` when absent.
     pub bin_dir: Option<PathBuf>,
-    /// Where the broker keeps its data.
+    /// Which broker runs.
+    pub broker: BrokerKind,
+    /// Where Tansu keeps its data (Kafka keeps it on disk, always).
     pub broker_storage: BrokerStorage,
     /// `DATABASE_URL` per service; services not listed use a SQLite file in the data folder.
     pub database_urls: Vec<(Service, String)>,
@@ -175,12 +191,21 @@ pub async fn postgres_databases(
     Ok(urls)
 }
 
+/// The broker's program, found or installed.
+#[derive(Debug, Clone)]
+enum BrokerProgram {
+    /// The `saga-broker` binary.
+    Tansu(PathBuf),
+    /// An Apache Kafka install.
+    Kafka(kafka_node::Install),
+}
+
 /// The stack, running.
 pub struct Stack {
     config: StackConfig,
     data: PathBuf,
     bin_dir: PathBuf,
-    tansu: PathBuf,
+    program: BrokerProgram,
     broker: Option<Child>,
     /// Where the running broker's output starts in its log.
     broker_log_start: u64,
@@ -240,8 +265,15 @@ impl Stack {
         if config.build {
             build(&bin_dir)?;
         }
-        let tansu = ensure_broker(&bin_dir)?;
-        let ports = std::iter::once(config.broker_port).chain(
+        let program = match config.broker {
+            BrokerKind::Tansu => BrokerProgram::Tansu(ensure_broker(&bin_dir)?),
+            BrokerKind::Kafka => BrokerProgram::Kafka(ensure_kafka(&bin_dir)?),
+        };
+        let broker_ports = match config.broker {
+            BrokerKind::Tansu => vec![config.broker_port],
+            BrokerKind::Kafka => vec![config.broker_port, kafka_controller_port(&config)?],
+        };
+        let ports = broker_ports.into_iter().chain(
             Service::ALL
                 .iter()
                 .map(|service| config.http_port_base + service.port_offset()),
@@ -255,7 +287,10 @@ impl Stack {
         }
         std::fs::create_dir_all(config.data_dir.join("logs"))
             .context("creating the data folder")?;
-        std::fs::create_dir_all(config.data_dir.join("tansu"))?;
+        std::fs::create_dir_all(config.data_dir.join(match config.broker {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "kafka",
+        }))?;
         let data = config
             .data_dir
             .canonicalize()
@@ -266,7 +301,7 @@ impl Stack {
             config,
             data,
             bin_dir,
-            tansu,
+            program,
             broker: None,
             broker_log_start: 0,
             services: Vec::new(),
@@ -302,7 +337,8 @@ impl Stack {
         &self.data
     }
 
-    /// Starts Tansu, makes sure the topics exist, and checks that it stores what it is sent.
+    /// Starts the broker, makes sure the topics exist, and checks that it stores what it is
+    /// sent.
     ///
     /// Tansu 0.6.0's SQLite storage sometimes fails as it starts (its storage task panics and
     /// every request fails from then on); a broker that fails the check is restarted, up to
@@ -331,34 +367,73 @@ impl Stack {
     }
 
     fn spawn_broker(&mut self) -> anyhow::Result<()> {
-        let listener = format!("tcp://{}", self.brokers());
-        step(&format!(
-            "starting Tansu on {} (data in {})",
-            self.brokers(),
-            self.data.join("tansu").display()
-        ));
         self.broker_log_start = std::fs::metadata(self.broker_log())
             .map(|m| m.len())
             .unwrap_or(0);
-        // Tansu reads the path of a sqlite:// URL as relative, so it runs in the data folder.
-        self.broker = Some(spawn(
-            Command::new(&self.tansu)
-                .current_dir(&self.data)
-                .args(["broker", "--listener-url", &listener])
-                .args(["--advertised-listener-url", &listener])
-                .args(["--storage-engine", self.config.broker_storage.engine()]),
-            &self.broker_log(),
-        )?);
+        let mut command = match &self.program {
+            BrokerProgram::Tansu(tansu) => {
+                let listener = format!("tcp://{}", self.brokers());
+                step(&format!(
+                    "starting Tansu on {} (data in {})",
+                    self.brokers(),
+                    self.data.join("tansu").display()
+                ));
+                // Tansu reads the path of a sqlite:// URL as relative, so it runs in the data
+                // folder.
+                let mut command = Command::new(tansu);
+                command
+                    .current_dir(&self.data)
+                    .args(["broker", "--listener-url", &listener])
+                    .args(["--advertised-listener-url", &listener])
+                    .args(["--storage-engine", self.config.broker_storage.engine()]);
+                command
+            }
+            BrokerProgram::Kafka(install) => {
+                let node = self.kafka_node()?;
+                step(&format!(
+                    "starting Apache Kafka {} on {} (data in {})",
+                    kafka_node::compose_version(),
+                    self.brokers(),
+                    node.data_dir().display()
+                ));
+                // The first start formats the storage; later ones find the data kept.
+                node.prepare(install)?;
+                node.command(install)
+            }
+        };
+        self.broker = Some(spawn(&mut command, &self.broker_log())?);
         Ok(())
     }
 
+    /// The Kafka node of a stack on Apache Kafka.
+    fn kafka_node(&self) -> anyhow::Result<kafka_node::Node> {
+        Ok(kafka_node::Node {
+            port: self.config.broker_port,
+            controller_port: kafka_controller_port(&self.config)?,
+            dir: self.data.join("kafka"),
+            tuning: kafka_node::Tuning::Local,
+        })
+    }
+
     fn broker_log(&self) -> PathBuf {
-        self.data.join("logs/tansu.log")
+        self.data.join(match self.config.broker {
+            BrokerKind::Tansu => "logs/tansu.log",
+            BrokerKind::Kafka => "logs/kafka.log",
+        })
+    }
+
+    /// Which broker the stack runs.
+    pub fn broker_kind(&self) -> BrokerKind {
+        self.config.broker
     }
 
     /// Whether the running Tansu has logged a panic: its storage is then gone, and every
-    /// request fails until it is restarted.
+    /// request fails until it is restarted. Apache Kafka exits instead, which
+    /// [`Stack::broker_exited`] sees.
     pub fn broker_crashed(&self) -> bool {
+        if self.config.broker == BrokerKind::Kafka {
+            return false;
+        }
         let Ok(log) = std::fs::read(self.broker_log()) else {
             return false;
         };
@@ -368,7 +443,7 @@ impl Stack {
         String::from_utf8_lossy(&log[since..]).contains("panicked at")
     }
 
-    /// Kills Tansu with SIGKILL: it writes nothing more, as in a crash.
+    /// Kills the broker with SIGKILL: it writes nothing more, as in a crash.
     pub fn kill_broker(&mut self) {
         if let Some(mut broker) = self.broker.take() {
             let _ = broker.kill();
@@ -376,14 +451,14 @@ impl Stack {
         }
     }
 
-    /// Stops Tansu (SIGTERM, then SIGKILL after five seconds), waiting without blocking the
-    /// async runtime.
+    /// Stops the broker (SIGTERM, then SIGKILL after [`BROKER_GRACE`]), waiting without
+    /// blocking the async runtime.
     pub async fn stop_broker(&mut self) {
         if let Some(mut broker) = self.broker.take() {
             terminate(&broker);
             let exited = eventing::poll::until(
                 "the broker to exit",
-                Duration::from_secs(5),
+                BROKER_GRACE,
                 Duration::from_millis(100),
                 || std::future::ready(broker.try_wait().ok().flatten()),
             )
@@ -397,9 +472,35 @@ impl Stack {
 
     /// Starts one service and waits until it is ready.
     pub async fn start_service(&mut self, service: Service) -> anyhow::Result<()> {
-        let name = service.name();
         let port = self.port(service);
-        step(&format!("starting {name} on 127.0.0.1:{port}"));
+        step(&format!("starting {service} on 127.0.0.1:{port}"));
+        let log = self.data.join(format!("logs/{service}.log"));
+        let mut child = spawn(&mut self.service_command(service, port), &log)?;
+        let ready = wait_ready(&mut child, service, port, &log).await;
+        self.services.push((service, child));
+        ready
+    }
+
+    /// Starts another replica of `service` on `port`, on the service's database and in its
+    /// consumer group, with its log in `logs/<service>-<port>.log`, and waits until it is
+    /// ready. The caller owns the replica: the stack neither supervises nor stops it.
+    pub async fn start_replica(&mut self, service: Service, port: u16) -> anyhow::Result<Child> {
+        step(&format!(
+            "starting a replica of {service} on 127.0.0.1:{port}"
+        ));
+        let log = self.data.join(format!("logs/{service}-{port}.log"));
+        let mut child = spawn(&mut self.service_command(service, port), &log)?;
+        if let Err(error) = wait_ready(&mut child, service, port, &log).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+        Ok(child)
+    }
+
+    /// The command that runs `service` on `port`, with the stack's settings.
+    fn service_command(&self, service: Service, port: u16) -> Command {
+        let name = service.name();
         let database = self
             .config
             .database_urls
@@ -430,10 +531,7 @@ impl Stack {
             )
             .env("ADMIN_TOKEN", &self.admin_token)
             .envs(self.config.env.iter().map(|(k, v)| (k, v)));
-        let log = self.data.join(format!("logs/{name}.log"));
-        let child = spawn(&mut command, &log)?;
-        self.services.push((service, child));
-        self.wait_ready(service, port, &log).await
+        command
     }
 
     /// Services that have exited by themselves since the last look, with how they ended;
@@ -501,37 +599,6 @@ impl Stack {
         }
     }
 
-    /// Waits until a service answers `/health/ready` with 200, failing at once if it exits.
-    async fn wait_ready(&mut self, service: Service, port: u16, log: &Path) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{port}/health/ready");
-        let client = reqwest::Client::new();
-        let services = &mut self.services;
-        let outcome = eventing::poll::until(
-            &format!("{service} ready"),
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || {
-                let exited = services
-                    .iter_mut()
-                    .find(|(s, _)| *s == service)
-                    .and_then(|(_, child)| child.try_wait().ok().flatten());
-                let ready = client.get(&url).send();
-                async move {
-                    if let Some(status) = exited {
-                        return Some(Err(status));
-                    }
-                    ready.await.ok()?.status().is_success().then_some(Ok(()))
-                }
-            },
-        )
-        .await;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(status)) => bail!("{service} exited ({status}); see {}", log.display()),
-            Err(timed_out) => bail!("{timed_out}; see {}", log.display()),
-        }
-    }
-
     /// Services first (SIGTERM, then SIGKILL after `grace`), the broker last.
     pub fn stop(&mut self, grace: Duration) {
         for (_, child) in &self.services {
@@ -546,14 +613,59 @@ impl Stack {
         }
         self.services.clear();
         if let Some(mut broker) = self.broker.take() {
-            let _ = stop_child(&mut broker, Duration::from_secs(5));
+            let _ = stop_child(&mut broker, BROKER_GRACE);
         }
     }
+}
+
+/// How long a broker asked to stop may take: Kafka's controlled shutdown writes its logs'
+/// checkpoints and takes a few seconds.
+const BROKER_GRACE: Duration = Duration::from_secs(10);
+
+/// The port of a Kafka node's controller: the broker's port plus one.
+fn kafka_controller_port(config: &StackConfig) -> anyhow::Result<u16> {
+    config
+        .broker_port
+        .checked_add(1)
+        .context("the broker port must leave the next one for Kafka's controller")
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Waits until a service answers `/health/ready` on `port` with 200, failing at once if its
+/// process exits.
+async fn wait_ready(
+    child: &mut Child,
+    service: Service,
+    port: u16,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}/health/ready");
+    let client = reqwest::Client::new();
+    let outcome = eventing::poll::until(
+        &format!("{service} ready"),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let exited = child.try_wait().ok().flatten();
+            let ready = client.get(&url).send();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(status));
+                }
+                ready.await.ok()?.status().is_success().then_some(Ok(()))
+            }
+        },
+    )
+    .await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => bail!("{service} exited ({status}); see {}", log.display()),
+        Err(timed_out) => bail!("{timed_out}; see {}", log.display()),
     }
 }
 
@@ -669,6 +781,35 @@ fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join("saga-broker"))
         .filter(|broker| broker.is_file())
         .context("saga-broker was installed but is not in ~/.cargo/bin")
+}
+
+/// Finds Apache Kafka of the compose version (`KAFKA_HOME`, or where
+/// `scripts/install-kafka.sh` puts it in the workspace `bin_dir` belongs to), and installs it
+/// with that script when it is missing.
+fn ensure_kafka(bin_dir: &Path) -> anyhow::Result<kafka_node::Install> {
+    let Some(root) = workspace_root(bin_dir) else {
+        return kafka_node::Install::at(
+            std::env::var_os("KAFKA_HOME")
+                .map(PathBuf::from)
+                .context("KAFKA_HOME must name an Apache Kafka install outside the repository")?,
+        )
+        .map_err(Into::into);
+    };
+    if let Ok(install) = kafka_node::Install::find(root) {
+        return Ok(install);
+    }
+    step(&format!(
+        "installing Apache Kafka {} from Maven Central (scripts/install-kafka.sh, once)",
+        kafka_node::compose_version()
+    ));
+    let status = Command::new("bash")
+        .arg(root.join("scripts/install-kafka.sh"))
+        .status()
+        .context("running scripts/install-kafka.sh")?;
+    if !status.success() {
+        bail!("installing Apache Kafka failed");
+    }
+    Ok(kafka_node::Install::find(root)?)
 }
 
 /// The repository `bin_dir` was built in, if it is one.

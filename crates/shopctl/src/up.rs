@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::api::{Call, call};
-use crate::stack::{BrokerStorage, Service, Stack, StackConfig, step};
+use crate::stack::{BrokerKind, BrokerStorage, Service, Stack, StackConfig, step};
 
 /// Options of `shopctl up`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,9 +23,13 @@ pub struct UpArgs {
     /// Folder for the broker's data, the services' databases and every log.
     #[arg(long, default_value = ".local")]
     pub data_dir: PathBuf,
-    /// Port of the broker.
+    /// Port of the broker (with `--broker kafka`, its controller takes the next one).
     #[arg(long, default_value_t = 9092)]
     pub broker_port: u16,
+    /// Which broker runs: `tansu` (the local broker, `saga-broker`) or `kafka` (Apache Kafka
+    /// of the version compose deploys, installed by `scripts/install-kafka.sh`; Java 17).
+    #[arg(long, value_enum, default_value_t = BrokerKind::Tansu)]
+    pub broker: BrokerKind,
     /// Port of the order service; product, coupon and forwarder take the next three, the
     /// data-platform mock this plus 10.
     #[arg(long, default_value_t = 8080)]
@@ -36,8 +40,8 @@ pub struct UpArgs {
     /// Do not run `cargo build` first; use the binaries beside `shopctl` as they are.
     #[arg(long)]
     pub no_build: bool,
-    /// Where the broker keeps its data: `sqlite` (a file in the data folder, kept across
-    /// restarts) or `memory` (faster, lost when it stops).
+    /// Where Tansu keeps its data: `sqlite` (a file in the data folder, kept across
+    /// restarts) or `memory` (faster, lost when it stops). Kafka keeps its data on disk.
     #[arg(long, value_enum, default_value_t = BrokerStorage::Sqlite)]
     pub broker_storage: BrokerStorage,
     /// Put the services' databases on this Postgres server instead of SQLite files: a URL
@@ -71,6 +75,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         http_port_base: args.http_port_base,
         build: !args.no_build,
         bin_dir: None,
+        broker: args.broker,
         broker_storage: args.broker_storage,
         database_urls,
         env: Vec::new(),

@@ -1,9 +1,10 @@
-//! Test helpers that give each test real things of its own: a Tansu broker on a free port with
-//! the contract's topics, and fresh Postgres databases. Nothing here fakes a broker or a
-//! database.
+//! Test helpers that give each test real things of its own: a broker on a free port with the
+//! contract's topics, and fresh Postgres databases. Nothing here fakes a broker or a database.
 //!
-//! - `saga-broker` (Tansu, patched) must be on `PATH` (`scripts/install-broker.sh` puts it
-//!   there).
+//! - `TEST_BROKER` picks the broker: `tansu` (the default), `saga-broker` with in-memory
+//!   storage, which must be on `PATH` (`scripts/install-broker.sh` puts it there); or `kafka`,
+//!   Apache Kafka of the version compose deploys, one KRaft node per test
+//!   (`scripts/install-kafka.sh` installs it; [`kafka`]).
 //! - `TEST_BACKEND` picks the database of every service: `postgres` (the default) or
 //!   `sqlite`. Postgres is reached through `TEST_DATABASE_URL` (default
 //!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
@@ -22,6 +23,8 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub mod kafka;
 
 /// The Postgres server tests create their databases on.
 pub fn admin_database_url() -> String {
@@ -112,7 +115,27 @@ pub fn free_port_run(count: u16) -> u16 {
     }
 }
 
-/// A Tansu broker of the test's own.
+/// Which broker the tests run against (`TEST_BROKER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// `saga-broker` (Tansu 0.6.0, patched), in-memory storage: `TEST_BROKER=tansu` or unset.
+    Tansu,
+    /// Apache Kafka, one KRaft node: `TEST_BROKER=kafka`.
+    Kafka,
+}
+
+impl BrokerKind {
+    /// The broker `TEST_BROKER` names; any other value fails the test with what is allowed.
+    pub fn from_env() -> BrokerKind {
+        match std::env::var("TEST_BROKER").as_deref() {
+            Err(_) | Ok("" | "tansu") => BrokerKind::Tansu,
+            Ok("kafka") => BrokerKind::Kafka,
+            Ok(other) => panic!("TEST_BROKER={other:?}: expected `tansu` or `kafka`"),
+        }
+    }
+}
+
+/// A broker of the test's own, of the kind `TEST_BROKER` names.
 ///
 /// It is killed when the thread that started it exits, which for a test is after the test's
 /// runtime has shut down: services and consumers still running when a test ends (or panics)
@@ -122,13 +145,23 @@ pub fn free_port_run(count: u16) -> u16 {
 pub struct Broker {
     /// `127.0.0.1:<port>`.
     pub brokers: String,
+    /// Which broker this is.
+    pub kind: BrokerKind,
     child: Child,
 }
 
 impl Broker {
-    /// Starts Tansu with in-memory storage on a free port and creates every topic of the
+    /// Starts the broker `TEST_BROKER` names on a free port and creates every topic of the
     /// contract, dead-letter topics included.
     pub async fn start() -> anyhow::Result<Broker> {
+        match BrokerKind::from_env() {
+            BrokerKind::Tansu => Broker::start_tansu().await,
+            BrokerKind::Kafka => Broker::start_kafka().await,
+        }
+    }
+
+    /// Starts Tansu with in-memory storage.
+    async fn start_tansu() -> anyhow::Result<Broker> {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new("saga-broker");
@@ -149,10 +182,36 @@ impl Broker {
             .context("starting `saga-broker`; is it installed? (scripts/install-broker.sh)")?;
         let broker = Broker {
             brokers: format!("127.0.0.1:{port}"),
+            kind: BrokerKind::Tansu,
             child,
         };
         wait_for_port(port, Duration::from_secs(20))?;
         create_topics(&broker.brokers).await?;
+        Ok(broker)
+    }
+
+    /// Starts a fresh Apache Kafka node; its log is `kafka.log` in its folder under
+    /// `$TMPDIR/saga-tests/kafka/<test process id>/`.
+    async fn start_kafka() -> anyhow::Result<Broker> {
+        let port = free_port_run(2);
+        let (child, log) = kafka::spawn(port, die_with_thread)?;
+        let broker = Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            kind: BrokerKind::Kafka,
+            child,
+        };
+        wait_for_port(port, kafka::START_WITHIN)
+            .with_context(|| format!("Apache Kafka did not listen; its log: {}", log.display()))?;
+        // The node listens before its broker has registered with its controller, and until
+        // then refuses to create topics (no broker to place them on): ask again until it can.
+        eventing::poll::until(
+            "Apache Kafka creating the contract's topics",
+            kafka::START_WITHIN,
+            Duration::from_millis(200),
+            || async { create_topics(&broker.brokers).await.ok() },
+        )
+        .await
+        .with_context(|| format!("its log: {}", log.display()))?;
         Ok(broker)
     }
 }

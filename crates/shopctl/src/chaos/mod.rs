@@ -197,6 +197,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         http_port_base: args.http_port_base,
         build: !args.no_build,
         bin_dir: args.bin_dir.clone(),
+        broker: Default::default(),
         broker_storage: BrokerStorage::Sqlite,
         database_urls,
         env: env

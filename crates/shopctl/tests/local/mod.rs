@@ -5,10 +5,19 @@
 
 use std::path::{Path, PathBuf};
 
-use shopctl::stack::{Stack, StackConfig};
+use shopctl::stack::{BrokerKind, Stack, StackConfig};
+
+/// The stack's broker: the one `TEST_BROKER` names.
+pub fn stack_broker() -> BrokerKind {
+    match testkit::BrokerKind::from_env() {
+        testkit::BrokerKind::Tansu => BrokerKind::Tansu,
+        testkit::BrokerKind::Kafka => BrokerKind::Kafka,
+    }
+}
 
 /// The local stack in a fresh temporary folder on free ports, with the binaries of this
-/// build: Tansu on SQLite storage, every service a process on its own SQLite file.
+/// build: the broker `TEST_BROKER` names (Tansu on SQLite storage, or Apache Kafka), every
+/// service a process on its own SQLite file.
 pub async fn start_stack(label: &str) -> Stack {
     start_stack_with(label, &[]).await
 }
@@ -20,7 +29,9 @@ pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> Stack {
         std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()));
     Stack::start(StackConfig {
         data_dir,
-        broker_port: testkit::free_port(),
+        // Kafka's controller takes the port after the broker's.
+        broker_port: testkit::free_port_run(2),
+        broker: stack_broker(),
         http_port_base: testkit::free_port_run(11),
         build: true,
         bin_dir: shopctl.parent().map(Path::to_path_buf),
