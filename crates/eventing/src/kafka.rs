@@ -147,13 +147,16 @@ pub struct KafkaSecurity {
     pub ssl_ca_file: Option<std::path::PathBuf>,
 }
 
-/// librdkafka's `security.protocol`.
+/// librdkafka's `security.protocol`, spelt as librdkafka spells it (`sasl_plaintext`); the
+/// hyphenated spelling is taken too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SecurityProtocol {
     #[default]
     Plaintext,
     Ssl,
+    #[value(name = "sasl_plaintext", alias = "sasl-plaintext")]
     SaslPlaintext,
+    #[value(name = "sasl_ssl", alias = "sasl-ssl")]
     SaslSsl,
 }
 
@@ -707,6 +710,20 @@ mod tests {
             metrics.get("producer_replacements_total", &[("reason", "stale")]),
             1.0
         );
+    }
+
+    #[test]
+    fn the_security_protocol_is_spelt_as_librdkafka_spells_it() {
+        use clap::ValueEnum;
+        for (spelt, protocol) in [
+            ("plaintext", SecurityProtocol::Plaintext),
+            ("sasl_plaintext", SecurityProtocol::SaslPlaintext),
+            ("sasl-plaintext", SecurityProtocol::SaslPlaintext),
+            ("sasl_ssl", SecurityProtocol::SaslSsl),
+        ] {
+            assert_eq!(SecurityProtocol::from_str(spelt, false), Ok(protocol));
+        }
+        assert_eq!(SecurityProtocol::SaslSsl.wire(), "sasl_ssl");
     }
 
     #[test]

@@ -214,7 +214,12 @@ impl Container {
             } else {
                 run.dir.join("volumes").join(source)
             };
-            let here = source.join(rest.trim_start_matches('/'));
+            let rest = rest.trim_start_matches('/');
+            let here = if rest.is_empty() {
+                source
+            } else {
+                source.join(rest)
+            };
             if best.as_ref().is_none_or(|(len, _)| target.len() > *len) {
                 best = Some((target.len(), here));
             }

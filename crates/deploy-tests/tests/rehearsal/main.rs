@@ -56,6 +56,7 @@ impl Drop for Rehearsal {
             // its workers go with it.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(std::process::Stdio::null())
                 .status();
             let _ = child.wait();
         }
