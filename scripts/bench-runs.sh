@@ -9,7 +9,7 @@
 #                                              forwarder paused (SIGSTOP), then how long it
 #                                              takes to deliver the backlog once resumed
 #
-# STACK: sqlite, memory-postgres or sqlite-postgres (scripts/lib/bench-stack.sh). JSON
+# STACK: sqlite, memory-postgres, sqlite-postgres or kafka-postgres (scripts/lib/bench-stack.sh). JSON
 # reports go to target/bench/<run>-<stack>*.json; `shopctl plot` draws them.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,8 +4,9 @@
 #   scripts/bench.sh [STACK] [RATE] [DURATION]     defaults: sqlite 50 20
 #
 # STACK is `sqlite` (the default local stack: the broker on SQLite, every service and the
-# baseline on SQLite files), `memory-postgres` (alias `postgres`) or `sqlite-postgres` (the
-# broker in memory or on SQLite, every service and the baseline on a Postgres server of the
+# baseline on SQLite files), `memory-postgres` (alias `postgres`), `sqlite-postgres` (the
+# broker in memory or on SQLite) or `kafka-postgres` (Apache Kafka), every service and the
+# baseline on a Postgres server of the
 # script's own, fsync on). For each data-platform mode (healthy, 100 ms slow, failing half
 # its calls, down) it starts everything fresh: the stack as `shopctl up` runs it (release
 # build) and `sync-facade` calling the same data-platform mock, then runs `shopctl bench`

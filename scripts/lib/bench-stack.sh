@@ -6,6 +6,8 @@
 #       memory-postgres   the broker in memory, every service on a Postgres server of the
 #                         script's own (fsync on)
 #       sqlite-postgres   the broker on SQLite, every service on that Postgres server
+#       kafka-postgres    Apache Kafka (the compose version, one KRaft node), every service
+#                         on that Postgres server
 #   bench_stack_start NAME    a fresh stack in $BENCH_DATA/NAME (databases `bench_NAME_*`)
 #   bench_stack_stop          stops it (Ctrl-C, as a person would)
 #
@@ -28,7 +30,13 @@ bench_stack_setup() {
       # shellcheck source=../private-postgres.sh
       source "$(dirname "${BASH_SOURCE[0]}")/../private-postgres.sh"
       bench_up_options=(--broker-storage "${BENCH_STACK%-postgres}" --postgres "$TEST_DATABASE_URL") ;;
-    *) echo "unknown stack $BENCH_STACK: sqlite, memory-postgres or sqlite-postgres" >&2; return 2 ;;
+    kafka-postgres)
+      export PRIVATE_PG_FSYNC=on
+      # shellcheck source=../private-postgres.sh
+      source "$(dirname "${BASH_SOURCE[0]}")/../private-postgres.sh"
+      bash "$(dirname "${BASH_SOURCE[0]}")/../install-kafka.sh"
+      bench_up_options=(--broker kafka --postgres "$TEST_DATABASE_URL") ;;
+    *) echo "unknown stack $BENCH_STACK: sqlite, memory-postgres, sqlite-postgres or kafka-postgres" >&2; return 2 ;;
   esac
   trap bench_stack_cleanup EXIT
   cargo build --release --bins

@@ -2,7 +2,8 @@
 //!
 //! A process is recognised by its name (`/proc/<pid>/comm`, which the kernel cuts to 15
 //! bytes): every process of one name is summed, so Postgres' backends all count as
-//! `postgres`. CPU is user plus system time in clock ticks; memory is `VmHWM`, the peak
+//! `postgres`. Apache Kafka, a `java` process, is recognised by its main class and counts as
+//! `broker`, as Tansu does. CPU is user plus system time in clock ticks; memory is `VmHWM`, the peak
 //! resident set since the process started.
 
 use std::collections::BTreeMap;
@@ -20,6 +21,25 @@ pub const WATCHED: &[(&str, &str)] = &[
     ("tansu", "broker"),
     ("postgres", "postgres"),
 ];
+
+/// Apache Kafka runs as `java`: its main class, `kafka.Kafka`, on its command line tells it
+/// from other Java processes.
+const KAFKA_MAIN_CLASS: &[u8] = b"kafka.Kafka";
+
+/// The name a process is accounted under, if it is watched.
+fn watched_name(comm: &str, proc_dir: &std::path::Path) -> Option<&'static str> {
+    if comm == "java" {
+        let cmdline = std::fs::read(proc_dir.join("cmdline")).ok()?;
+        return cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == KAFKA_MAIN_CLASS)
+            .then_some("broker");
+    }
+    WATCHED
+        .iter()
+        .find(|(comm_name, _)| *comm_name == comm)
+        .map(|(_, name)| *name)
+}
 
 /// What one named group of processes has used so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -42,10 +62,7 @@ pub fn sample() -> BTreeMap<&'static str, Usage> {
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
-        let Some(&(_, name)) = WATCHED
-            .iter()
-            .find(|(comm_name, _)| *comm_name == comm.trim())
-        else {
+        let Some(name) = watched_name(comm.trim(), &path) else {
             continue;
         };
         let Some(cpu_ticks) = std::fs::read_to_string(path.join("stat"))
