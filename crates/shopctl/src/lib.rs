@@ -110,7 +110,8 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Runs the whole system locally: Tansu, every service on SQLite, the data-platform mock.
+    /// Runs the whole system locally: Tansu (or Apache Kafka), every service on SQLite, the
+    /// data-platform mock.
     Up(up::UpArgs),
     /// Serves the saga console: a live web page of orders, their timelines, the services'
     /// health, lag, backlog and breaker, and dead letters with replay.

@@ -2,7 +2,8 @@
 //!
 //! It builds the binaries (when run from the workspace), installs Tansu if it is missing,
 //! and runs the [`Stack`]: Tansu with its data in a SQLite file under the data folder, the
-//! topics, every service on its own SQLite file, and the data-platform mock. It prints where
+//! topics, every service on its own SQLite file, and the data-platform mock (`--broker kafka`:
+//! Apache Kafka instead of Tansu, installed by `scripts/install-kafka.sh`). It prints where
 //! each listens and runs until Ctrl-C (or SIGTERM), restarting whatever exits or fails
 //! ([`crate::supervise`]), then stops the services first, so that they commit their offsets,
 //! and the broker last. Run again on the same folder, it finds the
