@@ -69,23 +69,7 @@ fn binaries() -> Vec<Binary> {
 const LOGGING: &[&str] = &["RUST_LOG", "LOG_FORMAT"];
 
 fn env_of(service: &Value) -> BTreeMap<String, String> {
-    service["environment"]
-        .as_mapping()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let value = match v {
-                        Value::String(s) => s.clone(),
-                        other => yaml_serde::to_string(other)
-                            .expect("scalar")
-                            .trim()
-                            .to_owned(),
-                    };
-                    (k.as_str().expect("key").to_owned(), value)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    deploy_tests::environment(service)
 }
 
 fn command_of(service: &Value) -> Option<String> {

@@ -116,6 +116,28 @@ pub async fn wait_for_catalog(order_url: &str, product_id: i64) -> anyhow::Resul
     Ok(())
 }
 
+/// Waits until order `order_id` at the order service at `order_url` has left PENDING (within
+/// `within`), and returns it as the service answers it.
+pub async fn wait_for_end(
+    order_url: &str,
+    order_id: &str,
+    within: Duration,
+) -> anyhow::Result<Value> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/orders/{order_id}", order_url.trim_end_matches('/'));
+    let order = eventing::poll::until(
+        &format!("order {order_id} leaving PENDING"),
+        within,
+        Duration::from_millis(100),
+        || async {
+            let order: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+            (order["status"].is_string() && order["status"] != "PENDING").then_some(order)
+        },
+    )
+    .await?;
+    Ok(order)
+}
+
 /// `product_id:quantity` as given on the command line.
 pub fn parse_item(text: &str) -> Result<(i64, i64), String> {
     let (product, quantity) = text

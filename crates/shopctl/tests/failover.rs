@@ -274,11 +274,9 @@ async fn a_sigkilled_replica_of_each_service_hands_its_partitions_to_the_survivo
     // Every order ends, and confirms: stock is plentiful and each coupon has one order.
     let mut statuses = Vec::new();
     for (id, _) in &placed {
-        let order = testkit::eventually("the order to end", Duration::from_secs(120), || async {
-            let order = get(&http, format!("{survivor_order}/orders/{id}")).await;
-            (order["status"] != "PENDING").then_some(order)
-        })
-        .await;
+        let order = shopctl::api::wait_for_end(&survivor_order, id, Duration::from_secs(120))
+            .await
+            .expect("the order ends");
         statuses.push((
             id.clone(),
             order["status"].clone(),

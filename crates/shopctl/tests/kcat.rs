@@ -68,18 +68,10 @@ async fn debians_kcat_lists_the_topics_and_tails_a_placed_orders_events() {
         .await
         .expect("JSON");
     let order_id = placed["order_id"].as_str().expect("an order id").to_owned();
-    testkit::eventually("the order to confirm", Duration::from_secs(30), || async {
-        let order: serde_json::Value = http
-            .get(format!("{orders}/orders/{order_id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (order["status"] == "CONFIRMED").then_some(())
-    })
-    .await;
+    let order = shopctl::api::wait_for_end(&orders, &order_id, Duration::from_secs(30))
+        .await
+        .expect("the order ends");
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
 
     // The README's line, with -e to stop at the end of the topic.
     let tailed = testkit::eventually(

@@ -126,18 +126,10 @@ async fn one_order_is_one_trace_across_every_service_with_each_span_under_its_ca
             .as_str()
             .expect("an id")
             .to_owned();
-    eventually("the order confirmed", Duration::from_secs(30), || async {
-        let order: Value = http
-            .get(format!("{orders}/orders/{order_id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (order["status"] == "CONFIRMED").then_some(())
-    })
-    .await;
+    let order = shopctl::api::wait_for_end(&orders, &order_id, Duration::from_secs(30))
+        .await
+        .expect("the order ends");
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
 
     // Spans the order must have: who made each, and what it is.
     let wanted: BTreeSet<(&str, &str)> = [

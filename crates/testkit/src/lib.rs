@@ -225,9 +225,9 @@ impl Broker {
 }
 
 /// Makes the child receive SIGKILL when the thread that spawned it exits, so that no broker
-/// outlives its test, even when the test process is killed.
+/// (or other process a test starts) outlives its test, even when the test process is killed.
 #[allow(unsafe_code)]
-fn die_with_thread(command: &mut Command) {
+pub fn die_with_thread(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
     // async-signal-safe and touches no memory shared with the parent.

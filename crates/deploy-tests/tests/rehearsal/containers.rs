@@ -14,7 +14,7 @@
 //! source, a named volume to a folder of the run's own.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -104,24 +104,7 @@ impl Container {
 
     /// Its environment, as compose gives it.
     pub fn env(&self) -> BTreeMap<String, String> {
-        self.spec["environment"]
-            .as_mapping()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        let value = match v {
-                            Value::String(s) => s.clone(),
-                            Value::Null => String::new(),
-                            other => yaml_serde::to_string(other)
-                                .expect("a scalar")
-                                .trim()
-                                .to_owned(),
-                        };
-                        (k.as_str().expect("a name").to_owned(), value)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        deploy_tests::environment(&self.spec)
     }
 
     fn strings(&self, key: &str) -> Vec<String> {
@@ -494,7 +477,7 @@ pub fn spawn(command: &mut Command, log: &Path) -> Child {
         .stdout(file.try_clone().expect("a log"))
         .stderr(file)
         .process_group(0);
-    die_with_thread(command);
+    testkit::die_with_thread(command);
     command
         .spawn()
         .unwrap_or_else(|e| panic!("starting {:?}: {e}", command.get_program()))
@@ -510,18 +493,6 @@ pub fn run_to_end(command: &mut Command, log: &Path) {
         "{command:?} failed ({status}): see {}",
         log.display()
     );
-}
-
-#[allow(unsafe_code)]
-fn die_with_thread(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe and touches no memory shared with the parent.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
 }
 
 #[cfg(test)]
