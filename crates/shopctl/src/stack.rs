@@ -717,9 +717,9 @@ fn build(bin_dir: &Path) -> anyhow::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("debug");
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = cargo(root);
     // Cargo's own job count (all cores, or `CARGO_BUILD_JOBS`), as for any build.
-    command.current_dir(root).args(["build", "--bins"]);
+    command.args(["build", "--bins"]);
     if profile == "release" {
         command.arg("--release");
     }
@@ -728,6 +728,35 @@ fn build(bin_dir: &Path) -> anyhow::Result<()> {
         bail!("cargo build failed");
     }
     Ok(())
+}
+
+/// The variables cargo sets for a package's binaries and tests while it runs them.
+const CARGO_RUN_VARIABLES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// `cargo` run in the workspace `root`, as a person runs it there.
+///
+/// Run from a test or a binary cargo started, it would otherwise inherit the variables cargo
+/// set for that package (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …); some build scripts (`ring`'s)
+/// watch them, so every dependency above them would be rebuilt, and rebuilt again by the next
+/// build from the shell: about a minute and a half each time.
+pub fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if CARGO_RUN_VARIABLES.contains(&name.as_ref()) || name.starts_with("CARGO_PKG_") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 /// Finds `saga-broker` of this version on `PATH` or in `~/.cargo/bin`; when it is missing
@@ -768,7 +797,7 @@ fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
     step(&format!(
         "building and installing {wanted} (Tansu 0.6.0, patched; about 12 minutes on 2 cores, once)"
     ));
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = cargo(root)
         .env("CARGO_TARGET_DIR", root.join("target/broker"))
         .args(["install", "--locked", "--force", "--path"])
         .arg(root.join("broker"))

@@ -1,7 +1,7 @@
 //! The chaos run on Postgres with a database restart among its faults. It restarts the
 //! Postgres server `CHAOS_DB_RESTART_COMMAND` names, so `cargo test` leaves this target out
 //! (`test = false` in Cargo.toml) and `scripts/test.sh` runs it alone, last:
-//! `cargo test -p shopctl --test chaos_postgres` with `CHAOS_POSTGRES_URL` and
+//! `cargo test --workspace --test chaos_postgres` with `CHAOS_POSTGRES_URL` and
 //! `CHAOS_DB_RESTART_COMMAND` set.
 
 mod support;

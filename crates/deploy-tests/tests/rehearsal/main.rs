@@ -13,7 +13,7 @@
 //!
 //! It needs root (`ip netns`), Apache Kafka (`scripts/install-kafka.sh`), Postgres's server
 //! binaries, Debian's `kcat` and `docker-compose`: `scripts/test.sh` installs them and runs it
-//! with `cargo test -p deploy-tests --test rehearsal` (a plain `cargo test` leaves it out).
+//! with `cargo test --workspace --test rehearsal` (a plain `cargo test` leaves it out).
 //! What it cannot rehearse is in docs/containers.md.
 
 mod containers;
@@ -60,10 +60,16 @@ impl Drop for Rehearsal {
                 .status();
             let _ = child.wait();
         }
-        println!(
-            "the rehearsal's logs: {}",
-            self.run.dir.join("logs").display()
-        );
+        // A failed run keeps its folder (logs, volumes) to be read; a passing one leaves
+        // nothing behind.
+        if std::thread::panicking() {
+            println!(
+                "the rehearsal's logs: {}",
+                self.run.dir.join("logs").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.run.dir);
+        }
     }
 }
 
@@ -88,8 +94,7 @@ fn compose_config(env_file: &Path) -> yaml_serde::Value {
 
 /// Builds every binary of the workspace, as the image's build does; returns their folder.
 fn build_binaries() -> PathBuf {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root())
+    let status = shopctl::stack::cargo(&root())
         .args(["build", "--bins"])
         .status()
         .expect("cargo runs");
