@@ -115,6 +115,16 @@ pub enum BrokerKind {
     Kafka,
 }
 
+impl BrokerKind {
+    /// The broker's folder under the data folder, and its log's name in `logs/`.
+    fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "kafka",
+        }
+    }
+}
+
 /// Where the stack runs.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -287,10 +297,7 @@ impl Stack {
         }
         std::fs::create_dir_all(config.data_dir.join("logs"))
             .context("creating the data folder")?;
-        std::fs::create_dir_all(config.data_dir.join(match config.broker {
-            BrokerKind::Tansu => "tansu",
-            BrokerKind::Kafka => "kafka",
-        }))?;
+        std::fs::create_dir_all(config.data_dir.join(config.broker.name()))?;
         let data = config
             .data_dir
             .canonicalize()
@@ -376,7 +383,7 @@ impl Stack {
                 step(&format!(
                     "starting Tansu on {} (data in {})",
                     self.brokers(),
-                    self.data.join("tansu").display()
+                    self.data.join(BrokerKind::Tansu.name()).display()
                 ));
                 // Tansu reads the path of a sqlite:// URL as relative, so it runs in the data
                 // folder.
@@ -410,21 +417,15 @@ impl Stack {
         Ok(kafka_node::Node {
             port: self.config.broker_port,
             controller_port: kafka_controller_port(&self.config)?,
-            dir: self.data.join("kafka"),
+            dir: self.data.join(BrokerKind::Kafka.name()),
             tuning: kafka_node::Tuning::Local,
         })
     }
 
     fn broker_log(&self) -> PathBuf {
-        self.data.join(match self.config.broker {
-            BrokerKind::Tansu => "logs/tansu.log",
-            BrokerKind::Kafka => "logs/kafka.log",
-        })
-    }
-
-    /// Which broker the stack runs.
-    pub fn broker_kind(&self) -> BrokerKind {
-        self.config.broker
+        self.data
+            .join("logs")
+            .join(format!("{}.log", self.config.broker.name()))
     }
 
     /// Whether the running Tansu has logged a panic: its storage is then gone, and every

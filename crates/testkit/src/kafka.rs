@@ -6,7 +6,7 @@
 //! broker, topics and groups of its own, on storage nobody else has used.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -90,12 +90,9 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Starts a fresh node listening on `port` (its controller on `port + 1`), `prepare` given
-/// its command first; returns the process and the path of its log.
-pub(crate) fn spawn(
-    port: u16,
-    prepare: impl FnOnce(&mut Command),
-) -> anyhow::Result<(Child, PathBuf)> {
+/// Starts a fresh node listening on `port` (its controller on `port + 1`), killed when the
+/// thread that started it exits; returns the process and the path of its log.
+pub(crate) fn spawn(port: u16) -> anyhow::Result<(Child, PathBuf)> {
     let install = install()?;
     let template = formatted_template()?;
     let node = test_node(
@@ -112,7 +109,7 @@ pub(crate) fn spawn(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    prepare(&mut command);
+    crate::die_with_thread(&mut command);
     let child = command
         .spawn()
         .context("starting Apache Kafka (bash scripts/install-kafka.sh installs it)")?;

@@ -145,8 +145,6 @@ impl BrokerKind {
 pub struct Broker {
     /// `127.0.0.1:<port>`.
     pub brokers: String,
-    /// Which broker this is.
-    pub kind: BrokerKind,
     child: Child,
 }
 
@@ -182,7 +180,6 @@ impl Broker {
             .context("starting `saga-broker`; is it installed? (scripts/install-broker.sh)")?;
         let broker = Broker {
             brokers: format!("127.0.0.1:{port}"),
-            kind: BrokerKind::Tansu,
             child,
         };
         wait_for_port(port, Duration::from_secs(20))?;
@@ -194,10 +191,9 @@ impl Broker {
     /// `$TMPDIR/saga-tests/kafka/<test process id>/`.
     async fn start_kafka() -> anyhow::Result<Broker> {
         let port = free_port_run(2);
-        let (child, log) = kafka::spawn(port, die_with_thread)?;
+        let (child, log) = kafka::spawn(port)?;
         let broker = Broker {
             brokers: format!("127.0.0.1:{port}"),
-            kind: BrokerKind::Kafka,
             child,
         };
         wait_for_port(port, kafka::START_WITHIN)
