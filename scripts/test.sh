@@ -51,10 +51,10 @@ cargo test -j2 --workspace
 # its build is reused instead of rebuilt (about 1.5 minutes a run).
 echo "==> the integration suites again, services on SQLite"
 TEST_BACKEND=sqlite cargo test -j2 --workspace --test eventing --test limits \
-  --test database_tls --test saga --test metrics --test facade
+  --test database_tls --test saga --test metrics --test facade --test provenance
 echo "==> the eventing, saga, replica and liveness suites again, on Apache Kafka"
 TEST_BROKER=kafka cargo test -j2 --workspace --test eventing --test saga --test metrics \
-  --test liveness
+  --test liveness --test provenance
 
 # The rehearsal makes network namespaces, which needs root.
 echo "==> the compose topology, rehearsed as processes in network namespaces"

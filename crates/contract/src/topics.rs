@@ -114,6 +114,14 @@ pub fn consumed_by(service: &str) -> &'static [&'static str] {
         .map_or(&[], |f| f.consumes)
 }
 
+/// The one service that produces `topic`; `None` for a topic that is not the contract's.
+pub fn producer_of(topic: &str) -> Option<&'static str> {
+    FLOWS
+        .iter()
+        .find(|f| f.produces.contains(&topic))
+        .map(|f| f.service)
+}
+
 /// The dead-letter topic of a service: `<service>.dlq`.
 pub fn dlq_topic(service: &str) -> String {
     format!("{service}.dlq")

@@ -3,7 +3,11 @@
 //! For each message, in partition order:
 //! 1. Decode it. A message that cannot be decoded can never be processed: it goes to the
 //!    service's dead-letter topic ([`crate::dlq`]) with the reason, so that it never blocks its
-//!    partition and is never lost. An event type the contract does not know is skipped.
+//!    partition and is never lost. An event type the contract does not know is skipped. An
+//!    event that does not belong where it arrived (its type belongs to another topic, or its
+//!    envelope names a producer other than the topic's: [`contract::Misplaced`]) is
+//!    dead-lettered the same way before any handler sees it, so that a credential that may
+//!    write one topic cannot speak for another.
 //! 2. In one transaction, insert the event id into `processed_event` (`ON CONFLICT DO
 //!    NOTHING`) and apply the [`Handler`]'s effect, outbox rows included. If the id was already
 //!    there, the event was handled before: roll back and change nothing.
@@ -210,7 +214,8 @@ enum Outcome {
 
 /// The kind of dead letter a handler refused for good ([`HandleError::Permanent`]); the other
 /// kinds, a label of `events_dead_lettered_total` too, are the ways a message fails to decode
-/// ([`contract::DecodeError::KINDS`]).
+/// ([`contract::DecodeError::KINDS`]) or to belong where it arrived
+/// ([`contract::Misplaced::KINDS`]).
 const REJECTED: &str = "rejected";
 
 /// What to do with a message once processing it has ended.
@@ -391,7 +396,10 @@ impl<H: Handler> ConsumerRunner<H> {
             let labels = [("consumer", self.name), ("reason", stall.label())];
             self.metrics.zero("consumer_rejoins_total", &labels);
         }
-        for kind in std::iter::once(REJECTED).chain(contract::DecodeError::KINDS) {
+        let kinds = contract::DecodeError::KINDS
+            .into_iter()
+            .chain(contract::Misplaced::KINDS);
+        for kind in std::iter::once(REJECTED).chain(kinds) {
             let labels = [("consumer", self.name), ("reason", kind)];
             self.metrics.zero("events_dead_lettered_total", &labels);
         }
@@ -619,7 +627,9 @@ impl<H: Handler> ConsumerRunner<H> {
         let mut inbounds = Vec::with_capacity(batch.len());
         for message in batch {
             match Envelope::decode(message.payload().unwrap_or_default()) {
-                Ok(Decoded::Known(envelope)) => {
+                Ok(Decoded::Known(envelope))
+                    if envelope.check_provenance(message.topic()).is_ok() =>
+                {
                     inbounds.push(inbound(self.name, message, envelope));
                 }
                 _ => return false,
@@ -826,6 +836,9 @@ impl<H: Handler> ConsumerRunner<H> {
             }
             Err(error) => return Disposition::DeadLetter(error.kind(), error.to_string()),
         };
+        if let Err(misplaced) = envelope.check_provenance(message.topic()) {
+            return Disposition::DeadLetter(misplaced.kind(), misplaced.to_string());
+        }
         let inbound = inbound(self.name, message, envelope);
         let span = inbound.span.clone();
         self.process_until_done(&inbound, shutdown)

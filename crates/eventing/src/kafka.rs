@@ -662,6 +662,47 @@ pub fn read_to_end(
     Ok(read)
 }
 
+/// The message at `offset` of one partition, or `None` when the partition no longer (or does
+/// not yet) hold that offset. Blocking, like [`read_to_end`].
+pub fn read_at(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    within: Duration,
+) -> Result<Option<OwnedMessage>, ReadError> {
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .map_err(|source| ReadError::NoBroker {
+            brokers: settings.brokers.clone(),
+            source,
+        })?;
+    if !(low..high).contains(&offset) {
+        return Ok(None);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?.detach();
+        // A compacted topic may have dropped the offset since the watermarks were read: the
+        // first message after it then comes instead.
+        return Ok((message.offset() == offset).then_some(message));
+    }
+    Err(ReadError::Timeout(vec![format!(
+        "{topic}/{partition}@{offset}"
+    )]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,10 @@ use testkit::{Broker, eventually, fresh_database, produce_raw, read_topic};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The service these tests run as: one of the contract's consumers of `order.events`, since the
+/// contract decides which topics a service's dead letters may go back to.
+const SERVICE: &str = "analytics-forwarder";
+
 const NO_MIGRATIONS: Migrations = Migrations {
     postgres: Migrator::DEFAULT,
     sqlite: Migrator::DEFAULT,
@@ -26,14 +30,16 @@ async fn runtime(label: &str, broker: &Broker) -> Runtime {
     let mut settings = CommonSettings::new(url, &broker.brokers);
     settings.relay.poll_interval = Duration::from_millis(50);
     settings.kafka.lag_interval = Duration::from_millis(200);
-    Runtime::connect("eventing-test", settings, &NO_MIGRATIONS)
+    Runtime::connect(SERVICE, settings, &NO_MIGRATIONS)
         .await
         .expect("runtime")
 }
 
+/// An `OrderConfirmed` in the order service's name: the consumers check that an event on
+/// `order.events` comes from its producer.
 fn confirmed(order_id: Uuid, n: i64) -> Envelope {
     Envelope::new(
-        "eventing-test",
+        "order-service",
         OrderConfirmed {
             order_id,
             user_id: n,
@@ -152,7 +158,7 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
     assert_eq!(unsent(&runtime).await, 1);
 
     // A relay of a new process (a new instance id) finds the row by polling.
-    let restarted = Runtime::connect("eventing-test", runtime.settings.clone(), &NO_MIGRATIONS)
+    let restarted = Runtime::connect(SERVICE, runtime.settings.clone(), &NO_MIGRATIONS)
         .await
         .expect("runtime");
     let stop = CancellationToken::new();
@@ -239,7 +245,7 @@ async fn consuming_runtime(
     handler: CountingHandler,
 ) -> (Runtime, CancellationToken) {
     let runtime = runtime(label, broker).await;
-    let dlq = (contract::topics::dlq_topic("eventing-test"), 1, false);
+    let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
     eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
         .await
         .expect("dead-letter topic");
@@ -368,7 +374,7 @@ async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_it
         || async { (effects(&runtime).await == 200).then_some(()) },
     )
     .await;
-    let dlq = contract::topics::dlq_topic("eventing-test");
+    let dlq = contract::topics::dlq_topic(SERVICE);
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         !r.is_empty()
     })
@@ -388,7 +394,7 @@ async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_it
     assert!(
         runtime
             .metrics
-            .get("consumer_batches_total", &[("consumer", "eventing-test")])
+            .get("consumer_batches_total", &[("consumer", SERVICE)])
             >= 1.0,
         "some of the burst was handled in one transaction"
     );
@@ -553,7 +559,7 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
     assert_eq!(
         runtime.metrics.get(
             "events_dead_lettered_total",
-            &[("consumer", "eventing-test"), ("reason", "envelope")]
+            &[("consumer", SERVICE), ("reason", "envelope")]
         ),
         3.0,
         "the three messages that are no envelope, counted by their reason"
@@ -561,13 +567,13 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
     assert_eq!(
         runtime.metrics.get(
             "events_dead_lettered_total",
-            &[("consumer", "eventing-test"), ("reason", "rejected")]
+            &[("consumer", SERVICE), ("reason", "rejected")]
         ),
         1.0,
         "the event the handler refuses"
     );
 
-    let dlq = contract::topics::dlq_topic("eventing-test");
+    let dlq = contract::topics::dlq_topic(SERVICE);
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         r.len() >= 4
     })
@@ -584,7 +590,7 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
             letter.header("dlq.source.topic"),
             Some(topics::ORDER_EVENTS)
         );
-        assert_eq!(letter.header("dlq.consumer"), Some("eventing-test"));
+        assert_eq!(letter.header("dlq.consumer"), Some(SERVICE));
         assert!(
             letter
                 .header("dlq.source.offset")
@@ -657,7 +663,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     let dead_lettered = || {
         runtime.metrics.get(
             "events_dead_lettered_total",
-            &[("consumer", "eventing-test"), ("reason", "rejected")],
+            &[("consumer", SERVICE), ("reason", "rejected")],
         )
     };
     eventually(
@@ -669,23 +675,42 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
 
     handler.refuse_impossible.store(false, Ordering::SeqCst);
     let settings = runtime.settings.kafka.clone();
-    let letters =
-        tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, "eventing-test"))
-            .await
-            .expect("join")
-            .expect("list");
+    let letters = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+        .await
+        .expect("join")
+        .expect("list");
     assert_eq!(letters.len(), 1);
     assert_eq!(
         letters[0].event_id.as_deref(),
         Some(impossible.event_id.to_string().as_str())
     );
     assert_eq!(letters[0].source_topic, topics::ORDER_EVENTS);
+    assert_eq!(letters[0].replayed_at, None);
     for _ in 0..2 {
-        let replayed = eventing::dlq::replay(&runtime.producer.get(), &letters)
-            .await
-            .expect("replay");
-        assert_eq!(replayed, 1);
+        let replayed = eventing::dlq::replay(
+            &runtime.settings.kafka,
+            &runtime.producer.get(),
+            SERVICE,
+            &letters,
+        )
+        .await
+        .expect("replay");
+        assert_eq!(
+            replayed,
+            [eventing::dlq::Replayed::Republished {
+                topic: topics::ORDER_EVENTS.into(),
+                partition: letters[0].source_partition.parse().expect("a partition"),
+            }]
+        );
     }
+    // Each replay is recorded; the letter stays, marked.
+    let settings = runtime.settings.kafka.clone();
+    let after = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+        .await
+        .expect("join")
+        .expect("list");
+    assert_eq!(after.len(), 1, "a record of a replay is not a letter");
+    assert!(after[0].replayed_at.is_some());
     eventually(
         "the replayed event applied, and its second replay seen",
         Duration::from_secs(30),
@@ -706,12 +731,163 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     stop.cancel();
 }
 
+/// Writes a dead letter of [`SERVICE`] as anyone who may write its dead-letter topic could:
+/// `payload` under `key`, claiming to come from `source` (`topic`, partition, offset).
+async fn forge_letter(broker: &Broker, key: &str, payload: &str, source: (&str, i32, i64)) {
+    let (partition, offset) = (source.1.to_string(), source.2.to_string());
+    produce_raw(
+        &broker.brokers,
+        &contract::topics::dlq_topic(SERVICE),
+        key,
+        payload.as_bytes(),
+        &[
+            ("dlq.error", "forged"),
+            ("dlq.stage", "consume"),
+            ("dlq.source.topic", source.0),
+            ("dlq.source.partition", &partition),
+            ("dlq.source.offset", &offset),
+        ],
+    )
+    .await
+    .expect("produce");
+}
+
+#[tokio::test]
+async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_as_it_was_there() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("replay_forged", &broker).await;
+    let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
+    eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
+        .await
+        .expect("dead-letter topic");
+    // One real event on order.events, which the letters below point at.
+    let order = Uuid::now_v7();
+    let real = confirmed(order, 1);
+    produce(&broker, &real.key(), real.to_json().as_bytes()).await;
+    let on_topic = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
+    .await
+    .expect("read");
+    let (partition, offset) = (on_topic[0].partition, on_topic[0].offset);
+    let price = Envelope::new(
+        "product-service",
+        contract::ProductUpserted {
+            product_id: 1,
+            name: "Mug".into(),
+            price: 0,
+        },
+        None,
+    );
+    let other = confirmed(order, 2);
+    forge_letter(
+        &broker,
+        "1",
+        &price.to_json(),
+        (topics::PRODUCT_CATALOG, 0, 0),
+    )
+    .await;
+    forge_letter(
+        &broker,
+        "1",
+        &price.to_json(),
+        (topics::ORDER_EVENTS, partition, offset),
+    )
+    .await;
+    forge_letter(
+        &broker,
+        &other.key(),
+        &other.to_json(),
+        (topics::ORDER_EVENTS, partition, offset),
+    )
+    .await;
+    forge_letter(
+        &broker,
+        &real.key(),
+        &real.to_json(),
+        (topics::ORDER_EVENTS, partition, offset),
+    )
+    .await;
+
+    let settings = runtime.settings.kafka.clone();
+    let letters = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+        .await
+        .expect("join")
+        .expect("list");
+    assert_eq!(letters.len(), 4);
+    let outcomes = eventing::dlq::replay(
+        &runtime.settings.kafka,
+        &runtime.producer.get(),
+        SERVICE,
+        &letters,
+    )
+    .await
+    .expect("replay");
+    let refused = |n: usize| match &outcomes[n] {
+        eventing::dlq::Replayed::Refused(reason) => reason.clone(),
+        other => panic!("letter {n} was replayed: {other:?}"),
+    };
+    assert!(
+        refused(0).contains("does not consume \"product.catalog\""),
+        "{}",
+        refused(0)
+    );
+    assert!(
+        refused(1).contains("it would be refused again"),
+        "{}",
+        refused(1)
+    );
+    assert!(refused(2).contains("is not this one"), "{}", refused(2));
+    assert_eq!(
+        outcomes[3],
+        eventing::dlq::Replayed::Republished {
+            topic: topics::ORDER_EVENTS.into(),
+            partition
+        },
+        "a copy of what is on the topic may go back"
+    );
+
+    // Nothing reached the catalog, and order.events holds the real event twice, the second
+    // time naming the letter it was replayed from.
+    let settings = runtime.settings.kafka.clone();
+    let catalog = tokio::task::spawn_blocking(move || {
+        eventing::kafka::read_to_end(
+            &settings,
+            &[topics::PRODUCT_CATALOG],
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .expect("join")
+    .expect("read");
+    assert!(catalog.is_empty(), "{catalog:?}");
+    let on_topic = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| r.len() >= 2,
+    )
+    .await
+    .expect("read");
+    assert_eq!(on_topic.len(), 2);
+    let replay_of = format!(
+        "{}@{}",
+        contract::topics::dlq_topic(SERVICE),
+        letters[3].offset
+    );
+    assert_eq!(on_topic[1].header("replay-of"), Some(replay_of.as_str()));
+    assert_eq!(on_topic[1].envelope.as_ref(), Some(&real));
+}
+
 #[tokio::test]
 async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_published() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("park", &broker).await;
     let huge = Envelope::new(
-        "eventing-test",
+        SERVICE,
         contract::ProductUpserted {
             product_id: 1,
             name: "x".repeat(2_000_000),
@@ -720,7 +896,7 @@ async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_pub
         None,
     );
     let fine = Envelope::new(
-        "eventing-test",
+        SERVICE,
         contract::ProductUpserted {
             product_id: 1,
             name: "Mug".into(),
@@ -818,7 +994,7 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
     let event = |event_type: &str, payload: serde_json::Value| {
         serde_json::json!({
             "event_id": Uuid::now_v7(), "event_type": event_type, "schema_version": 1,
-            "occurred_at": "2026-11-25T08:00:00Z", "producer": "x", "order_id": order,
+            "occurred_at": "2026-11-25T08:00:00Z", "producer": "order-service", "order_id": order,
             "payload": payload,
         })
         .to_string()
@@ -855,7 +1031,7 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
     let good = confirmed(order, 5);
     produce(&broker, &key, good.to_json().as_bytes()).await;
     good_event_handled(&runtime).await;
-    let dlq = contract::topics::dlq_topic("eventing-test");
+    let dlq = contract::topics::dlq_topic(SERVICE);
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         r.len() >= 5
     })
@@ -919,7 +1095,7 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     let good = confirmed(order, 5);
     produce(&broker, &order.to_string(), good.to_json().as_bytes()).await;
     good_event_handled(&runtime).await;
-    let dlq = contract::topics::dlq_topic("eventing-test");
+    let dlq = contract::topics::dlq_topic(SERVICE);
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(20), |r| {
         !r.is_empty()
     })
@@ -942,10 +1118,9 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
         "every byte kept"
     );
     assert_eq!(
-        runtime.metrics.get(
-            "dead_letters_parked_total",
-            &[("consumer", "eventing-test")]
-        ),
+        runtime
+            .metrics
+            .get("dead_letters_parked_total", &[("consumer", SERVICE)]),
         1.0
     );
     stop.cancel();
@@ -957,11 +1132,7 @@ async fn bare_app(runtime: &Runtime) -> eventing::App {
     let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
         .await
         .expect("bind");
-    eventing::App::new(
-        "eventing-test",
-        listener,
-        runtime.router(axum::Router::new()),
-    )
+    eventing::App::new(SERVICE, listener, runtime.router(axum::Router::new()))
 }
 
 /// Triggers a fatal error in a producer, as librdkafka's test hook allows.
@@ -1120,7 +1291,7 @@ async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
     let rejoins = |runtime: &Runtime| {
         runtime.metrics.get(
             "consumer_rejoins_total",
-            &[("consumer", "eventing-test"), ("reason", "no_partitions")],
+            &[("consumer", SERVICE), ("reason", "no_partitions")],
         )
     };
     let idle = eventually("a member reports that it holds nothing", Duration::from_secs(30), || async {
@@ -1178,7 +1349,7 @@ async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_
     // A new producer with the short timeout, so that the failing row fails fast.
     runtime.producer = eventing::kafka::SharedProducer::new(
         &runtime.settings.kafka,
-        "eventing-test",
+        SERVICE,
         runtime.metrics.clone(),
     )
     .expect("producer");
@@ -1254,7 +1425,7 @@ async fn a_dead_letter_filed_with_a_fatal_producer_replaces_it_and_goes_through(
     make_fatal(&runtime.producer.get());
     let order = Uuid::now_v7();
     produce(&broker, &order.to_string(), b"not an envelope").await;
-    let dlq = contract::topics::dlq_topic("eventing-test");
+    let dlq = contract::topics::dlq_topic(SERVICE);
     let letters = read_topic(&broker.brokers, &dlq, Duration::from_secs(30), |r| {
         !r.is_empty()
     })

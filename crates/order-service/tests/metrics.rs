@@ -80,7 +80,7 @@ async fn every_service_describes_its_families_and_records_an_order_end_to_end() 
     for (name, app) in [
         ("order", &system.order),
         ("product", product),
-        ("coupon", &system.coupon),
+        ("coupon", system.coupon_app()),
         ("forwarder", &system.forwarder),
     ] {
         let text = scrape(&system.http, app).await;
@@ -109,7 +109,12 @@ async fn every_service_describes_its_families_and_records_an_order_end_to_end() 
     );
     let missing = || async {
         let mut scraped = String::new();
-        for app in [&system.order, product, &system.coupon, &system.forwarder] {
+        for app in [
+            &system.order,
+            product,
+            system.coupon_app(),
+            &system.forwarder,
+        ] {
             scraped.push_str(&scrape(&system.http, app).await);
         }
         wanted

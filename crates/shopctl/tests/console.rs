@@ -273,7 +273,7 @@ async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_ti
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for body in ["", "token=not-the-admin-token-at-all"] {
+    for body in ["offset=0", "token=not-the-admin-token-at-all&offset=0"] {
         let refused = http
             .post(format!("{console}dead-letters/order-service/replay"))
             .header("content-type", "application/x-www-form-urlencoded")
@@ -289,14 +289,20 @@ async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_ti
         let error: Value = refused.json().await.expect("a JSON error");
         assert_eq!(error["error"]["code"], "unauthorized");
     }
+    // A replay names one letter; one that is not there is said so.
     let replayed = http
         .post(format!("{console}dead-letters/order-service/replay"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={}", stack.admin_token()))
+        .body(format!("token={}&offset=999999", stack.admin_token()))
         .send()
         .await
         .expect("the console answers");
     assert!(replayed.status().is_redirection(), "{}", replayed.status());
+    let location = replayed.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with("./?error=") && location.contains("offset%20999999"),
+        "{location}"
+    );
 }
 
 /// Waits until the page shows the order CONFIRMED with four events or more; returns them.

@@ -260,6 +260,54 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         "{}",
         String::from_utf8_lossy(&dlq.stdout)
     );
+
+    // A letter forged on the forwarder's dead-letter topic, which its credential may write,
+    // that would reprice the catalog if replayed where it says it came from.
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let free = contract::Envelope::new(
+        "product-service",
+        contract::ProductUpserted {
+            product_id: 1,
+            name: "Mug".into(),
+            price: 0,
+        },
+        None,
+    );
+    runtime()
+        .block_on(testkit::produce_raw(
+            &brokers,
+            "analytics-forwarder.dlq",
+            "1",
+            free.to_json().as_bytes(),
+            &[
+                ("dlq.stage", "consume"),
+                ("dlq.error", "forged"),
+                ("dlq.source.topic", "product.catalog"),
+                ("dlq.source.partition", "0"),
+                ("dlq.source.offset", "0"),
+            ],
+        ))
+        .expect("produce");
+    let replay = Command::new(SHOPCTL)
+        .args([
+            "dlq",
+            "replay",
+            "analytics-forwarder",
+            "--all",
+            "--brokers",
+            &brokers,
+        ])
+        .output()
+        .expect("shopctl dlq replay runs");
+    let said = String::from_utf8_lossy(&replay.stdout);
+    assert!(!replay.status.success(), "{said}");
+    assert!(
+        said.contains("refused the dead letter at offset 0")
+            && said.contains("analytics-forwarder does not consume \"product.catalog\""),
+        "{said}"
+    );
+    let price = get(&up.url(0, "/catalog/1"))["price"].clone();
+    assert_ne!(price, 0, "the catalog keeps its price");
     up.stop();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -280,11 +280,13 @@ async fn place(State(console): State<Console>, Form(form): Form<OrderForm>) -> R
     }
 }
 
-/// The replay form: the operator's admin token.
+/// The replay form: the operator's admin token and the one letter to replay.
 #[derive(Debug, Deserialize)]
 struct ReplayForm {
     #[serde(default)]
     token: String,
+    /// The letter's offset in the dead-letter topic.
+    offset: Option<i64>,
 }
 
 async fn replay(
@@ -300,6 +302,13 @@ async fn replay(
         )
         .into_response();
     }
+    let Some(offset) = form.offset else {
+        return eventing::ApiError::new(
+            eventing::ErrorCode::InvalidBody,
+            "a replay names one dead letter: the form's offset is missing",
+        )
+        .into_response();
+    };
     let Some(watched) = console.watched.iter().find(|w| w.name == service) else {
         return eventing::ApiError::new(
             eventing::ErrorCode::NotFound,
@@ -314,21 +323,35 @@ async fn replay(
             Ok(Err(error)) => return back_with("error", &format!("reading dead letters: {error}")),
             Err(error) => return back_with("error", &error.to_string()),
         };
+    let letters = match crate::dlq::Choice::Offset(offset).pick(name, letters) {
+        Ok(letters) => letters,
+        Err(error) => return back_with("error", &format!("{error:#}")),
+    };
     let token = console.admin_token.as_deref();
-    match crate::dlq::replay(&console.kafka, &console.forwarder_url, token, letters).await {
-        Ok(done) => {
-            console
-                .status
-                .refresh_dead_letters(&console.watched, &console.kafka)
-                .await;
-            back_with(
+    let replayed =
+        crate::dlq::replay(&console.kafka, &console.forwarder_url, token, name, letters).await;
+    console
+        .status
+        .refresh_dead_letters(&console.watched, &console.kafka)
+        .await;
+    match replayed {
+        Ok(done) => match done.refused.first() {
+            Some((offset, reason)) => back_with(
+                "error",
+                &format!("the dead letter at offset {offset} of {name} was not replayed: {reason}"),
+            ),
+            None if done.undelivered > 0 => back_with(
                 "replayed",
                 &format!(
-                    "{} dead letter(s) of {name} back to their topics, {} delivery(ies) pending again",
-                    done.replayed, done.retried
+                    "the delivery of dead letter {offset} of {name} is pending again ({} delivery(ies))",
+                    done.retried
                 ),
-            )
-        }
+            ),
+            None => back_with(
+                "replayed",
+                &format!("dead letter {offset} of {name} is back on its topic"),
+            ),
+        },
         Err(error) => back_with("error", &format!("{error:#}")),
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use contract::OrderStatus;
 
 use super::feed::Order;
-use super::status::{DeadLetters, ServiceStatus};
+use super::status::{DeadLetters, Letter, ServiceStatus};
 use crate::trace::summary;
 
 /// Escapes text for HTML content and attribute values.
@@ -223,48 +223,76 @@ pub fn timeline(order: &Order) -> String {
     html
 }
 
-/// The dead letters of each consuming service, with a replay button where there are some.
+/// Most dead letters listed per service, newest first; `shopctl dlq list` shows them all.
+const LETTERS_SHOWN: usize = 20;
+
+/// Most characters of a letter's value shown; `shopctl dlq show` prints it whole.
+const PAYLOAD_SHOWN: usize = 2_000;
+
+/// The dead letters of each consuming service, each in full (type, key, source, error and
+/// value, all escaped), with a button that replays that one letter once, where it may be.
 pub fn dead_letters_fragment(all: &[DeadLetters]) -> String {
-    let mut html =
-        String::from("<table><tr><th>service</th><th>waiting</th><th>latest</th><th></th></tr>");
+    let mut html = String::from("<table><tr><th>service</th><th>waiting</th><th>letters</th></tr>");
     for d in all {
-        let (count, latest, button) = match &d.letters {
-            None => ("–".to_owned(), String::new(), String::new()),
+        let (count, letters) = match &d.letters {
+            None => ("–".to_owned(), String::new()),
             Some(letters) => {
-                let latest = letters
+                let waiting = letters.iter().filter(|l| l.replayed_at.is_none()).count();
+                let shown = letters
                     .iter()
                     .rev()
-                    .take(3)
-                    .map(|l| {
-                        format!(
-                            "<div><code>{}</code> {} <span class=\"error\">{}</span></div>",
-                            escape(&l.event_type),
-                            escape(&l.failed_at),
-                            escape(&l.error)
-                        )
-                    })
+                    .take(LETTERS_SHOWN)
+                    .map(|l| letter(d.service, l))
                     .collect::<String>();
-                let button = if letters.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "<form method=\"post\" action=\"dead-letters/{}/replay\">\
-                         <input name=\"token\" type=\"password\" placeholder=\"admin token\" required> \
-                         <button type=\"submit\">Replay all</button></form>",
-                        escape(d.service)
-                    )
-                };
-                (letters.len().to_string(), latest, button)
+                (waiting.to_string(), shown)
             }
         };
         let _ = write!(
             html,
-            "<tr data-dlq=\"{name}\"><td>{name}</td><td>{count}</td><td>{latest}</td><td>{button}</td></tr>",
+            "<tr data-dlq=\"{name}\"><td>{name}</td><td>{count}</td><td>{letters}</td></tr>",
             name = escape(d.service),
         );
     }
     html.push_str("</table>");
     html
+}
+
+/// One dead letter and what can be done with it.
+fn letter(service: &str, l: &Letter) -> String {
+    let mut payload: String = l.payload.chars().take(PAYLOAD_SHOWN).collect();
+    if payload.len() < l.payload.len() {
+        payload.push('…');
+    }
+    let action = match (&l.replayed_at, &l.refused) {
+        (Some(at), _) => format!("<span>replayed {}</span>", escape(at)),
+        (None, Some(reason)) => format!(
+            "<span class=\"error\">not replayable: {}</span>",
+            escape(reason)
+        ),
+        (None, None) => format!(
+            "<form method=\"post\" action=\"dead-letters/{service}/replay\">\
+             <input type=\"hidden\" name=\"offset\" value=\"{offset}\">\
+             <input name=\"token\" type=\"password\" placeholder=\"admin token\" required> \
+             <button type=\"submit\">Replay this letter</button></form>",
+            service = escape(service),
+            offset = l.offset,
+        ),
+    };
+    format!(
+        "<details data-offset=\"{offset}\"><summary><code>{event_type}</code> {failed_at} \
+         <span class=\"error\">{error}</span></summary>\
+         <dl><dt>offset</dt><dd>{offset}</dd><dt>event id</dt><dd><code>{event_id}</code></dd>\
+         <dt>key</dt><dd><code>{key}</code></dd><dt>source</dt><dd><code>{source}</code></dd>\
+         <dt>value</dt><dd><pre>{payload}</pre></dd></dl>{action}</details>",
+        offset = l.offset,
+        event_type = escape(&l.event_type),
+        failed_at = escape(&l.failed_at),
+        error = escape(&l.error),
+        event_id = escape(&l.event_id),
+        key = escape(&l.key),
+        source = escape(&l.source),
+        payload = escape(&payload),
+    )
 }
 
 #[cfg(test)]

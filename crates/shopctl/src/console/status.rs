@@ -34,13 +34,23 @@ pub struct ServiceStatus {
     pub breaker_open: Option<bool>,
 }
 
-/// One dead letter, as the console lists it.
+/// One dead letter, as the console lists it: everything an operator needs to judge it before
+/// replaying it. Every field is the letter's own text, written by whoever wrote the letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter {
+    /// Its offset in the dead-letter topic: what the replay button names.
+    pub offset: i64,
     pub failed_at: String,
     pub event_type: String,
     pub event_id: String,
+    pub key: String,
+    /// `topic/partition@offset` it came from.
+    pub source: String,
     pub error: String,
+    pub payload: String,
+    pub replayed_at: Option<String>,
+    /// Why it may not be replayed, when it may not ([`eventing::dlq::check_replay`]).
+    pub refused: Option<String>,
 }
 
 /// The dead letters waiting in one service's dead-letter topic.
@@ -125,10 +135,21 @@ impl Status {
                     letters
                         .into_iter()
                         .map(|l| Letter {
+                            offset: l.offset,
+                            refused: (l.stage != eventing::dlq::STAGE_DELIVER)
+                                .then(|| eventing::dlq::check_replay(name, &l).err())
+                                .flatten(),
+                            source: format!(
+                                "{}/{}@{}",
+                                l.source_topic, l.source_partition, l.source_offset
+                            ),
                             failed_at: l.failed_at,
                             event_type: l.event_type.unwrap_or_else(|| "-".into()),
                             event_id: l.event_id.unwrap_or_else(|| "-".into()),
+                            key: l.key.unwrap_or_else(|| "-".into()),
                             error: l.error,
+                            payload: l.payload.unwrap_or_default(),
+                            replayed_at: l.replayed_at,
                         })
                         .collect(),
                 ),
