@@ -14,9 +14,18 @@ set -euo pipefail
 BOOTSTRAP=${BOOTSTRAP:-localhost:19092}
 BIN=${KAFKA_BIN:-/opt/kafka/bin}
 
+# The passwords go through a file only its owner may read, never a command line, where any
+# process of the container could read them in /proc/<pid>/cmdline.
+secrets=$(mktemp -d)
+trap 'rm -rf "$secrets"' EXIT
+chmod 700 "$secrets"
+
 user() { # name password
+  local file="$secrets/$1.properties"
+  (umask 077 && printf 'SCRAM-SHA-512=iterations=8192,password=%s\n' "$2" > "$file")
   "$BIN/kafka-configs.sh" --bootstrap-server "$BOOTSTRAP" --alter --entity-type users \
-    --entity-name "$1" --add-config "SCRAM-SHA-512=[iterations=8192,password=$2]" >/dev/null
+    --entity-name "$1" --add-config-file "$file" >/dev/null
+  rm -f "$file"
 }
 
 allow() { # principal operation resource-type resource-name [prefixed]

@@ -50,6 +50,8 @@ bench_stack_start() {
     --broker-port "$BENCH_BROKER_PORT" --http-port-base "$BENCH_BASE" \
     "${bench_up_options[@]}" "${prefix[@]}" > "$BENCH_DATA/$name/up.log" 2>&1 &
   BENCH_UP=$!
+  # The bench creates its products and coupons, an operator's act: it takes the stack's token.
+  BENCH_ADMIN_TOKEN_FILE="$BENCH_DATA/$name/admin-token"
   until grep -q "the system is up" "$BENCH_DATA/$name/up.log"; do
     kill -0 "$BENCH_UP" 2>/dev/null || { cat "$BENCH_DATA/$name/up.log"; return 1; }
     sleep 1
@@ -73,7 +75,8 @@ bench_stack_cleanup() {
 
 # `shopctl bench` against the running stack, with the given flags.
 bench_run() {
-  KAFKA_BROKERS="$BENCH_BROKERS" target/release/shopctl bench \
+  ADMIN_TOKEN="$(cat "$BENCH_ADMIN_TOKEN_FILE")" KAFKA_BROKERS="$BENCH_BROKERS" \
+    target/release/shopctl bench \
     --order-url "http://127.0.0.1:$BENCH_BASE" --product-url "http://127.0.0.1:$((BENCH_BASE + 1))" \
     --coupon-url "http://127.0.0.1:$((BENCH_BASE + 2))" "$@"
 }

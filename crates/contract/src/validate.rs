@@ -2,15 +2,19 @@
 //! sees an event that breaks them: [`Event::validate`].
 //!
 //! Decoding already refuses wrong types and unknown enum values. These are the rules types
-//! cannot say: ids and quantities are positive, amounts are not negative, an order's total is
-//! the sum of its lines and a discount is at most the total, lists and texts are bounded, and
-//! no text holds a NUL (Postgres cannot store one). An event that breaks one can never be
+//! cannot say: ids and quantities are positive and quantities bounded, amounts are not
+//! negative, an order's total is the sum of its lines and a discount is at most the total, a
+//! product appears on one line of an event at most, lists and texts are bounded, and no text
+//! holds a NUL (Postgres cannot store one). An event that breaks one can never be
 //! applied, so consumers dead-letter it with the reason instead of retrying it forever.
 
 use crate::events::*;
 
 /// Most lines in one order or stock event (the order API accepts 100).
 pub const MAX_LINES: usize = 1_000;
+/// Most units of one product on one line (the order API accepts 10,000): with at most
+/// [`MAX_LINES`] lines, no sum of quantities can overflow.
+pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Longest text field (a product name, a cancellation detail), in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
 
@@ -76,13 +80,38 @@ fn lines<T>(field: &str, items: &[T]) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn quantity(field: &str, value: i64) -> Result<(), Invalid> {
+    positive(field, value)?;
+    if value > MAX_QUANTITY {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_QUANTITY}, not {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Each product on one line only: a consumer then never sums quantities of its own.
+fn distinct_products(products: impl Iterator<Item = i64>) -> Result<(), Invalid> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (n, product_id) in products.enumerate() {
+        if !seen.insert(product_id) {
+            return Err(invalid(
+                format!("items[{n}].product_id"),
+                format!("must not repeat product {product_id} of an earlier line"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn stock_lines(items: &[StockLine]) -> Result<(), Invalid> {
     lines("items", items)?;
     for (n, line) in items.iter().enumerate() {
         positive(&format!("items[{n}].product_id"), line.product_id)?;
-        positive(&format!("items[{n}].quantity"), line.quantity)?;
+        quantity(&format!("items[{n}].quantity"), line.quantity)?;
     }
-    Ok(())
+    distinct_products(items.iter().map(|l| l.product_id))
 }
 
 fn discount(total: i64, discount: i64) -> Result<(), Invalid> {
@@ -106,7 +135,7 @@ impl Event {
                 let mut sum: i64 = 0;
                 for (n, line) in e.items.iter().enumerate() {
                     positive(&format!("items[{n}].product_id"), line.product_id)?;
-                    positive(&format!("items[{n}].quantity"), line.quantity)?;
+                    quantity(&format!("items[{n}].quantity"), line.quantity)?;
                     amount(&format!("items[{n}].unit_price"), line.unit_price)?;
                     sum = line
                         .quantity
@@ -114,6 +143,7 @@ impl Event {
                         .and_then(|subtotal| sum.checked_add(subtotal))
                         .ok_or_else(|| invalid("total_amount", "overflows"))?;
                 }
+                distinct_products(e.items.iter().map(|l| l.product_id))?;
                 amount("total_amount", e.total_amount)?;
                 if sum != e.total_amount {
                     return Err(invalid(
@@ -221,6 +251,37 @@ mod tests {
         let error = created(vec![line(-3, 1, 150)], 150).validate().unwrap_err();
         assert_eq!(error.field, "items[0].product_id");
         assert!(created(vec![], 0).validate().is_err());
+    }
+
+    #[test]
+    fn a_product_on_two_lines_or_more_units_than_the_bound_are_refused() {
+        // Priced 0, these add up to nothing, so the total alone would not catch them; summed
+        // per product they would overflow.
+        let twice = created(vec![line(1, i64::MAX, 0), line(1, i64::MAX, 0)], 0);
+        let error = twice.validate().unwrap_err();
+        assert_eq!(error.field, "items[0].quantity", "{error}");
+        let error = created(vec![line(1, 2, 0), line(1, 3, 0)], 0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.field, "items[1].product_id", "{error}");
+        assert_eq!(
+            created(vec![line(1, MAX_QUANTITY, 0)], 0).validate(),
+            Ok(())
+        );
+        let reserved = Event::StockReserved(StockReserved {
+            order_id: Uuid::now_v7(),
+            items: vec![
+                StockLine {
+                    product_id: 4,
+                    quantity: 1,
+                },
+                StockLine {
+                    product_id: 4,
+                    quantity: 1,
+                },
+            ],
+        });
+        assert!(reserved.validate().is_err());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let interval = config.reconcile_interval;
     let router = runtime.router(http::router(http::State {
         db: runtime.http_db.clone(),
+        admin: runtime.admin.clone(),
     }));
     Ok(App::new(SERVICE, listener, router)
         .with_limits(&runtime.settings.http)

@@ -410,6 +410,40 @@ fn no_secret_is_written_into_the_compose_file() {
 }
 
 #[test]
+fn secrets_stay_out_of_the_image_and_off_command_lines_and_go_only_where_used() {
+    // `COPY . .` in the Dockerfile takes what .dockerignore does not exclude.
+    let ignored = read(".dockerignore");
+    assert!(ignored.lines().any(|l| l.trim() == ".env"), "{ignored}");
+    // The admin token goes only to the services with operator endpoints.
+    let services = services();
+    let with_token: BTreeSet<&str> = services
+        .iter()
+        .filter(|(_, service)| env_of(service).contains_key("ADMIN_TOKEN"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        with_token,
+        BTreeSet::from([
+            "analytics-forwarder",
+            "console",
+            "coupon-service",
+            "data-platform-mock",
+            "product-service"
+        ])
+    );
+    // Grafana's admin password comes from .env, not its default.
+    let grafana = env_of(&services["grafana"]);
+    assert!(
+        grafana["GF_SECURITY_ADMIN_PASSWORD"].starts_with("${GRAFANA_ADMIN_PASSWORD"),
+        "{grafana:?}"
+    );
+    // SCRAM passwords reach kafka-configs.sh in a file, never in its arguments.
+    let security = read("deploy/kafka-security.sh");
+    assert!(!security.contains("--add-config \""), "{security}");
+    assert!(security.contains("--add-config-file"), "{security}");
+}
+
+#[test]
 fn only_the_order_service_is_published_beyond_the_loopback() {
     for (name, service) in services() {
         for port in service["ports"].as_sequence().into_iter().flatten() {

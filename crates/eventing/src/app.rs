@@ -167,7 +167,14 @@ where
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
-        tick().await;
+        // A sweep is database work: bounded, so that a connection whose server vanished
+        // cannot hang it (or the shutdown that waits for it) forever.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            done = crate::db::bounded(tick()) => if done.is_none() {
+                tracing::warn!(bound = ?crate::db::work_timeout(), "a sweep took too long; given up, to be tried at the next interval");
+            }
+        }
     }
 }
 

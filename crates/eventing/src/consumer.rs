@@ -245,10 +245,17 @@ enum Stall {
     NoProgress,
     /// It could not reach the broker, which accepts connections, for longer than the grace.
     CutOff,
+    /// A partition worker ended (it panicked).
+    WorkerEnded,
 }
 
 impl Stall {
-    const ALL: [Stall; 3] = [Stall::NoPartitions, Stall::NoProgress, Stall::CutOff];
+    const ALL: [Stall; 4] = [
+        Stall::NoPartitions,
+        Stall::NoProgress,
+        Stall::CutOff,
+        Stall::WorkerEnded,
+    ];
 
     /// The `reason` label of `consumer_rejoins_total`.
     fn label(self) -> &'static str {
@@ -256,6 +263,7 @@ impl Stall {
             Stall::NoPartitions => "no_partitions",
             Stall::NoProgress => "no_progress",
             Stall::CutOff => "cut_off",
+            Stall::WorkerEnded => "worker_ended",
         }
     }
 
@@ -271,6 +279,7 @@ impl Stall {
                     "could not reach the broker for more than {secs:.0} s, while it accepts connections"
                 )
             }
+            Stall::WorkerEnded => "lost a partition worker, which panicked".to_owned(),
         }
     }
 }
@@ -281,11 +290,18 @@ struct Session {
     /// What the partition workers report back.
     progress: Arc<Progress>,
     /// The queue of each partition's worker, created on the partition's first message.
-    workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>>,
+    workers: HashMap<(String, i32), mpsc::Sender<Taken>>,
+    /// Messages of partitions whose worker's queue was full, in order: the partition is
+    /// paused on the client until they are all handed over.
+    held: HashMap<(String, i32), std::collections::VecDeque<Taken>>,
     /// The workers themselves; each ends when its queue closes or shutdown comes.
     tasks: JoinSet<()>,
     watch: Watch,
 }
+
+/// A message taken from the client, with the generation its partition had then
+/// ([`crate::kafka::Revocations`]).
+type Taken = (OwnedMessage, u64);
 
 /// What the workers of one client tell the loop that feeds them and the watchdog.
 struct Progress {
@@ -315,6 +331,11 @@ impl Progress {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// A message dropped unhandled: its partition was revoked after it was taken.
+    fn dropped(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn stored(&self, topic: &str, partition: i32) -> Option<i64> {
         lock(&self.stored)
             .get(&(topic.to_owned(), partition))
@@ -338,6 +359,13 @@ struct Watch {
     stalled_since: Option<Instant>,
     /// Since when the client's measurements failed while the broker accepted connections.
     cut_off_since: Option<Instant>,
+    /// Whether the last look found every partition held by other members (a spare), and when
+    /// that look was.
+    spare: bool,
+    spare_checked_at: Option<Instant>,
+    /// Per partition the spare has seen messages waiting on: the committed offset then, and
+    /// since when it has stood there.
+    holders: HashMap<(String, i32), (Option<i64>, Instant)>,
     /// When the last measurement started, and the one in flight.
     measured_at: Option<Instant>,
     measuring: Option<tokio::task::JoinHandle<(Instant, Measurement)>>,
@@ -369,6 +397,13 @@ struct PartitionView {
 
 /// How often the watchdog looks at the client.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How often a spare (a consumer that holds nothing while the group holds every partition)
+/// asks again.
+const SPARE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How often messages held for a full partition queue are offered to it again.
+const RETRY_HELD: Duration = Duration::from_millis(20);
 
 impl<H: Handler> ConsumerRunner<H> {
     /// A runner of `runtime`'s service, consuming `topics` in its group.
@@ -403,11 +438,18 @@ impl<H: Handler> ConsumerRunner<H> {
             let labels = [("consumer", self.name), ("reason", kind)];
             self.metrics.zero("events_dead_lettered_total", &labels);
         }
-        for name in ["consumer_batches_total", "dead_letters_parked_total"] {
+        for name in [
+            "consumer_batches_total",
+            "dead_letters_parked_total",
+            "consumer_messages_dropped_total",
+            "consumer_partitions_paused_total",
+        ] {
             self.metrics.zero(name, &[("consumer", self.name)]);
         }
         self.metrics
             .zero("consumer_partitions", &[("consumer", self.name)]);
+        self.metrics
+            .zero("consumer_spare", &[("consumer", self.name)]);
         for topic in &self.topics {
             self.metrics
                 .zero("events_ignored_total", &[("topic", topic)]);
@@ -476,12 +518,16 @@ impl<H: Handler> ConsumerRunner<H> {
                         consumer: Arc::new(consumer),
                         progress: Arc::new(Progress::new(now)),
                         workers: HashMap::new(),
+                        held: HashMap::new(),
                         tasks: JoinSet::new(),
                         watch: Watch {
                             assigned_at: now,
                             progress_at: now,
                             stalled_since: None,
                             cut_off_since: None,
+                            spare: false,
+                            spare_checked_at: None,
+                            holders: HashMap::new(),
                             measured_at: None,
                             measuring: None,
                         },
@@ -489,9 +535,11 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
                 Err(error) => {
                     attempt += 1;
+                    // Readiness is public: it says what, the log says why.
+                    tracing::warn!(consumer = self.name, %error, "cannot create a Kafka consumer");
                     self.health.failing(
                         HEALTH_PART,
-                        format!("cannot create a Kafka consumer: {error}"),
+                        "cannot create a Kafka consumer (the log says why)",
                     );
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
@@ -512,6 +560,8 @@ impl<H: Handler> ConsumerRunner<H> {
     ) -> SessionEnd {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry_held = tokio::time::interval(RETRY_HELD);
+        retry_held.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut receive_failures = 0u32;
         loop {
             let message = tokio::select! {
@@ -523,6 +573,23 @@ impl<H: Handler> ConsumerRunner<H> {
                     }
                     continue;
                 }
+                _ = retry_held.tick(), if !session.held.is_empty() => {
+                    if let Err(stall) = self.hand_over_held(session) {
+                        return SessionEnd::Rejoin(stall);
+                    }
+                    continue;
+                }
+                Some(ended) = session.tasks.join_next() => {
+                // A worker ends early only at shutdown, or if it panicked outside a handler
+                // (a handler's panic is caught and dead-letters its event): its messages then
+                // count in flight forever and its partition is never handled again, so the
+                // session ends at once and a new client starts every worker afresh.
+                if shutdown.is_cancelled() {
+                    return SessionEnd::Shutdown;
+                }
+                tracing::error!(consumer = self.name, panicked = ended.is_err(), "a partition worker ended");
+                return SessionEnd::Rejoin(Stall::WorkerEnded);
+            }
                 message = session.consumer.recv() => message,
             };
             let message = match message {
@@ -541,8 +608,19 @@ impl<H: Handler> ConsumerRunner<H> {
                 }
             };
             session.watch.progress();
+            let generation = session
+                .consumer
+                .context()
+                .revocations()
+                .generation(message.topic(), message.partition());
             let partition = (message.topic().to_owned(), message.partition());
-            let queue = session.workers.entry(partition).or_insert_with(|| {
+            session.progress.in_flight.fetch_add(1, Ordering::SeqCst);
+            // Behind messages held for a full queue, a message waits its turn with them.
+            if let Some(held) = session.held.get_mut(&partition) {
+                held.push_back((message, generation));
+                continue;
+            }
+            let queue = session.workers.entry(partition.clone()).or_insert_with(|| {
                 let (queue, messages) = mpsc::channel(QUEUE_PER_PARTITION);
                 let worker = self.clone();
                 let consumer = session.consumer.clone();
@@ -553,23 +631,90 @@ impl<H: Handler> ConsumerRunner<H> {
                 });
                 queue
             });
-            session.progress.in_flight.fetch_add(1, Ordering::SeqCst);
-            // A full queue means this partition's worker is behind: wait for room, which
-            // holds the other partitions back only once their own queues are full too.
-            let handed = tokio::select! {
-                () = shutdown.cancelled() => return SessionEnd::Shutdown,
-                handed = queue.send(message) => handed,
-            };
-            if handed.is_err() {
-                // A worker ends early only at shutdown, or if it panicked: then the consumer
-                // stops, and the service with it, for its supervisor to start it again.
-                if !shutdown.is_cancelled() {
-                    tracing::error!(
-                        consumer = self.name,
-                        "a partition worker ended; stopping the consumer"
+            match queue.try_send((message, generation)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(taken)) => {
+                    // This partition's worker is behind (retrying, say): the partition is
+                    // paused, and the rest go on, as does the watchdog.
+                    self.pause(session, &partition, true);
+                    self.metrics.inc(
+                        "consumer_partitions_paused_total",
+                        &[("consumer", self.name)],
                     );
+                    session.held.insert(partition, [taken].into());
                 }
-                return SessionEnd::Shutdown;
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // The worker ended (see the `join_next` branch above, which usually sees
+                    // it first).
+                    if shutdown.is_cancelled() {
+                        return SessionEnd::Shutdown;
+                    }
+                    tracing::error!(consumer = self.name, "a partition worker ended");
+                    return SessionEnd::Rejoin(Stall::WorkerEnded);
+                }
+            }
+        }
+    }
+
+    /// Hands held messages to their workers as their queues make room, and resumes each
+    /// partition whose held messages are all handed over. Messages of a partition revoked
+    /// since they were taken are dropped.
+    fn hand_over_held(&self, session: &mut Session) -> Result<(), Stall> {
+        let revocations = session.consumer.context().revocations();
+        let mut resumed = Vec::new();
+        for (partition, held) in &mut session.held {
+            let Some(queue) = session.workers.get(partition) else {
+                continue;
+            };
+            while let Some((message, generation)) = held.pop_front() {
+                if generation != revocations.generation(&partition.0, partition.1) {
+                    session.progress.dropped();
+                    self.metrics.inc(
+                        "consumer_messages_dropped_total",
+                        &[("consumer", self.name)],
+                    );
+                    continue;
+                }
+                match queue.try_send((message, generation)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(taken)) => {
+                        held.push_front(taken);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stall::WorkerEnded),
+                }
+            }
+            if held.is_empty() {
+                resumed.push(partition.clone());
+            }
+        }
+        for partition in resumed {
+            session.held.remove(&partition);
+            self.pause(session, &partition, false);
+        }
+        Ok(())
+    }
+
+    /// Pauses (or resumes) fetching one partition on the session's client.
+    fn pause(&self, session: &Session, (topic, partition): &(String, i32), pause: bool) {
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(topic, *partition);
+        let done = if pause {
+            session.consumer.pause(&list)
+        } else {
+            session.consumer.resume(&list)
+        };
+        match done {
+            Ok(()) => tracing::debug!(
+                consumer = self.name,
+                topic,
+                partition,
+                pause,
+                "partition paused or resumed"
+            ),
+            // A partition no longer assigned cannot be paused, nor needs to be.
+            Err(error) => {
+                tracing::debug!(consumer = self.name, topic, partition, %error, "could not pause or resume a partition")
             }
         }
     }
@@ -580,19 +725,37 @@ impl<H: Handler> ConsumerRunner<H> {
         &self,
         consumer: Arc<ServiceConsumer>,
         progress: Arc<Progress>,
-        mut messages: mpsc::Receiver<OwnedMessage>,
+        mut messages: mpsc::Receiver<Taken>,
         shutdown: CancellationToken,
     ) {
         while let Some(first) = messages.recv().await {
             if shutdown.is_cancelled() {
                 return;
             }
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let mut taken = vec![first];
+            while taken.len() < MAX_BATCH {
                 match messages.try_recv() {
-                    Ok(message) => batch.push(message),
+                    Ok(message) => taken.push(message),
                     Err(_) => break,
                 }
+            }
+            // A message taken before its partition was revoked is the new owner's to handle
+            // now: handling it here too would only do the work twice.
+            let revocations = consumer.context().revocations();
+            let mut batch = Vec::with_capacity(taken.len());
+            for (message, generation) in taken {
+                if generation == revocations.generation(message.topic(), message.partition()) {
+                    batch.push(message);
+                } else {
+                    progress.dropped();
+                    self.metrics.inc(
+                        "consumer_messages_dropped_total",
+                        &[("consumer", self.name)],
+                    );
+                }
+            }
+            if batch.is_empty() {
+                continue;
             }
             let handled_together = batch.len() > 1 && self.process_together(&batch).await;
             for message in &batch {
@@ -669,8 +832,15 @@ impl<H: Handler> ConsumerRunner<H> {
             .observe("event_handle_duration_seconds", &labels, seconds);
     }
 
-    /// One attempt at a batch: every event recorded and applied in one transaction.
+    /// One attempt at a batch, bounded as [`Self::apply`] is.
     async fn apply_together(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
+        crate::db::bounded(self.apply_together_once(inbounds))
+            .await
+            .unwrap_or_else(|| Err(stalled()))
+    }
+
+    /// One attempt at a batch: every event recorded and applied in one transaction.
+    async fn apply_together_once(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
         for inbound in inbounds {
             inbound.committed.discard();
         }
@@ -684,7 +854,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     tracing::debug!("already handled; nothing to do");
                     return Ok::<_, HandleError>(Outcome::Duplicate);
                 }
-                self.handler.handle(&mut tx, inbound).await?;
+                handle_unwinding(&self.handler, &mut tx, inbound).await?;
                 tracing::debug!("handled in a batch");
                 Ok(Outcome::Handled)
             }
@@ -729,13 +899,47 @@ impl<H: Handler> ConsumerRunner<H> {
         let assigned = held > 0;
         if assigned {
             session.watch.assigned_at = now;
+            if std::mem::take(&mut session.watch.spare) {
+                self.metrics
+                    .set("consumer_spare", &[("consumer", self.name)], 0.0);
+            }
             if unassigned_since.take().is_some() {
                 tracing::info!(consumer = self.name, "the consumer holds partitions");
             }
             self.health.up(HEALTH_PART);
         } else {
             let since = *unassigned_since.get_or_insert(now);
-            if now.duration_since(since) > bound {
+            // Holding nothing for a while: a spare (the group has more members than
+            // partitions, and every partition is held) is healthy and waits, where a member
+            // left out of a group that needs it is stuck.
+            // Asked at every look until the answer is yes (a group that is still settling says
+            // no for a moment), then every few seconds.
+            let due = !session.watch.spare
+                || session
+                    .watch
+                    .spare_checked_at
+                    .is_none_or(|at| now.duration_since(at) >= SPARE_CHECK_EVERY);
+            if now.duration_since(since) > bound / 2 && due {
+                session.watch.spare_checked_at = Some(now);
+                let was = session.watch.spare;
+                let held = self.every_partition_held(&session.consumer).await;
+                session.watch.spare = held.is_some_and(|partitions| {
+                    session.watch.holders_progress(partitions, now, bound)
+                });
+                let spare = if session.watch.spare { 1.0 } else { 0.0 };
+                self.metrics
+                    .set("consumer_spare", &[("consumer", self.name)], spare);
+                if session.watch.spare && !was {
+                    tracing::info!(
+                        consumer = self.name,
+                        "every partition is held by another member of the group; this one waits as a spare"
+                    );
+                }
+            }
+            if session.watch.spare {
+                session.watch.assigned_at = now;
+                self.health.up(HEALTH_PART);
+            } else if now.duration_since(since) > bound {
                 self.health
                     .failing(HEALTH_PART, Stall::NoPartitions.describe(bound));
             }
@@ -783,6 +987,22 @@ impl<H: Handler> ConsumerRunner<H> {
         .await
         .unwrap_or(false);
         reachable.then_some(stall)
+    }
+
+    /// Whether every partition of this consumer's topics is held by a member of its group, by
+    /// the group's description and the topics' metadata, with each partition's committed
+    /// offset and end; `None` when not, or when either cannot be had.
+    async fn every_partition_held(&self, consumer: &Arc<ServiceConsumer>) -> Option<Vec<Held>> {
+        let consumer = consumer.clone();
+        let group = self
+            .kafka
+            .group_id
+            .clone()
+            .unwrap_or_else(|| self.name.to_owned());
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || every_partition_held(&consumer, &group, &topics))
+            .await
+            .unwrap_or(None)
     }
 
     /// Updates the lag gauge and the watchdog's view from one measurement.
@@ -936,8 +1156,16 @@ impl<H: Handler> ConsumerRunner<H> {
         }
     }
 
-    /// One attempt: record the event and apply its effect in one transaction.
+    /// One attempt, within [`crate::db::work_timeout`]: a transaction that takes longer (its
+    /// connection's server vanished, say) is given up and tried again.
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
+        crate::db::bounded(self.apply_once(inbound))
+            .await
+            .unwrap_or_else(|| Err(stalled()))
+    }
+
+    /// One attempt: record the event and apply its effect in one transaction.
+    async fn apply_once(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
         inbound.committed.discard();
         let mut tx = crate::db::begin(&self.db).await?;
         if !record(&mut tx, inbound).await? {
@@ -945,13 +1173,50 @@ impl<H: Handler> ConsumerRunner<H> {
             tx.rollback().await?;
             return Ok(Outcome::Duplicate);
         }
-        self.handler.handle(&mut tx, inbound).await?;
+        handle_unwinding(&self.handler, &mut tx, inbound).await?;
         tx.commit().await?;
         inbound.committed.run();
         self.outbox.wake();
         tracing::debug!("handled");
         Ok(Outcome::Handled)
     }
+}
+
+/// Runs the handler, turning a panic into a permanent failure: a handler that panics on an
+/// event is a bug that the same event would hit again, so the event is dead-lettered (to be
+/// replayed once the bug is fixed) and its partition moves on, rather than its worker dying
+/// with the message counted in flight.
+async fn handle_unwinding<H: Handler>(
+    handler: &H,
+    conn: &mut Conn,
+    inbound: &Inbound,
+) -> Result<(), HandleError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(handler.handle(conn, inbound))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(panic = %what, "the handler panicked on this event");
+            Err(HandleError::Permanent(format!(
+                "the handler panicked: {what}"
+            )))
+        }
+    }
+}
+
+/// A transaction that took longer than [`crate::db::work_timeout`]: worth trying again.
+fn stalled() -> HandleError {
+    HandleError::Transient(anyhow::anyhow!(
+        "the transaction took longer than {:?}; given up",
+        crate::db::work_timeout()
+    ))
 }
 
 /// The event a message carries, as a handler sees it, with the span its handling runs in:
@@ -1021,7 +1286,39 @@ impl PartitionView {
     }
 }
 
+/// A partition another member holds, as a spare sees it: where the group's committed offset
+/// stands and where the partition ends.
+struct Held {
+    partition: (String, i32),
+    committed: Option<i64>,
+    low: i64,
+    high: i64,
+}
+
 impl Watch {
+    /// Whether the members holding `partitions` are working: none of them has had messages
+    /// waiting with its group's committed offset standing still for longer than `bound`. A
+    /// member that died without leaving can stay in the group holding its partitions (Tansu
+    /// never evicts one); the spare then must not wait for it, but rejoin, which rebalances.
+    fn holders_progress(&mut self, partitions: Vec<Held>, now: Instant, bound: Duration) -> bool {
+        let mut working = true;
+        let mut seen = HashMap::new();
+        for held in partitions {
+            let waiting = held.high > held.committed.unwrap_or(held.low);
+            if !waiting {
+                continue;
+            }
+            let since = match self.holders.get(&held.partition) {
+                Some((committed, since)) if *committed == held.committed => *since,
+                _ => now,
+            };
+            working &= now.duration_since(since) <= bound;
+            seen.insert(held.partition, (held.committed, since));
+        }
+        self.holders = seen;
+        working
+    }
+
     /// The client took or finished a message.
     fn progress(&mut self) {
         self.progress_at = Instant::now();
@@ -1068,6 +1365,103 @@ fn measure(consumer: &ServiceConsumer, brokers: &str) -> Measurement {
         });
     }
     Measurement::Partitions(views)
+}
+
+/// Whether the members of `group` hold, between them, every partition of `topics`, and the
+/// group is stable; if so, each partition with the group's committed offset and its end.
+/// Blocking, like [`measure`].
+fn every_partition_held(
+    consumer: &ServiceConsumer,
+    group: &str,
+    topics: &[String],
+) -> Option<Vec<Held>> {
+    let groups = consumer
+        .fetch_group_list(Some(group), MEASURE_TIMEOUT)
+        .ok()?;
+    let info = groups.groups().iter().find(|g| g.name() == group)?;
+    if info.state() != "Stable" {
+        return None;
+    }
+    let mut held = std::collections::HashSet::new();
+    for member in info.members() {
+        held.extend(member.assignment().and_then(assigned_partitions)?);
+    }
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), MEASURE_TIMEOUT).ok()?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .map(|p| p.id())
+            .collect();
+        if partitions.is_empty() {
+            return None;
+        }
+        for partition in partitions {
+            if !held.contains(&(topic.clone(), partition)) {
+                return None;
+            }
+            list.add_partition(topic, partition);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list.clone(), MEASURE_TIMEOUT)
+        .ok()?;
+    let mut partitions = Vec::new();
+    for element in list.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, MEASURE_TIMEOUT)
+            .ok()?;
+        let committed = committed
+            .find_partition(topic, partition)
+            .and_then(|p| p.offset().to_raw())
+            .filter(|offset| *offset >= 0);
+        partitions.push(Held {
+            partition: (topic.to_owned(), partition),
+            committed,
+            low,
+            high,
+        });
+    }
+    Some(partitions)
+}
+
+/// The partitions of a member's assignment, as the consumer protocol encodes it: a version
+/// (int16), then per topic its name (int16 length, bytes) and its partitions (int32 count,
+/// int32 each), then user data. `None` if the bytes are not of that shape.
+fn assigned_partitions(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take(&mut self, n: usize) -> Option<&[u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Some(head)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+        }
+        fn i32(&mut self) -> Option<i32> {
+            Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+        }
+    }
+    let mut reader = Reader(bytes);
+    reader.i16()?;
+    let topics = reader.i32()?;
+    let mut partitions = Vec::new();
+    for _ in 0..topics.max(0) {
+        let length = usize::try_from(reader.i16()?).ok()?;
+        let topic = std::str::from_utf8(reader.take(length)?).ok()?.to_owned();
+        let count = reader.i32()?;
+        for _ in 0..count.max(0) {
+            partitions.push((topic.clone(), reader.i32()?));
+        }
+    }
+    Some(partitions)
 }
 
 /// Longest a consumer may take to commit its offsets and leave its group on shutdown.
@@ -1130,6 +1524,53 @@ mod tests {
             committed,
             position,
         }
+    }
+
+    #[test]
+    fn a_spare_waits_only_while_the_holders_commit_what_waits() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(10);
+        let held = |committed, high| Held {
+            partition: ("t".into(), 0),
+            committed,
+            low: 0,
+            high,
+        };
+        let mut watch = Watch {
+            assigned_at: start,
+            progress_at: start,
+            stalled_since: None,
+            cut_off_since: None,
+            spare: false,
+            spare_checked_at: None,
+            holders: HashMap::new(),
+            measured_at: None,
+            measuring: None,
+        };
+        // Nothing waits, or what waits is being committed: the holders work.
+        assert!(watch.holders_progress(vec![held(Some(5), 5)], start, bound));
+        assert!(watch.holders_progress(vec![held(Some(5), 9)], start, bound));
+        let later = start + Duration::from_secs(8);
+        assert!(watch.holders_progress(vec![held(Some(7), 9)], later, bound));
+        // The committed offset stands still with messages waiting past the bound: a holder
+        // that is gone.
+        let much_later = later + Duration::from_secs(11);
+        assert!(!watch.holders_progress(vec![held(Some(7), 9)], much_later, bound));
+        // A partition seen waiting for the first time is given the bound.
+        assert!(watch.holders_progress(vec![held(None, 3)], much_later, bound));
+    }
+
+    #[test]
+    fn an_assignment_is_read_as_the_consumer_protocol_writes_it() {
+        // Version 0; one topic "t" with partitions 0 and 2; no user data.
+        let mut bytes = vec![0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2];
+        bytes.extend([0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            assigned_partitions(&bytes),
+            Some(vec![("t".to_owned(), 0), ("t".to_owned(), 2)])
+        );
+        assert_eq!(assigned_partitions(&bytes[..9]), None);
+        assert_eq!(assigned_partitions(&[0, 0, 0, 0, 0, 0]), Some(vec![]));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   On Postgres it is a plain `BEGIN`, and row locks order concurrent writers.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -49,9 +50,57 @@ pub struct DatabaseSettings {
         default_value_t = 8
     )]
     pub http_max_connections: u32,
+    /// Longest one statement may run on Postgres (`statement_timeout`), and, twice over,
+    /// longest a transaction may sit idle (`idle_in_transaction_session_timeout`), in
+    /// milliseconds. Every unit of database work (an event's transaction, a relay round, a
+    /// sweep) is also given up by the client after this plus [`CLIENT_GRACE`]: a connection
+    /// whose server vanished without closing it can hang no worker forever.
+    #[arg(
+        long = "database-statement-timeout-ms",
+        env = "DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(100..)
+    )]
+    pub statement_timeout_ms: u64,
+}
+
+/// How much longer than the statement timeout the client waits for a unit of database work
+/// before it gives the work up (and its connection with it).
+pub const CLIENT_GRACE: Duration = Duration::from_secs(5);
+
+/// TCP keepalive of a Postgres connection, server side (`tcp_keepalives_idle`, `_interval`,
+/// `_count`): a client that vanished is found out in about a minute. (sqlx 0.8 sets no
+/// keepalive on its own side of the socket; the client's side is the time bound on each unit
+/// of work, [`DatabaseSettings::work_timeout`].)
+const KEEPALIVE: [(&str, u32); 3] = [
+    ("tcp_keepalives_idle", 30),
+    ("tcp_keepalives_interval", 10),
+    ("tcp_keepalives_count", 3),
+];
+
+/// The bound on one unit of database work in this process, set by the first pool opened.
+static WORK_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Longest the client waits for one unit of database work (an event's transaction, a sweep):
+/// the statement timeout of the first pool this process opened, plus [`CLIENT_GRACE`]. Work
+/// that takes longer is given up as a transient failure and tried again, so that a connection
+/// whose server vanished without closing it hangs no worker forever.
+pub fn work_timeout() -> Duration {
+    *WORK_TIMEOUT.get_or_init(|| crate::defaults::defaults::<DatabaseSettings>().work_timeout())
+}
+
+/// Runs `work` within [`work_timeout`]; `None` if it took longer (it is then dropped, and the
+/// connection it held with it).
+pub async fn bounded<T>(work: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(work_timeout(), work).await.ok()
 }
 
 impl DatabaseSettings {
+    /// Longest the client waits for one unit of database work.
+    pub fn work_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms) + CLIENT_GRACE
+    }
+
     /// Settings for a database URL with the default pool size.
     pub fn new(url: impl Into<String>) -> Self {
         DatabaseSettings {
@@ -121,7 +170,7 @@ pub async fn connect_and_migrate(
     service: &Migrations,
 ) -> Result<Db, DbError> {
     let (url, backend) = resolve_url(service_name, settings)?;
-    let pool = open_pool(&url, backend, settings.max_connections).await?;
+    let pool = open_pool(&url, backend, settings.max_connections, settings).await?;
     migrate(&pool, backend, service).await?;
     Ok(pool)
 }
@@ -134,7 +183,7 @@ pub async fn connect_http_pool(
     settings: &DatabaseSettings,
 ) -> Result<Db, DbError> {
     let (url, backend) = resolve_url(service_name, settings)?;
-    open_pool(&url, backend, settings.http_max_connections).await
+    open_pool(&url, backend, settings.http_max_connections, settings).await
 }
 
 /// The URL to connect to and its engine: the default SQLite file when none is set, with the
@@ -156,8 +205,16 @@ fn resolve_url(
     Ok((url, backend))
 }
 
-/// A pool of at most `max_connections`, each connection set up for the engine.
-async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> Result<Db, DbError> {
+/// A pool of at most `max_connections`, each connection set up for the engine: on Postgres
+/// with the statement and idle-in-transaction timeouts and TCP keepalive.
+async fn open_pool(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    settings: &DatabaseSettings,
+) -> Result<Db, DbError> {
+    let statement_ms = settings.statement_timeout_ms;
+    let _ = WORK_TIMEOUT.set(settings.work_timeout());
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -173,6 +230,20 @@ async fn open_pool(url: &str, backend: Backend, max_connections: u32) -> Result<
                     sqlx::query("PRAGMA foreign_keys = ON")
                         .execute(&mut *conn)
                         .await?;
+                } else {
+                    let idle_ms = statement_ms.saturating_mul(2);
+                    let mut set = vec![
+                        format!("SET statement_timeout = {statement_ms}"),
+                        format!("SET idle_in_transaction_session_timeout = {idle_ms}"),
+                    ];
+                    set.extend(
+                        KEEPALIVE
+                            .iter()
+                            .map(|(name, value)| format!("SET {name} = {value}")),
+                    );
+                    for statement in set {
+                        sqlx::query(&statement).execute(&mut *conn).await?;
+                    }
                 }
                 Ok(())
             })

@@ -61,6 +61,10 @@ error_codes! {
     Overloaded => "overloaded", SERVICE_UNAVAILABLE;
     /// Something went wrong on our side; the cause is in the log.
     Internal => "internal", INTERNAL_SERVER_ERROR;
+    /// The request's commit was sent and no answer came from the database in time: the change
+    /// may or may not have been kept. Never with `Retry-After`; look before trying again (an
+    /// order: `GET /orders/{id}`, or retry with the same `Idempotency-Key`).
+    OutcomeUnknown => "outcome_unknown", INTERNAL_SERVER_ERROR;
 
     // Order service.
     InvalidUserId => "invalid_user_id", UNPROCESSABLE_ENTITY;

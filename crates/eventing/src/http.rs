@@ -339,7 +339,20 @@ pub struct Observed {
 }
 
 /// `GET /health/live`, `GET /health/ready` and `GET /metrics`.
+///
+/// They are public (a load balancer and Prometheus call them on the API's port), so they are
+/// kept cheap whoever calls them and however often: what they need from the database and the
+/// broker is looked at once per [`LOOK_EVERY`] by whichever request finds the last look stale,
+/// while every other request answers from that last look ([`Looks`]), and at most
+/// [`MAX_CONCURRENT_CHECKS`] of them are answered at once (more get 503 `overloaded`). A flood
+/// of `GET /metrics` therefore costs rendering alone and never takes the API's database
+/// connections from `POST /orders`; a service with nothing to do looks at nothing.
 pub fn health_routes(observed: Observed) -> Router {
+    let state = Watched {
+        observed,
+        looks: Arc::new(Looks::default()),
+    };
+    let in_flight = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
     Router::new()
         .route(
             "/health/live",
@@ -347,23 +360,96 @@ pub fn health_routes(observed: Observed) -> Router {
         )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(observed)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(in_flight, shed_load))
 }
 
 /// How long each readiness check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Ready when the service is doing its job: the database answers, the broker's metadata can
-/// be fetched, the producer has not hit a fatal error, and every part that reports on itself
-/// ([`Health`]: the consumer holds partitions, the relay publishes, every worker runs) is up.
-/// Otherwise 503, with `failing` naming each part that is not and why.
-async fn ready(State(observed): State<Observed>) -> Response {
-    let database =
-        tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&observed.db)).await;
-    let database = match database {
-        Ok(Ok(_)) => None,
-        Ok(Err(error)) => Some(format!("the database does not answer: {error}")),
-        Err(_) => Some("the database did not answer within 2 s".to_owned()),
+/// How old the last look at the database and the broker may be before a request looks again.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Most health and metrics requests answered at once.
+pub const MAX_CONCURRENT_CHECKS: usize = 8;
+
+#[derive(Clone)]
+struct Watched {
+    observed: Observed,
+    looks: Arc<Looks>,
+}
+
+/// The last look at what lives outside the process, shared by the health and metrics routes.
+#[derive(Default)]
+struct Looks {
+    last: std::sync::Mutex<Option<Look>>,
+    /// Held by the one request that is looking; the others answer from the last look.
+    looking: tokio::sync::Mutex<()>,
+}
+
+/// What one look found. The problems are said for anyone to read: what each part is, never
+/// the error behind it, which goes to the log.
+#[derive(Clone)]
+struct Look {
+    at: Instant,
+    database: Option<&'static str>,
+    broker: Option<&'static str>,
+}
+
+impl Looks {
+    fn last(&self) -> Option<Look> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last look if it is recent, else a new one: taken by this request if no other is
+    /// taking one, else the last (or, before the first, the one being taken).
+    async fn current(&self, observed: &Observed) -> Look {
+        if let Some(last) = self.last().filter(|l| l.at.elapsed() < LOOK_EVERY) {
+            return last;
+        }
+        let guard = match self.looking.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => match self.last() {
+                Some(last) => return last,
+                None => self.looking.lock().await,
+            },
+        };
+        // Another request may have looked while this one waited for the lock.
+        if let Some(last) = self.last().filter(|l| l.at.elapsed() < LOOK_EVERY) {
+            return last;
+        }
+        let look = look(observed).await;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(look.clone());
+        drop(guard);
+        look
+    }
+}
+
+/// Looks at the database (the outbox and dead-letter gauges, which also show that it answers)
+/// and the broker once.
+async fn look(observed: &Observed) -> Look {
+    let metrics = &observed.metrics;
+    let gauges = async {
+        let unsent = crate::outbox::unsent(&observed.db).await?;
+        metrics.set("outbox_backlog", &[], unsent.rows as f64);
+        let age = unsent.oldest_age_ms as f64 / 1000.0;
+        metrics.set("outbox_oldest_unsent_age_seconds", &[], age);
+        let parked = crate::outbox::parked(&observed.db).await?;
+        metrics.set("outbox_parked", &[], parked as f64);
+        let parked = crate::dlq::parked(&observed.db).await?;
+        metrics.set("dead_letters_parked", &[], parked as f64);
+        Ok::<_, sqlx::Error>(())
+    };
+    let database = match tokio::time::timeout(CHECK_TIMEOUT, gauges).await {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the database does not answer");
+            Some("the database does not answer")
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the database did not answer within 2 s");
+            Some("the database did not answer within 2 s")
+        }
     };
     let producer = observed.producer.get();
     let broker = tokio::task::spawn_blocking(move || {
@@ -371,20 +457,38 @@ async fn ready(State(observed): State<Observed>) -> Response {
     })
     .await
     .unwrap_or(None)
-    .map(|error| format!("the broker does not answer: {error}"));
-    let fatal = observed
-        .producer
-        .fatal()
-        .map(|fatal| format!("the producer hit a fatal error: {fatal}"));
+    .map(|error| {
+        tracing::warn!(%error, "readiness: the broker does not answer");
+        "the broker does not answer"
+    });
+    Look {
+        at: Instant::now(),
+        database,
+        broker,
+    }
+}
+
+/// Ready when the service is doing its job: the database answers, the broker's metadata can
+/// be fetched, the producer has not hit a fatal error, and every part that reports on itself
+/// ([`Health`]: the consumer holds partitions, the relay publishes, every worker runs) is up.
+/// Otherwise 503, with `failing` naming each part that is not and what is wrong, in words of
+/// our own: the errors behind them are in the log, not in a public answer.
+async fn ready(State(watched): State<Watched>) -> Response {
+    let observed = &watched.observed;
+    let look = watched.looks.current(observed).await;
+    let fatal = observed.producer.fatal().map(|fatal| {
+        tracing::warn!(%fatal, "readiness: the producer hit a fatal error");
+        "the producer hit a fatal error"
+    });
     let mut checks = serde_json::Map::new();
     let mut failing = serde_json::Map::new();
     let fixed = [
-        ("database", database),
-        ("broker", broker),
+        ("database", look.database),
+        ("broker", look.broker),
         ("producer", fatal),
     ]
     .into_iter()
-    .map(|(part, problem)| (part.to_owned(), problem));
+    .map(|(part, problem)| (part.to_owned(), problem.map(str::to_owned)));
     for (part, problem) in fixed.chain(observed.health.report()) {
         checks.insert(
             part.clone(),
@@ -407,24 +511,11 @@ async fn ready(State(observed): State<Observed>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(observed): State<Observed>) -> Response {
-    if let Ok(unsent) = crate::outbox::unsent(&observed.db).await {
-        let metrics = &observed.metrics;
-        metrics.set("outbox_backlog", &[], unsent.rows as f64);
-        let age = unsent.oldest_age_ms as f64 / 1000.0;
-        metrics.set("outbox_oldest_unsent_age_seconds", &[], age);
-    }
-    if let Ok(parked) = crate::outbox::parked(&observed.db).await {
-        observed.metrics.set("outbox_parked", &[], parked as f64);
-    }
-    if let Ok(parked) = crate::dlq::parked(&observed.db).await {
-        observed
-            .metrics
-            .set("dead_letters_parked", &[], parked as f64);
-    }
+async fn metrics(State(watched): State<Watched>) -> Response {
+    watched.looks.current(&watched.observed).await;
     (
         [("content-type", crate::metrics::CONTENT_TYPE)],
-        observed.metrics.render(),
+        watched.observed.metrics.render(),
     )
         .into_response()
 }
@@ -477,13 +568,74 @@ pub async fn shed_load(
 
 /// Abandons a request that takes longer than `limit` and answers 503 `timed_out` with
 /// `Retry-After`, in the JSON error shape: `middleware::from_fn_with_state(limit, time_limit)`.
-pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+/// A request whose handler has started to commit ([`Committing`]) is never abandoned: its
+/// answer is the one the commit leads to, since a client told "try again" about a change
+/// that was in fact kept would make it twice.
+pub async fn time_limit(
+    State(limit): State<Duration>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let committing = Committing::default();
+    request.extensions_mut().insert(committing.clone());
+    let mut handled = std::pin::pin!(next.run(request));
+    match tokio::time::timeout(limit, &mut handled).await {
         Ok(response) => response,
+        Err(_) if committing.started() => {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "the request's time is up while it commits; waiting for the commit"
+            );
+            handled.await
+        }
         Err(_) => {
             let message = format!("the request took longer than {} ms", limit.as_millis());
             ApiError::new(ErrorCode::TimedOut, message).retry_shortly()
         }
+    }
+}
+
+/// Whether a request's handler has started to commit: [`time_limit`] then lets it finish.
+/// Extract it in a handler and commit with [`commit`] (or call [`Committing::start`] before a
+/// single statement that writes).
+#[derive(Debug, Clone, Default)]
+pub struct Committing(Arc<std::sync::atomic::AtomicBool>);
+
+impl Committing {
+    /// From here on, the request is not abandoned at its time limit.
+    pub fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn started(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Committing {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Committing>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Commits a request's transaction, past the request's time limit if need be (see
+/// [`time_limit`]), within [`crate::db::work_timeout`]. A commit the database does not answer
+/// in that time is `outcome_unknown`: the change may have been kept, and the answer says so
+/// rather than inviting a retry.
+pub async fn commit(tx: crate::db::Tx, committing: &Committing) -> Result<(), ApiError> {
+    committing.start();
+    match crate::db::bounded(tx.commit()).await {
+        Some(committed) => committed.map_err(ApiError::from),
+        None => Err(ApiError::new(
+            ErrorCode::OutcomeUnknown,
+            "the database did not answer the commit in time: the change may or may not have been kept; look before trying again",
+        )),
     }
 }
 
@@ -602,20 +754,25 @@ mod tests {
         assert_eq!(read(r#"{"n": "1"}"#), None);
     }
 
-    fn router() -> Router {
+    /// A database that cannot be opened and a broker on a closed port.
+    fn observed() -> Observed {
         sqlx::any::install_default_drivers();
         let db = sqlx::any::AnyPoolOptions::new()
             .connect_lazy("sqlite://never-opened.db")
             .expect("a lazy pool");
         let kafka = crate::kafka::KafkaSettings::new("127.0.0.1:1");
         let metrics = Metrics::new();
-        let observed = Observed {
+        Observed {
             db,
             producer: SharedProducer::new(&kafka, "fast-test", metrics.clone())
                 .expect("a producer"),
             metrics,
             health: Health::new(),
-        };
+        }
+    }
+
+    fn router() -> Router {
+        let observed = observed();
         let api = Router::new()
             .route("/things", post(|ApiJson(_): ApiJson<Thing>| async { "ok" }))
             .route(
@@ -631,6 +788,14 @@ mod tests {
                 get(|| async {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     "too late"
+                }),
+            )
+            .route(
+                "/slow-commit",
+                post(|committing: Committing| async move {
+                    committing.start();
+                    tokio::time::sleep(Duration::from_millis(600)).await;
+                    "kept"
                 }),
             );
         let settings = HttpSettings {
@@ -675,6 +840,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readiness_names_what_is_down_without_the_errors_behind_it() {
+        // Without the API's short time limit: the broker's check takes its 2 s.
+        let app = health_routes(observed());
+        let request = Request::get("/health/ready").body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            body["failing"],
+            json!({
+                "database": "the database does not answer",
+                "broker": "the broker does not answer",
+            }),
+            "{body}"
+        );
+        // As many as are answered at once all answer.
+        let answers = futures::future::join_all((0..MAX_CONCURRENT_CHECKS).map(|_| {
+            let request = Request::get("/health/ready").body(Body::empty()).unwrap();
+            app.clone().oneshot(request)
+        }))
+        .await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_ok_and(|r| r.status() == 503))
+        );
+    }
+
+    #[tokio::test]
     async fn a_request_past_the_time_limit_is_a_503_with_retry_after_never_a_408() {
         let request = Request::get("/slow").body(Body::empty()).unwrap();
         let response = router().oneshot(request).await.expect("an answer");
@@ -685,6 +882,18 @@ mod tests {
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
         assert_eq!(body["error"]["code"], "timed_out", "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_commit_has_started_is_answered_as_the_commit_ends_past_the_limit() {
+        let request = Request::post("/slow-commit").body(Body::empty()).unwrap();
+        let response = router().oneshot(request).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("retry-after").is_none());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(&bytes[..], b"kept");
     }
 
     #[tokio::test]

@@ -295,6 +295,34 @@ pub struct ClientState {
     interval: Duration,
     /// Per complaint: when it was last logged and how many were held back since.
     seen: Mutex<HashMap<String, (Instant, u64)>>,
+    revocations: Revocations,
+}
+
+/// How often each partition has been taken from a consumer (revoked in a rebalance), so that
+/// a message taken before the partition was revoked can be told from one taken since: the
+/// consumer hands its workers no message of a generation that has passed, since the
+/// partition's new owner reads those messages too.
+#[derive(Debug, Default)]
+pub struct Revocations(Mutex<HashMap<(String, i32), u64>>);
+
+impl Revocations {
+    /// The partition's generation now: how often it has been revoked from this client.
+    pub fn generation(&self, topic: &str, partition: i32) -> u64 {
+        let generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        generations
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn revoke(&self, partitions: &TopicPartitionList) {
+        let mut generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for element in partitions.elements() {
+            *generations
+                .entry((element.topic().to_owned(), element.partition()))
+                .or_default() += 1;
+        }
+    }
 }
 
 impl ClientState {
@@ -303,7 +331,13 @@ impl ClientState {
             name: name.to_owned(),
             interval,
             seen: Mutex::default(),
+            revocations: Revocations::default(),
         }
+    }
+
+    /// The partitions this client has had revoked, and how often.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// `Some(held back)` when `what` may be logged now, `None` while it is held back.
@@ -374,7 +408,20 @@ impl ClientContext for ClientState {
     }
 }
 
-impl ConsumerContext for ClientState {}
+impl ConsumerContext for ClientState {
+    /// Before partitions go to another member: from now on, the messages of theirs that were
+    /// taken and wait for a worker are of a past generation, and are dropped unhandled.
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(partitions) = rebalance {
+            tracing::debug!(client = %self.name, partitions = partitions.count(), "partitions revoked");
+            self.revocations.revoke(partitions);
+        }
+    }
+}
 
 /// The producer of a service, replaced by a new one when it hits a fatal error or is cut off
 /// from a broker that others reach.

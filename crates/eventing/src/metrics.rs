@@ -119,6 +119,21 @@ const COMMON: &[(&str, Kind, &str)] = &[
         "Times the watchdog made the consumer rejoin its group with a new client, by reason",
     ),
     (
+        "consumer_spare",
+        Kind::Gauge,
+        "1 while the consumer holds nothing because other members of its group hold every partition",
+    ),
+    (
+        "consumer_messages_dropped_total",
+        Kind::Counter,
+        "Messages taken and left unhandled because their partition was revoked meanwhile (its new owner reads them)",
+    ),
+    (
+        "consumer_partitions_paused_total",
+        Kind::Counter,
+        "Times a partition was paused because its worker's queue was full",
+    ),
+    (
         "outbox_backlog",
         Kind::Gauge,
         "Outbox rows committed and not yet acknowledged by the broker",

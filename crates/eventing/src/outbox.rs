@@ -225,8 +225,11 @@ impl Relay {
                     let delay = crate::backoff::delay(failures);
                     tracing::warn!(error = %error, failures, ?delay, "outbox relay failed; retrying");
                     if failures >= FAILURES_BEFORE_NOT_READY {
-                        self.health
-                            .failing(HEALTH_PART, format!("cannot publish: {error}"));
+                        // Readiness is public: it says what, the log (above) says why.
+                        self.health.failing(
+                            HEALTH_PART,
+                            "cannot publish to the broker (the log says why)",
+                        );
                     }
                     tokio::select! {
                         () = shutdown.cancelled() => break,
@@ -264,10 +267,9 @@ impl Relay {
         let Some(fatal) = self.producer.fatal() else {
             return false;
         };
-        self.health.failing(
-            HEALTH_PART,
-            format!("the producer hit a fatal error ({fatal}); replacing it"),
-        );
+        tracing::error!(%fatal, "the producer hit a fatal error; replacing it");
+        self.health
+            .failing(HEALTH_PART, "the producer hit a fatal error; replacing it");
         self.producer.replace_if_fatal().is_ok()
     }
 
@@ -283,14 +285,26 @@ impl Relay {
 
     /// Publishes every unsent row, batch by batch, if this relay holds the lease.
     async fn publish_pending(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
-        while self.hold_lease().await? {
-            let rows = self.claim().await?;
+        // Every step is bounded, so that a database connection whose server vanished without
+        // closing it cannot hang the relay (or the shutdown that waits for it) forever.
+        let stalled = || RelayError::Stalled(crate::db::work_timeout());
+        while crate::db::bounded(self.hold_lease())
+            .await
+            .ok_or_else(stalled)??
+        {
+            let rows = crate::db::bounded(self.claim())
+                .await
+                .ok_or_else(stalled)??;
             if rows.is_empty() {
                 break;
             }
             let span = tracing::debug_span!("outbox.publish", rows = rows.len());
             let full = rows.len() as i64 >= self.settings.batch_size;
-            self.publish(rows, shutdown).instrument(span).await?;
+            let round = std::time::Duration::from_millis(self.renew_margin.max(0) as u64);
+            let bound = round + crate::db::work_timeout();
+            tokio::time::timeout(bound, self.publish(rows, shutdown).instrument(span))
+                .await
+                .map_err(|_| RelayError::Stalled(bound))??;
             if !full {
                 break;
             }
@@ -322,10 +336,18 @@ impl Relay {
         Ok(taken == 1)
     }
 
+    /// The next unsent rows, in order. A key with a parked row is held back whole: its later
+    /// rows wait behind the parked one, as they would behind any row not yet published, so
+    /// that a consumer never sees a key's events out of order (an `OrderCancelled` before the
+    /// `OrderCreated` it follows). The parked row and the backlog behind it show in
+    /// `outbox_parked` and `outbox_oldest_unsent_age_seconds` until an operator acts.
     async fn claim(&self) -> Result<Vec<OutboxRow>, RelayError> {
         let rows = sqlx::query(
-            "SELECT id, topic, message_key, payload, headers, created_at FROM outbox_message \
-             WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, message_key, payload, headers, created_at FROM outbox_message o \
+             WHERE sent_at IS NULL AND parked_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM outbox_message p WHERE p.parked_at IS NOT NULL \
+                             AND p.message_key = o.message_key AND p.topic = o.topic) \
+             ORDER BY id LIMIT $1",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&self.db)
@@ -412,6 +434,8 @@ impl Relay {
                         }
                     }
                     Err((error, _)) if never_publishable(&error) => {
+                        // The key's later rows wait behind the parked one (see `claim`).
+                        failed_from.insert(&row.key, row.id);
                         parked.push((row.id, error.to_string()));
                         break;
                     }
@@ -442,6 +466,9 @@ impl Relay {
                     continue;
                 }
                 Ok(Err((error, _))) if never_publishable(&error) => {
+                    // Later rows of its key are not marked sent; they wait behind it.
+                    let first = failed_from.entry(&row.key).or_insert(row.id);
+                    *first = (*first).min(row.id);
                     parked.push((row.id, error.to_string()));
                     continue;
                 }
@@ -553,6 +580,8 @@ pub async fn parked(db: &Db) -> Result<i64, sqlx::Error> {
 enum RelayError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("a round took longer than {0:?}; given up, to be tried again")]
+    Stalled(std::time::Duration),
     #[error("the broker did not acknowledge a message: {0}")]
     Kafka(#[from] KafkaError),
     #[error("the producer went away before reporting delivery")]

@@ -180,6 +180,10 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
 const IMPOSSIBLE: i64 = 666;
 /// A total the test handler refuses for good with a reason of 4 kB.
 const LONG_REASON: i64 = 777;
+/// A total the test handler panics on.
+const PANICS: i64 = 999;
+/// A total the test handler fails on (as if the database were away) until released.
+const STUCK: i64 = 31;
 /// A total the effect table's CHECK constraint refuses.
 const REFUSED_BY_DATABASE: i64 = 13;
 
@@ -191,6 +195,8 @@ struct CountingHandler {
     attempts: Arc<AtomicU32>,
     /// Whether IMPOSSIBLE totals are refused; turning it off is "fixing the bug".
     refuse_impossible: Arc<AtomicBool>,
+    /// Whether STUCK totals fail; turning it off is the database coming back.
+    stuck: Arc<AtomicBool>,
 }
 
 impl CountingHandler {
@@ -199,6 +205,7 @@ impl CountingHandler {
             fail_first,
             attempts: Arc::default(),
             refuse_impossible: Arc::new(AtomicBool::new(true)),
+            stuck: Arc::new(AtomicBool::new(true)),
         }
     }
 }
@@ -230,6 +237,12 @@ impl Handler for CountingHandler {
             contract::Event::OrderConfirmed(confirmed) => confirmed.total_amount,
             _ => 0,
         };
+        assert_ne!(total, PANICS, "a handler with a bug");
+        if total == STUCK && self.stuck.load(Ordering::SeqCst) {
+            return Err(HandleError::Transient(anyhow::anyhow!(
+                "the database is away"
+            )));
+        }
         sqlx::query("INSERT INTO effect (event_id, total) VALUES ($1, $2)")
             .bind(event.envelope.event_id.to_string())
             .bind(total)
@@ -783,34 +796,20 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
         None,
     );
     let other = confirmed(order, 2);
-    forge_letter(
-        &broker,
-        "1",
-        &price.to_json(),
-        (topics::PRODUCT_CATALOG, 0, 0),
-    )
-    .await;
-    forge_letter(
-        &broker,
-        "1",
-        &price.to_json(),
-        (topics::ORDER_EVENTS, partition, offset),
-    )
-    .await;
-    forge_letter(
-        &broker,
-        &other.key(),
-        &other.to_json(),
-        (topics::ORDER_EVENTS, partition, offset),
-    )
-    .await;
-    forge_letter(
-        &broker,
-        &real.key(),
-        &real.to_json(),
-        (topics::ORDER_EVENTS, partition, offset),
-    )
-    .await;
+    let at_real = (topics::ORDER_EVENTS, partition, offset);
+    let forged = [
+        (
+            "1".to_owned(),
+            price.to_json(),
+            (topics::PRODUCT_CATALOG, 0, 0),
+        ),
+        ("1".to_owned(), price.to_json(), at_real),
+        (other.key(), other.to_json(), at_real),
+        (real.key(), real.to_json(), at_real),
+    ];
+    for (key, payload, source) in &forged {
+        forge_letter(&broker, key, payload, *source).await;
+    }
 
     let settings = runtime.settings.kafka.clone();
     let letters = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
@@ -883,7 +882,7 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
 }
 
 #[tokio::test]
-async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_published() {
+async fn a_row_the_broker_can_never_take_is_parked_and_holds_back_its_key_but_no_other() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("park", &broker).await;
     let huge = Envelope::new(
@@ -904,7 +903,16 @@ async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_pub
         },
         None,
     );
-    enqueue_committed(&runtime, &[huge, fine.clone()]).await;
+    let other = Envelope::new(
+        SERVICE,
+        contract::ProductUpserted {
+            product_id: 2,
+            name: "Tea".into(),
+            price: 1,
+        },
+        None,
+    );
+    enqueue_committed(&runtime, &[huge, fine.clone(), other.clone()]).await;
     let stop = CancellationToken::new();
     tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
     let read = read_topic(
@@ -915,16 +923,28 @@ async fn a_row_the_broker_can_never_take_is_parked_and_the_rows_after_it_are_pub
     )
     .await
     .expect("read");
+    // Another key goes on; the parked row's key waits behind it, so that no consumer ever
+    // sees its later events before it.
     assert_eq!(read.len(), 1);
-    assert_eq!(read[0].envelope.as_ref(), Some(&fine));
+    assert_eq!(read[0].envelope.as_ref(), Some(&other));
     eventually("the huge row parked", Duration::from_secs(10), || async {
         (outbox::parked(&runtime.db).await.expect("parked") == 1).then_some(())
     })
     .await;
+    assert!(
+        !sent(&runtime, &fine).await,
+        "the row behind it is held back"
+    );
+    // A few more rounds change nothing: the key stays held, and shows in the backlog.
+    for _ in 0..3 {
+        runtime.outbox.wake();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!sent(&runtime, &fine).await);
     assert_eq!(
         unsent(&runtime).await,
-        0,
-        "a parked row is not part of the backlog"
+        1,
+        "the parked row is not part of the backlog; the row held behind it is"
     );
     assert_eq!(runtime.metrics.get("outbox_parked_total", &[]), 1.0);
     let reason: String =
@@ -982,6 +1002,140 @@ async fn rows_past_retention_are_deleted_and_nothing_unsent_is() {
         .await
         .expect("ids");
     assert_eq!(ids, ["new"]);
+}
+
+#[tokio::test]
+async fn an_event_its_handler_panics_on_is_dead_lettered_at_once_and_the_partition_goes_on() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("panics", &broker, handler).await;
+    let order = Uuid::now_v7();
+    for total in [PANICS, 1] {
+        let event = confirmed(order, total);
+        produce(&broker, &event.key(), event.to_json().as_bytes()).await;
+    }
+    eventually(
+        "the next event applied",
+        Duration::from_secs(30),
+        || async { (effects(&runtime).await == 1).then_some(()) },
+    )
+    .await;
+    let letters = read_topic(
+        &broker.brokers,
+        &contract::topics::dlq_topic(SERVICE),
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
+    .await
+    .expect("read");
+    assert!(
+        letters[0]
+            .header("dlq.error")
+            .is_some_and(|e| e.starts_with("the handler panicked: ")),
+        "{letters:?}"
+    );
+    let labels = [("consumer", SERVICE), ("reason", "rejected")];
+    assert_eq!(
+        runtime.metrics.get("events_dead_lettered_total", &labels),
+        1.0
+    );
+    // The worker lived on: nothing made the consumer rejoin.
+    let rejoined = [("consumer", SERVICE), ("reason", "worker_ended")];
+    assert_eq!(
+        runtime.metrics.get("consumer_rejoins_total", &rejoined),
+        0.0
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and_a_revoke_drops_its_queue()
+ {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("paused", &broker, handler.clone()).await;
+    // More messages of one order than its worker's queue holds, its first one failing as long
+    // as the database is "away"; then one event each of other orders, produced after them.
+    let stuck = Uuid::now_v7();
+    let mut events = vec![confirmed(stuck, STUCK)];
+    events.extend((0..400).map(|n| confirmed(stuck, 100 + n)));
+    for event in &events {
+        produce(&broker, &event.key(), event.to_json().as_bytes()).await;
+    }
+    let stuck_partition = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
+    .await
+    .expect("read")[0]
+        .partition;
+    let mut others = Vec::new();
+    while others.len() < 20 {
+        let event = confirmed(Uuid::now_v7(), 1);
+        produce(&broker, &event.key(), event.to_json().as_bytes()).await;
+        others.push(event);
+    }
+    let elsewhere = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| r.len() >= events.len() + others.len(),
+    )
+    .await
+    .expect("read")
+    .iter()
+    .filter(|r| r.partition != stuck_partition)
+    .count() as i64;
+    let paused = || {
+        let labels = [("consumer", SERVICE)];
+        runtime
+            .metrics
+            .get("consumer_partitions_paused_total", &labels)
+    };
+    eventually(
+        "the stuck partition paused and every other partition's events handled",
+        Duration::from_secs(60),
+        || async {
+            let handled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effect WHERE total = 1")
+                .fetch_one(&runtime.db)
+                .await
+                .expect("count");
+            (paused() >= 1.0 && handled == elsewhere).then_some(())
+        },
+    )
+    .await;
+
+    // A second member joins: the rebalance revokes every partition of the first, which drops
+    // what it had taken of the stuck one rather than handle it after its new owner.
+    let second = runtime
+        .consumer(&[topics::ORDER_EVENTS], handler.clone())
+        .expect("consumer");
+    tokio::spawn(second.run(stop.clone()));
+    let dropped = || {
+        runtime
+            .metrics
+            .get("consumer_messages_dropped_total", &[("consumer", SERVICE)])
+    };
+    eventually(
+        "queued messages dropped on the revoke",
+        Duration::from_secs(60),
+        || async { (dropped() > 0.0).then_some(()) },
+    )
+    .await;
+
+    // The database comes back: every event is applied exactly once, the stuck order's in
+    // order behind its first.
+    handler.stuck.store(false, Ordering::SeqCst);
+    let total = (events.len() + others.len()) as i64;
+    eventually(
+        "every event applied once",
+        Duration::from_secs(90),
+        || async { (effects(&runtime).await == total).then_some(()) },
+    )
+    .await;
+    stop.cancel();
 }
 
 #[tokio::test]
@@ -1268,18 +1422,19 @@ async fn a_worker_that_stops_stops_the_service_with_an_error() {
 }
 
 #[tokio::test]
-async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
+async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_never_rejoins() {
     let broker = Broker::start().await.expect("broker");
-    // One partition for two members: one of them holds nothing.
+    // One partition for two members: one of them holds nothing, and needs to hold nothing.
     let topic = format!("watchdog-{}", Uuid::new_v4().simple());
     let settings = eventing::kafka::KafkaSettings::new(&broker.brokers);
     eventing::kafka::ensure_topics(&settings, &[(topic.clone(), 1, false)])
         .await
         .expect("topic");
+    let bound = Duration::from_secs(3);
     let mut members = Vec::new();
     for n in 0..2 {
         let mut runtime = runtime(&format!("watchdog{n}"), &broker).await;
-        runtime.settings.kafka.watchdog = Some(Duration::from_secs(3));
+        runtime.settings.kafka.watchdog = Some(bound);
         runtime.settings.kafka.session_timeout = Duration::from_secs(6);
         let consumer = runtime
             .consumer(&[topic.as_str()], CountingHandler::failing_first(0))
@@ -1288,27 +1443,33 @@ async fn a_consumer_that_holds_no_partition_reports_it_and_rejoins_its_group() {
         tokio::spawn(consumer.run(stop.clone()));
         members.push((runtime, stop));
     }
-    let rejoins = |runtime: &Runtime| {
-        runtime.metrics.get(
-            "consumer_rejoins_total",
-            &[("consumer", SERVICE), ("reason", "no_partitions")],
-        )
+    let gauge = |runtime: &Runtime, name: &str| runtime.metrics.get(name, &[("consumer", SERVICE)]);
+    // One holds the partition and the other is a spare (which is which may change while the
+    // group settles).
+    let settled = || {
+        let looks: Vec<(f64, f64)> = members
+            .iter()
+            .map(|(r, _)| (gauge(r, "consumer_partitions"), gauge(r, "consumer_spare")))
+            .collect();
+        looks.contains(&(1.0, 0.0)) && looks.contains(&(0.0, 1.0))
     };
-    let idle = eventually("a member reports that it holds nothing", Duration::from_secs(30), || async {
-        members.iter().position(|(runtime, _)| {
-            matches!(
-                runtime.health.state(eventing::consumer::HEALTH_PART),
-                Some(eventing::health::PartState::Failing { reason, .. }) if reason.contains("held no partition")
-            )
-        })
-    })
-    .await;
     eventually(
-        "the idle member rejoins its group",
+        "one member holds the partition, the other is a spare",
         Duration::from_secs(30),
-        || async { (rejoins(&members[idle].0) >= 1.0).then_some(()) },
+        || async { settled().then_some(()) },
     )
     .await;
+    // Twice the watchdog's bound later, the spare has neither rejoined nor been reported.
+    tokio::time::sleep(2 * bound).await;
+    assert!(settled());
+    for (runtime, _) in &members {
+        let labels = [("consumer", SERVICE), ("reason", "no_partitions")];
+        assert_eq!(runtime.metrics.get("consumer_rejoins_total", &labels), 0.0);
+        assert_eq!(
+            runtime.health.state(eventing::consumer::HEALTH_PART),
+            Some(eventing::health::PartState::Up)
+        );
+    }
     for (_, stop) in &members {
         stop.cancel();
     }

@@ -147,6 +147,37 @@ pub fn check_coupon_applied(
     Ok(())
 }
 
+/// Whether a `CouponApplyFailed` fits the order it names: the coupon must be the one the order
+/// carries, and not one already applied to it (the coupon service decides once per order, so
+/// a refusal after an application is forged or broken).
+pub fn check_coupon_failed(
+    coupon_id: Option<i64>,
+    coupon_applied: bool,
+    failed_coupon: i64,
+) -> Result<(), String> {
+    match coupon_id {
+        None => Err(format!(
+            "CouponApplyFailed names coupon {failed_coupon}, but the order carries no coupon"
+        )),
+        Some(own) if own != failed_coupon => Err(format!(
+            "CouponApplyFailed names coupon {failed_coupon}, but the order carries coupon {own}"
+        )),
+        Some(_) if coupon_applied => Err(format!(
+            "CouponApplyFailed for coupon {failed_coupon}, which was already applied to the order"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Whether a `StockReservationFailed` fits the order it names: not one whose stock is already
+/// reserved (the product service decides once per order).
+pub fn check_stock_failed(stock_reserved: bool) -> Result<(), String> {
+    if stock_reserved {
+        return Err("StockReservationFailed for an order whose stock is already reserved".into());
+    }
+    Ok(())
+}
+
 /// Whether a `StockReserved` covers exactly the order's lines: the same products with the
 /// same quantities, no more and no fewer.
 pub fn check_stock_reserved(lines: &[OrderLine], reserved: &[StockLine]) -> Result<(), String> {
@@ -193,6 +224,16 @@ mod tests {
         assert!(check_coupon_applied(Some(4), 3000, &applied(4, 3000, Percent, 10)).is_err());
         assert!(check_coupon_applied(Some(4), 3000, &applied(5, 300, Percent, 10)).is_err());
         assert!(check_coupon_applied(None, 3000, &applied(4, 300, Percent, 10)).is_err());
+    }
+
+    #[test]
+    fn a_failure_must_be_of_the_orders_own_step_and_not_one_that_succeeded() {
+        assert!(check_coupon_failed(Some(4), false, 4).is_ok());
+        assert!(check_coupon_failed(None, false, 4).is_err());
+        assert!(check_coupon_failed(Some(5), false, 4).is_err());
+        assert!(check_coupon_failed(Some(4), true, 4).is_err());
+        assert!(check_stock_failed(false).is_ok());
+        assert!(check_stock_failed(true).is_err());
     }
 
     #[test]
@@ -271,5 +312,63 @@ mod tests {
             Some(ErrorCode::InvalidCouponId)
         );
         assert_eq!(code(1, &[(1, 1), (2, 10_000)], Some(3)), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn a_coupon_applied_is_accepted_only_with_exactly_the_discount_its_coupon_gives(
+                own in prop::option::of(1..10i64),
+                named in 1..10i64,
+                percent in any::<bool>(),
+                value in -5..200i64,
+                total in 0..1_000_000i64,
+                discount in -5..1_000_100i64,
+            ) {
+                let kind = if percent { contract::CouponKind::Percent } else { contract::CouponKind::Fixed };
+                let event = applied(named, discount, kind, value);
+                let accepted = check_coupon_applied(own, total, &event).is_ok();
+                let expected = own == Some(named) && discount == kind.discount(value, total);
+                prop_assert_eq!(accepted, expected);
+            }
+
+            #[test]
+            fn a_reservation_is_accepted_only_for_exactly_the_orders_lines(
+                lines in prop::collection::btree_map(1..50i64, 1..100i64, 1..6),
+                change in 0..4u8,
+            ) {
+                let order: Vec<OrderLine> = lines
+                    .iter()
+                    .map(|(&product_id, &quantity)| OrderLine { product_id, quantity, unit_price: 1 })
+                    .collect();
+                let mut reserved: Vec<StockLine> = lines
+                    .iter()
+                    .rev()
+                    .map(|(&product_id, &quantity)| StockLine { product_id, quantity })
+                    .collect();
+                match change {
+                    0 => {}
+                    1 => reserved[0].quantity += 1,
+                    2 => { reserved.pop(); }
+                    _ => reserved.push(StockLine { product_id: 99, quantity: 1 }),
+                }
+                prop_assert_eq!(check_stock_reserved(&order, &reserved).is_ok(), change == 0);
+            }
+
+            #[test]
+            fn any_order_request_is_judged_never_panicked_over(
+                user_id in any::<i64>(),
+                lines in prop::collection::vec((any::<i64>(), any::<i64>()), 0..120),
+                coupon_id in prop::option::of(any::<i64>()),
+            ) {
+                if validate_request(user_id, &lines, coupon_id).is_ok() {
+                    prop_assert!(user_id >= 1 && !lines.is_empty() && lines.len() <= MAX_LINES);
+                    prop_assert!(lines.iter().all(|(p, q)| *p >= 1 && (1..=MAX_QUANTITY).contains(q)));
+                }
+            }
+        }
     }
 }

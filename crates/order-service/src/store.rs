@@ -15,22 +15,29 @@ pub struct CatalogProduct {
     pub price: i64,
 }
 
+/// Sets a catalog entry from an upsert of version `version` (its `occurred_at`, ms), unless
+/// the entry is already of that version or a later one; `true` if it was set.
 pub async fn upsert_catalog_product(
     conn: &mut Conn,
     product: &CatalogProduct,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO catalog_product (product_id, name, price, updated_at) VALUES ($1, $2, $3, $4) \
+    version: i64,
+) -> Result<bool, sqlx::Error> {
+    let set = sqlx::query(
+        "INSERT INTO catalog_product (product_id, name, price, updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (product_id) DO UPDATE SET name = excluded.name, price = excluded.price, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, version = excluded.version \
+         WHERE catalog_product.version < excluded.version",
     )
     .bind(product.product_id)
     .bind(&product.name)
     .bind(product.price)
     .bind(now_ms())
+    .bind(version)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(set == 1)
 }
 
 pub async fn find_catalog_product(

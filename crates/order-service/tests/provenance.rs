@@ -26,6 +26,28 @@ fn reason(letter: &Received) -> &str {
     letter.header("dlq.error").unwrap_or_default()
 }
 
+/// A product, and an order of two of it left PENDING with the product service down, so that
+/// nothing but a forgery can answer for its stock: the product, the order's id as the API
+/// gives it, and as a UUID.
+async fn order_waiting_for_stock(system: &mut System) -> (i64, String, uuid::Uuid) {
+    let mug = system.create_product("Mug", 1500, 10).await;
+    system.stop_product_service().await;
+    let id = system.place_accepted_order(1, &[(mug, 2)], None).await;
+    let order_id = id.parse().expect("a UUID");
+    (mug, id, order_id)
+}
+
+/// A reservation of exactly that order's lines, as the product service would write it.
+fn reservation(order_id: uuid::Uuid, mug: i64) -> contract::StockReserved {
+    contract::StockReserved {
+        order_id,
+        items: vec![contract::StockLine {
+            product_id: mug,
+            quantity: 2,
+        }],
+    }
+}
+
 fn dead_lettered(consumer: &str, reason: &str) -> String {
     format!("events_dead_lettered_total{{consumer=\"{consumer}\",reason=\"{reason}\"}}")
 }
@@ -33,20 +55,10 @@ fn dead_lettered(consumer: &str, reason: &str) -> String {
 #[tokio::test]
 async fn a_reservation_written_to_the_coupon_topic_never_confirms_an_order() {
     let mut system = System::start().await;
-    let mug = system.create_product("Mug", 1500, 10).await;
-    // The product service is down: nothing but the forgery can answer for stock.
-    system.stop_product_service().await;
-    let id = system.place_accepted_order(1, &[(mug, 2)], None).await;
-    let order_id: uuid::Uuid = id.parse().expect("a UUID");
+    let (mug, id, order_id) = order_waiting_for_stock(&mut system).await;
 
     // The coupon service's credential may write coupon.events; it speaks for stock there.
-    let reserved = contract::StockReserved {
-        order_id,
-        items: vec![contract::StockLine {
-            product_id: mug,
-            quantity: 2,
-        }],
-    };
+    let reserved = reservation(order_id, mug);
     forge(&system, topics::COUPON_EVENTS, "coupon-service", reserved).await;
 
     let letters = dead_letters(&system, "order-service", 1).await;
@@ -147,19 +159,10 @@ async fn a_price_written_to_the_coupon_topic_never_reprices_the_catalog() {
 #[tokio::test]
 async fn an_event_claiming_another_producer_than_its_topics_changes_nothing() {
     let mut system = System::start().await;
-    let mug = system.create_product("Mug", 1500, 10).await;
-    system.stop_product_service().await;
-    let id = system.place_accepted_order(1, &[(mug, 2)], None).await;
-    let order_id: uuid::Uuid = id.parse().expect("a UUID");
+    let (mug, id, order_id) = order_waiting_for_stock(&mut system).await;
 
     // On the right topic, but in the coupon service's name.
-    let reserved = contract::StockReserved {
-        order_id,
-        items: vec![contract::StockLine {
-            product_id: mug,
-            quantity: 2,
-        }],
-    };
+    let reserved = reservation(order_id, mug);
     forge(&system, topics::STOCK_EVENTS, "coupon-service", reserved).await;
     let letters = dead_letters(&system, "order-service", 1).await;
     assert_eq!(
@@ -201,5 +204,106 @@ async fn an_event_claiming_another_producer_than_its_topics_changes_nothing() {
         "{letters:?}"
     );
     assert_eq!(system.product(mug).await, before, "nothing reserved");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_coupon_refusal_for_an_order_without_that_coupon_never_cancels_it() {
+    let mut system = System::start().await;
+    let (_, id, order_id) = order_waiting_for_stock(&mut system).await;
+
+    // From the right producer on the right topic, but about a coupon the order never had.
+    let refused = contract::CouponApplyFailed {
+        order_id,
+        coupon_id: 4,
+        reason: contract::CouponRejection::NotFound,
+        detail: "no such coupon".into(),
+    };
+    forge(&system, topics::COUPON_EVENTS, "coupon-service", refused).await;
+    let letters = dead_letters(&system, "order-service", 1).await;
+    assert_eq!(
+        reason(&letters[0]),
+        "CouponApplyFailed names coupon 4, but the order carries no coupon"
+    );
+    assert_eq!(system.order(&id).await["status"], "PENDING");
+    system.restart_product_service().await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_whose_quantities_would_overflow_is_dead_lettered_and_reserves_nothing() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let before = system.product(mug).await;
+    // Two lines of one product at the largest quantity, priced 0 so that the total is right.
+    let line = contract::OrderLine {
+        product_id: mug,
+        quantity: i64::MAX,
+        unit_price: 0,
+    };
+    let created = contract::OrderCreated {
+        order_id: uuid::Uuid::now_v7(),
+        user_id: 1,
+        items: vec![line.clone(), line],
+        total_amount: 0,
+        coupon_id: None,
+        created_at: chrono::Utc::now(),
+    };
+    forge(&system, topics::ORDER_EVENTS, "order-service", created).await;
+    let letters = dead_letters(&system, "product-service", 1).await;
+    assert!(
+        reason(&letters[0]).contains("items[0].quantity must be at most 1000000"),
+        "{letters:?}"
+    );
+    assert_eq!(system.product(mug).await, before, "nothing reserved");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_upsert_older_than_the_catalogs_entry_never_rolls_its_price_back() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let upsert = |price, age: chrono::Duration| {
+        let mut envelope = contract::Envelope::new(
+            "product-service",
+            contract::ProductUpserted {
+                product_id: mug,
+                name: "Mug".into(),
+                price,
+            },
+            None,
+        );
+        envelope.occurred_at -= age;
+        envelope
+    };
+    // An upsert from an hour ago, as a replayed or redelivered old event would be, then a
+    // new one: the first changes nothing, the second sets the price.
+    let old = upsert(0, chrono::Duration::hours(1));
+    helpers::forge_envelope(&system, topics::PRODUCT_CATALOG, &old).await;
+    let new = upsert(1600, chrono::Duration::zero());
+    helpers::forge_envelope(&system, topics::PRODUCT_CATALOG, &new).await;
+    let url = system.order.url(&format!("/catalog/{mug}"));
+    eventually("the newer price in the catalog", SETTLE, || async {
+        (system.get(url.clone()).await.1["price"] == 1600).then_some(())
+    })
+    .await;
+    // And the old one again, after the new: still nothing.
+    helpers::forge_envelope(
+        &system,
+        topics::PRODUCT_CATALOG,
+        &upsert(0, chrono::Duration::hours(2)),
+    )
+    .await;
+    eventually("both old upserts handled", SETTLE, || async {
+        let handled = metric(
+            &system.order,
+            "events_handled_total{topic=\"product.catalog\",event_type=\"ProductUpserted\"}",
+        )
+        .await;
+        (handled >= 4.0).then_some(())
+    })
+    .await;
+    assert_eq!(system.get(url).await.1["price"], 1600);
     system.stop().await;
 }

@@ -1130,6 +1130,18 @@ async fn operator_endpoints_answer_401_without_the_admin_token_and_change_nothin
             format!("{product_url}/products/{mug}/restock"),
             json!({ "quantity": 1000 }),
         ),
+        // A product at price 0 with a billion units, or a 100 % coupon for anyone: the
+        // catalog is the operator's.
+        (
+            reqwest::Method::POST,
+            format!("{product_url}/products"),
+            json!({ "name": "Free", "price": 0, "stock": 1_000_000_000 }),
+        ),
+        (
+            reqwest::Method::POST,
+            system.coupon_app().url("/coupons"),
+            json!({ "user_id": 1, "kind": "PERCENT", "value": 100 }),
+        ),
         (
             reqwest::Method::POST,
             system.forwarder.url("/deliveries/retry"),
@@ -1157,6 +1169,12 @@ async fn operator_endpoints_answer_401_without_the_admin_token_and_change_nothin
         }
     }
     assert_eq!(system.product(mug).await, before, "the stock is as it was");
+    let (status, _) = system
+        .get(format!("{product_url}/products/{}", mug + 1))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no product was created");
+    let (status, _) = system.get(system.coupon_app().url("/coupons/1")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no coupon was created");
     let settings: Value = system.get(system.platform.url("/v1/settings")).await.1;
     assert_eq!(settings["failure_rate"], 0.0, "the data platform stays on");
 }
@@ -1261,6 +1279,51 @@ async fn a_forged_coupon_or_reservation_is_dead_lettered_and_the_order_is_unchan
     let order = system.settled_order(&id).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["final_amount"], 2700, "{order}");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_metrics_and_readiness_requests_never_keeps_an_order_from_being_placed() {
+    let system = System::start().await;
+    let mug = system.create_product("Mug", 100, 1_000).await;
+    let http = reqwest::Client::new();
+    let flood = futures::future::join_all((0..400).map(|n| {
+        let http = http.clone();
+        let path = if n % 2 == 0 {
+            "/metrics"
+        } else {
+            "/health/ready"
+        };
+        let url = system.order.url(path);
+        async move { http.get(&url).send().await.ok().map(|r| r.status()) }
+    }));
+    // Orders placed beside it are each accepted at the first try: the health and metrics
+    // routes are shed on their own and answer from one look at the database a second.
+    let beside = async {
+        let mut ids = Vec::new();
+        for user in 1..=5 {
+            let (status, body) = system
+                .post(
+                    system.order.url("/orders"),
+                    json!({ "user_id": user, "items": [{ "product_id": mug, "quantity": 1 }] }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            ids.push(body["order_id"].as_str().expect("an id").to_owned());
+        }
+        ids
+    };
+    let (answers, ids) = tokio::join!(flood, beside);
+    let answers: Vec<StatusCode> = answers.into_iter().flatten().collect();
+    assert!(
+        answers
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{answers:?}"
+    );
+    for id in ids {
+        assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    }
     system.stop().await;
 }
 

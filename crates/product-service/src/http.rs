@@ -41,7 +41,7 @@ pub fn valid_name(name: &str) -> bool {
 pub struct State {
     pub db: Db,
     pub outbox: Outbox,
-    /// What restocking needs.
+    /// What creating and restocking products need.
     pub admin: eventing::admin::AdminToken,
 }
 
@@ -51,7 +51,8 @@ pub fn openapi() -> serde_json::Value {
         "product-service",
         "Products, stock and reservations of the order saga.",
     );
-    api.operation("post", "/products", "Create a product")
+    api.operation("post", "/products", "Create a product (operator)")
+        .admin()
         .body::<NewProduct>()
         .response::<Product>(201, "the product")
         .errors(&[400, 413, 415, 422])
@@ -76,13 +77,16 @@ pub fn openapi() -> serde_json::Value {
 }
 
 pub fn router(state: State) -> Router {
-    // Restocking changes stock outside any order: an operator's act.
+    // Creating a product and restocking one change the catalog and the stock outside any
+    // order: an operator's acts. Open, they would let anyone list a product at price 0 with a
+    // billion units.
     let operator = eventing::admin::guard(
-        Router::new().route("/products/{id}/restock", post(restock)),
+        Router::new()
+            .route("/products", post(create))
+            .route("/products/{id}/restock", post(restock)),
         state.admin.clone(),
     );
     Router::new()
-        .route("/products", post(create))
         .route("/products/{id}", get(show))
         .merge(operator)
         .with_state(state)
@@ -117,6 +121,7 @@ struct Restock {
 async fn create(
     axum::extract::State(state): axum::extract::State<State>,
     RequestTrace(trace): RequestTrace,
+    committing: eventing::http::Committing,
     ApiJson(new): ApiJson<NewProduct>,
 ) -> Result<impl IntoResponse, ApiError> {
     if !valid_name(&new.name) {
@@ -143,7 +148,7 @@ async fn create(
     let mut tx = eventing::db::begin(&state.db).await?;
     let product = store::insert_product(&mut tx, name, new.price, new.stock).await?;
     publish_upsert(&mut tx, &product, &trace).await?;
-    tx.commit().await?;
+    eventing::http::commit(tx, &committing).await?;
     state.outbox.wake();
     tracing::info!(product_id = product.product_id, "product created");
     Ok((StatusCode::CREATED, Json(product)))
@@ -162,6 +167,7 @@ async fn show(
 
 async fn restock(
     axum::extract::State(state): axum::extract::State<State>,
+    committing: eventing::http::Committing,
     ApiPath(id): ApiPath<i64>,
     ApiJson(restock): ApiJson<Restock>,
 ) -> Result<Json<Product>, ApiError> {
@@ -172,6 +178,8 @@ async fn restock(
         ));
     }
     let mut conn = state.db.acquire().await?;
+    // One statement that writes: once sent, the request is not abandoned at its time limit.
+    committing.start();
     let product = store::restock(&mut conn, id, restock.quantity)
         .await?
         .ok_or_else(|| no_such_product(id))?;

@@ -71,7 +71,7 @@ impl<'a> Call<'a> {
 /// Makes the call and returns the JSON body of a 2xx answer; anything else is an error that
 /// says what the service said.
 pub async fn call(call: Call<'_>) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut request = client.request(call.method.clone(), &call.url);
     if let Some(body) = &call.body {
         request = request.json(body);
@@ -98,10 +98,24 @@ pub async fn call(call: Call<'_>) -> anyhow::Result<Value> {
     Ok(body)
 }
 
+/// How long a call to a service may take, and its connection.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The HTTP client of every call shopctl and the console make: none waits forever on a
+/// service that accepted the connection and never answers.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .expect("an HTTP client with timeouts")
+}
+
 /// Waits until the order service at `order_url` has product `product_id` in its catalog
 /// replica (fed by `product.catalog`), so that orders for it are priced.
 pub async fn wait_for_catalog(order_url: &str, product_id: i64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let url = format!("{}/catalog/{product_id}", order_url.trim_end_matches('/'));
     eventing::poll::until(
         &format!("product {product_id} reaching the order service's catalog"),
@@ -123,7 +137,7 @@ pub async fn wait_for_end(
     order_id: &str,
     within: Duration,
 ) -> anyhow::Result<Value> {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let url = format!("{}/orders/{order_id}", order_url.trim_end_matches('/'));
     let order = eventing::poll::until(
         &format!("order {order_id} leaving PENDING"),
@@ -327,7 +341,7 @@ pub async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> 
             Some(json!({ "quantity": quantity })),
         ),
     };
-    // Restocking is an operator's act: it sends the admin token.
+    // Creating and restocking are an operator's acts: they send the admin token.
     show(&call(Call::new("product-service", method, url, body).admin(cli.admin_token())).await?);
     Ok(())
 }
@@ -350,7 +364,8 @@ pub async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
         }
         CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
     };
-    show(&call(Call::new("coupon-service", method, url, body)).await?);
+    // Creating a coupon is an operator's act: it sends the admin token.
+    show(&call(Call::new("coupon-service", method, url, body).admin(cli.admin_token())).await?);
     Ok(())
 }
 

@@ -83,7 +83,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     })
     .await?;
     if args.seed_demo {
-        seed_demo(&|service| args.url(service)).await?;
+        seed_demo(&|service| args.url(service), stack.admin_token()).await?;
     }
     print_summary(&args, stack.data_dir());
 
@@ -95,8 +95,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// Demo products and coupons, created only when there is no product yet: products 1 Mug, 2 Tea
-/// and 3 Lamp, coupons 1 and 2 for user 1 and 3 for user 2. `url` says where each service is.
-pub async fn seed_demo(url: &dyn Fn(Service) -> String) -> anyhow::Result<()> {
+/// and 3 Lamp, coupons 1 and 2 for user 1 and 3 for user 2. `url` says where each service is;
+/// creating products and coupons is an operator's act, so `admin_token` goes with each.
+pub async fn seed_demo(url: &dyn Fn(Service) -> String, admin_token: &str) -> anyhow::Result<()> {
     let products = url(Service::ProductService);
     let exists = reqwest::get(format!("{products}/products/1"))
         .await?
@@ -109,7 +110,8 @@ pub async fn seed_demo(url: &dyn Fn(Service) -> String) -> anyhow::Result<()> {
     step("creating demo products and coupons");
     for (name, price, stock) in [("Mug", 1500, 100), ("Tea", 999, 50), ("Lamp", 4000, 5)] {
         let body = json!({ "name": name, "price": price, "stock": stock });
-        let product = post("product-service", format!("{products}/products"), body).await?;
+        let url = format!("{products}/products");
+        let product = post("product-service", url, body, admin_token).await?;
         println!(
             "    product {} {name}: price {price}, stock {stock}",
             product["product_id"]
@@ -117,12 +119,8 @@ pub async fn seed_demo(url: &dyn Fn(Service) -> String) -> anyhow::Result<()> {
     }
     for (user, kind, value) in [(1, "PERCENT", 10), (1, "FIXED", 500), (2, "PERCENT", 50)] {
         let body = json!({ "user_id": user, "kind": kind, "value": value });
-        let coupon = post(
-            "coupon-service",
-            format!("{}/coupons", url(Service::CouponService)),
-            body,
-        )
-        .await?;
+        let coupons = format!("{}/coupons", url(Service::CouponService));
+        let coupon = post("coupon-service", coupons, body, admin_token).await?;
         println!(
             "    coupon {} for user {user}: {kind} {value}",
             coupon["coupon_id"]
@@ -139,16 +137,10 @@ async fn post(
     service: &str,
     url: String,
     body: serde_json::Value,
+    admin_token: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    call(Call {
-        service,
-        method: reqwest::Method::POST,
-        url,
-        body: Some(body),
-        idempotency_key: None,
-        admin_token: None,
-    })
-    .await
+    let call_it = Call::new(service, reqwest::Method::POST, url, Some(body));
+    call(call_it.admin(Some(admin_token))).await
 }
 
 fn print_summary(args: &UpArgs, data: &Path) {

@@ -24,6 +24,8 @@ async fn a_short_bench_completes_and_reports_every_figure() {
             ("ORDER_SERVICE_URL", stack.url(Service::OrderService)),
             ("PRODUCT_SERVICE_URL", stack.url(Service::ProductService)),
             ("COUPON_SERVICE_URL", stack.url(Service::CouponService)),
+            // Creating the bench's products and coupons is an operator's act.
+            ("ADMIN_TOKEN", stack.admin_token().to_owned()),
         ];
         move || {
             Command::new(shopctl)

@@ -161,7 +161,7 @@ impl Page {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_timeline() {
     let stack = local::start_stack("console").await;
-    shopctl::up::seed_demo(&|service| stack.url(service))
+    shopctl::up::seed_demo(&|service| stack.url(service), stack.admin_token())
         .await
         .expect("the demo products and coupons");
     let console = format!("{}/", stack.url(Service::Console));
@@ -289,6 +289,25 @@ async fn an_order_placed_while_the_console_is_open_appears_confirmed_with_its_ti
         let error: Value = refused.json().await.expect("a JSON error");
         assert_eq!(error["error"]["code"], "unauthorized");
     }
+    // A form posted from another site's page, and a page asked for under another site's
+    // name (DNS rebinding), are refused.
+    let forged = http
+        .post(format!("{console}orders"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://evil.example")
+        .body("user_id=2&product_id=2&quantity=1&coupon_id=")
+        .send()
+        .await
+        .expect("the console answers");
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    let rebound = http
+        .get(console.as_str())
+        .header("host", "evil.example:8088")
+        .send()
+        .await
+        .expect("the console answers");
+    assert_eq!(rebound.status(), reqwest::StatusCode::MISDIRECTED_REQUEST);
+
     // A replay names one letter; one that is not there is said so.
     let replayed = http
         .post(format!("{console}dead-letters/order-service/replay"))

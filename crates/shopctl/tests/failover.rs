@@ -124,7 +124,8 @@ async fn a_sigkilled_replica_of_each_service_hands_its_partitions_to_the_survivo
     })
     .await
     .expect("the stack starts on Apache Kafka");
-    let http = reqwest::Client::new();
+    // The test creates products and coupons, an operator's acts.
+    let http = testkit::operator_client_with(stack.admin_token());
 
     // A second replica of each; both take part of each group's partitions.
     let mut replicas = Replicas { pairs: Vec::new() };

@@ -43,7 +43,8 @@ async fn debians_kcat_lists_the_topics_and_tails_a_placed_orders_events() {
         );
     }
 
-    let http = reqwest::Client::new();
+    // Creating a product is an operator's act.
+    let http = testkit::operator_client_with(stack.admin_token());
     let product: serde_json::Value = http
         .post(format!("{}/products", stack.url(Service::ProductService)))
         .json(&json!({ "name": "Mug", "price": 1500, "stock": 10 }))

@@ -13,8 +13,9 @@ mod local;
 /// How long a new order may take to confirm once the fault is over.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
 
-async fn post(url: String, body: Value) -> Value {
-    let response = reqwest::Client::new()
+/// `POST`s as the operator of `stack`: the tests create products and coupons.
+async fn post(stack: &Stack, url: String, body: Value) -> Value {
+    let response = testkit::operator_client_with(stack.admin_token())
         .post(&url)
         .json(&body)
         .send()
@@ -31,6 +32,7 @@ async fn post(url: String, body: Value) -> Value {
 /// A product with plenty of stock, known to the order service's catalog.
 async fn product(stack: &Stack) -> i64 {
     let created = post(
+        stack,
         format!("{}/products", stack.url(Service::ProductService)),
         json!({ "name": "Lamp", "price": 1000, "stock": 1000 }),
     )
@@ -58,6 +60,7 @@ async fn post_until_accepted(
         || async {
             let response = http
                 .post(url)
+                .timeout(Duration::from_secs(5))
                 .header("Idempotency-Key", key)
                 .json(body)
                 .send()
@@ -78,10 +81,7 @@ async fn post_until_accepted(
 /// left in after [`CONFIRM_WITHIN`].
 async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, String> {
     let started = Instant::now();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let http = testkit::operator_client_with(stack.admin_token());
     let coupon = post_until_accepted(
         &http,
         started,

@@ -62,7 +62,7 @@ fn fuzz(base_url: &str, admin_token: &str) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_accepts_what_its_document_allows_and_refuses_what_it_forbids() {
     let mut stack = local::start_stack("openapi").await;
-    shopctl::up::seed_demo(&|service| stack.url(service))
+    shopctl::up::seed_demo(&|service| stack.url(service), stack.admin_token())
         .await
         .expect("the demo products and coupons");
 

@@ -92,7 +92,8 @@ async fn one_order_is_one_trace_across_every_service_with_each_span_under_its_ca
         ],
     )
     .await;
-    let http = reqwest::Client::new();
+    // The test creates a product and a coupon, an operator's acts.
+    let http = testkit::operator_client_with(stack.admin_token());
     let product = post_json(
         &http,
         format!("{}/products", stack.url(Service::ProductService)),

@@ -373,11 +373,16 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// An HTTP client that sends [`ADMIN_TOKEN`] with every request, as an operator's tools do.
 pub fn operator_client() -> reqwest::Client {
+    operator_client_with(ADMIN_TOKEN)
+}
+
+/// An HTTP client that sends `token` as the admin token with every request: for a stack with
+/// a token of its own (`shopctl::stack::Stack::admin_token`).
+pub fn operator_client_with(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}"))
-            .expect("a header value"),
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
     );
     reqwest::Client::builder()
         .default_headers(headers)

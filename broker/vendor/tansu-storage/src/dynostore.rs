@@ -1776,19 +1776,35 @@ impl Storage for DynoStore {
             .inspect(|list_result| debug!(?list_result))
             .inspect_err(|error| error!(?error, cluster = self.cluster))?;
 
-        let mut listed_groups = vec![];
-
+        // saga patch 6: a group is listed by its detail (`<group>.json`), which every group
+        // has from its first join, as well as by its folder of committed offsets, which a
+        // group that has committed nothing yet does not have.
+        let mut group_ids = std::collections::BTreeSet::new();
         for prefix in list_result.common_prefixes {
             if let Some(group_id) = prefix.parts().next_back() {
-                listed_groups.push(
-                    ListedGroup::default()
-                        .group_id(group_id.as_ref().into())
-                        .protocol_type("consumer".into())
-                        .group_state(Some("Unknown".into()))
-                        .group_type(Some("classic".into())),
-                );
+                group_ids.insert(group_id.as_ref().to_owned());
             }
         }
+        for object in list_result.objects {
+            if let Some(group_id) = object
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(".json"))
+            {
+                group_ids.insert(group_id.to_owned());
+            }
+        }
+
+        let listed_groups = group_ids
+            .into_iter()
+            .map(|group_id| {
+                ListedGroup::default()
+                    .group_id(group_id)
+                    .protocol_type("consumer".into())
+                    .group_state(Some("Unknown".into()))
+                    .group_type(Some("classic".into()))
+            })
+            .collect();
 
         Ok(listed_groups)
     }

@@ -1079,17 +1079,27 @@ impl From<&NamedGroupDetail> for describe_groups_response::DescribedGroup {
             } => {
                 let group_state = ConsumerGroupState::from(group_detail).to_string();
 
+                // saga patch 6: each member's metadata (from its join) and, once the group is
+                // formed, its assignment, as Kafka describes them.
+                let assignments = match &group_detail.state {
+                    GroupState::Formed { assignments, .. } => Some(assignments),
+                    GroupState::Forming { .. } => None,
+                };
                 let members = group_detail
                     .members
-                    .keys()
-                    .map(|member_id| {
+                    .iter()
+                    .map(|(member_id, member)| {
+                        let assignment = assignments
+                            .and_then(|assignments| assignments.get(member_id))
+                            .cloned()
+                            .unwrap_or_default();
                         describe_groups_response::DescribedGroupMember::default()
                             .member_id(member_id.into())
                             .group_instance_id(None)
                             .client_id("".into())
                             .client_host("".into())
-                            .member_metadata(Bytes::new())
-                            .member_assignment(Bytes::new())
+                            .member_metadata(member.join_response.metadata.clone())
+                            .member_assignment(assignment)
                     })
                     .collect::<Vec<_>>();
 

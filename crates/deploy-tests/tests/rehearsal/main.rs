@@ -416,12 +416,27 @@ fn the_compose_topology_runs_an_order_end_to_end_and_refuses_what_no_credential_
         assert_eq!(status, 200, "{service} is ready, seen from the storefront");
     }
 
-    // A product, a coupon, and an order for both, as a storefront posts it.
+    // A product and a coupon, as the operator creates them (with the admin token compose
+    // gives the product and coupon services), and an order for both, as a storefront posts it.
+    let operator = format!(
+        "Authorization: Bearer {}",
+        rehearsal.container("product-service").env()["ADMIN_TOKEN"]
+    );
+    let (status, refused) = rehearsal.http(
+        "POST",
+        "http://product-service:8081/products",
+        Some(&serde_json::json!({ "name": "Free mug", "price": 0, "stock": 1_000_000 })),
+        &[],
+    );
+    assert_eq!(
+        status, 401,
+        "creating a product takes the admin token: {refused}"
+    );
     let (status, product) = rehearsal.http(
         "POST",
         "http://product-service:8081/products",
         Some(&serde_json::json!({ "name": "Rehearsal mug", "price": 1500, "stock": 10 })),
-        &[],
+        &[&operator],
     );
     assert_eq!(status, 201, "{product}");
     let product_id = product["product_id"].as_i64().expect("a product id");
@@ -429,7 +444,7 @@ fn the_compose_topology_runs_an_order_end_to_end_and_refuses_what_no_credential_
         "POST",
         "http://coupon-service:8082/coupons",
         Some(&serde_json::json!({ "user_id": 7, "kind": "FIXED", "value": 500 })),
-        &[],
+        &[&operator],
     );
     assert_eq!(status, 201, "{coupon}");
     let coupon_id = coupon["coupon_id"].as_i64().expect("a coupon id");

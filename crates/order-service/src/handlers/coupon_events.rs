@@ -1,7 +1,7 @@
 //! `coupon.events`: an applied coupon (checked against the order: its coupon, and the discount
-//! the coupon's kind and value give; anything else is dead-lettered) sets the discount and confirms the order (once stock is
-//! reserved too); a refused coupon cancels it (COUPON_REJECTED); a restored coupon is noted on
-//! its timeline.
+//! the coupon's kind and value give; anything else is dead-lettered) sets the discount and
+//! confirms the order (once stock is reserved too); a refused coupon (checked: the order's own,
+//! not yet applied) cancels it (COUPON_REJECTED); a restored coupon is noted on its timeline.
 
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
@@ -28,6 +28,15 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>,
             saga::step_succeeded(conn, inbound, applied.order_id, marked, Some(&detail)).await?
         }
         Event::CouponApplyFailed(failed) => {
+            // Only a refusal of the order's own coupon, not yet applied, cancels it.
+            if let Some(order) = store::find_order(conn, &failed.order_id.to_string()).await? {
+                domain::check_coupon_failed(
+                    order.coupon_id,
+                    order.coupon_applied,
+                    failed.coupon_id,
+                )
+                .map_err(HandleError::Permanent)?;
+            }
             let reason = CancelReason::CouponRejected;
             saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?
         }

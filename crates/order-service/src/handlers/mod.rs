@@ -26,7 +26,7 @@ impl Handler for OrderServiceEvents {
                 coupon_events::handle(conn, inbound).await?
             }
             Event::ProductUpserted(product) => {
-                product_catalog::handle(conn, product).await?;
+                product_catalog::handle(conn, inbound, product).await?;
                 None
             }
             // The order service's own events come back only if someone misroutes them.

@@ -1,6 +1,7 @@
 //! `stock.events`: a reservation (checked to cover exactly the order's lines; anything else is
 //! dead-lettered) confirms the order (once the coupon, if any, is applied too);
-//! a failed reservation cancels it (OUT_OF_STOCK); a release is noted on its timeline.
+//! a failed reservation (checked: not of an order whose stock is reserved) cancels it
+//! (OUT_OF_STOCK); a release is noted on its timeline.
 
 use contract::{CancelReason, Event};
 use eventing::{Conn, HandleError, Inbound};
@@ -23,6 +24,10 @@ pub async fn handle(conn: &mut Conn, inbound: &Inbound) -> Result<Option<Ended>,
             saga::step_succeeded(conn, inbound, reserved.order_id, marked, None).await?
         }
         Event::StockReservationFailed(failed) => {
+            // A failure of a reservation that was made is forged or broken: it never cancels.
+            if let Some(order) = store::find_order(conn, &failed.order_id.to_string()).await? {
+                domain::check_stock_failed(order.stock_reserved).map_err(HandleError::Permanent)?;
+            }
             let reason = CancelReason::OutOfStock;
             saga::step_failed(conn, inbound, failed.order_id, reason, &failed.detail).await?
         }

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use contract::{CancelReason, OrderCreated, OrderLine};
+use eventing::http::Committing;
 use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiJson, ApiPath, Conn, ErrorCode, RequestTrace, TraceContext, now_ms};
 use schemars::JsonSchema;
@@ -159,6 +160,7 @@ fn request_hash(request: &PlaceOrder) -> String {
 async fn place(
     Extract(state): Extract<State>,
     RequestTrace(trace): RequestTrace,
+    committing: Committing,
     headers: HeaderMap,
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, ApiError> {
@@ -231,7 +233,9 @@ async fn place(
         ))
     })?;
     let body = view(&mut tx, order).await?;
-    tx.commit().await?;
+    // Once the commit is sent, the request's time limit no longer abandons it: an order that
+    // was kept is never answered "try again".
+    eventing::http::commit(tx, &committing).await?;
     state.outbox.wake();
     tracing::info!(%order_id, total_amount, "order placed");
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -332,6 +336,7 @@ async fn show(
 async fn cancel(
     Extract(state): Extract<State>,
     RequestTrace(trace): RequestTrace,
+    committing: Committing,
     headers: HeaderMap,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<OrderView>, ApiError> {
@@ -363,7 +368,7 @@ async fn cancel(
         Cancel::Cancelled(order) => {
             let ended = saga::Ended::cancelled(&order);
             let body = view(&mut tx, order).await?;
-            tx.commit().await?;
+            eventing::http::commit(tx, &committing).await?;
             ended.observe(&state.metrics);
             state.outbox.wake();
             Ok(Json(body))

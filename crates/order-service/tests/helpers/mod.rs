@@ -374,6 +374,11 @@ pub async fn forge(
     event: impl Into<contract::Event>,
 ) {
     let envelope = contract::Envelope::new(producer, event, None);
+    forge_envelope(system, topic, &envelope).await;
+}
+
+/// Publishes `envelope` to `topic` as it is, keyed as its producer would key it.
+pub async fn forge_envelope(system: &System, topic: &str, envelope: &contract::Envelope) {
     testkit::produce_raw(
         &system.broker.brokers,
         topic,

@@ -66,7 +66,7 @@ async fn reserve(
         tracing::info!("this order was decided (or cancelled) before; reserving nothing");
         return Ok(());
     }
-    let lines = merge_lines(&order.items);
+    let lines = merge_lines(&order.items).map_err(HandleError::Permanent)?;
     match take_all_or_none(conn, &lines).await? {
         Ok(()) => {
             store::set_reservation_status(conn, &order_id, "RESERVED").await?;
@@ -134,19 +134,27 @@ async fn take_all_or_none(
     Ok(Ok(()))
 }
 
-/// One line per product, quantities summed, in product id order.
-fn merge_lines(items: &[OrderLine]) -> Vec<StockLine> {
+/// One line per product, quantities summed, in product id order. The contract already refuses
+/// a product on two lines; the sum is checked all the same, since a quantity summed past
+/// `i64::MAX` would wrap in a release build and reserve a negative amount.
+fn merge_lines(items: &[OrderLine]) -> Result<Vec<StockLine>, String> {
     let mut merged = BTreeMap::<i64, i64>::new();
     for item in items {
-        *merged.entry(item.product_id).or_default() += item.quantity;
+        let quantity = merged.entry(item.product_id).or_default();
+        *quantity = quantity.checked_add(item.quantity).ok_or_else(|| {
+            format!(
+                "the quantities of product {} add up to more than can be counted",
+                item.product_id
+            )
+        })?;
     }
-    merged
+    Ok(merged
         .into_iter()
         .map(|(product_id, quantity)| StockLine {
             product_id,
             quantity,
         })
-        .collect()
+        .collect())
 }
 
 async fn release(
@@ -191,7 +199,7 @@ mod tests {
             quantity,
             unit_price: 1,
         };
-        let merged = merge_lines(&[line(3, 1), line(1, 2), line(3, 4)]);
+        let merged = merge_lines(&[line(3, 1), line(1, 2), line(3, 4)]).expect("merged");
         assert_eq!(
             merged,
             vec![
@@ -205,5 +213,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn quantities_that_would_overflow_are_refused_not_wrapped() {
+        let line = |quantity| OrderLine {
+            product_id: 1,
+            quantity,
+            unit_price: 0,
+        };
+        assert!(merge_lines(&[line(i64::MAX), line(i64::MAX)]).is_err());
     }
 }

@@ -29,6 +29,8 @@ pub struct Targets {
     pub products: String,
     /// Takes `POST /coupons`.
     pub coupons: String,
+    /// Creating products and coupons is an operator's act: the admin token, if known.
+    pub admin_token: Option<String>,
 }
 
 /// What the benchmark made before the load.
@@ -72,7 +74,8 @@ pub async fn seed(http: &reqwest::Client, args: &BenchArgs, to: &Targets) -> any
     let mut products = Vec::new();
     for n in 0..args.products.max(args.lines) {
         let body = json!({ "name": format!("bench product {n}"), "price": 1_000, "stock": STOCK });
-        let created = post(http, &format!("{}/products", to.products), &body).await?;
+        let url = format!("{}/products", to.products);
+        let created = post(http, &url, &body, to.admin_token.as_deref()).await?;
         products.push(created.product_id.context("the answer has no product_id")?);
     }
     for id in &products {
@@ -84,7 +87,8 @@ pub async fn seed(http: &reqwest::Client, args: &BenchArgs, to: &Targets) -> any
         .map(|n| async move {
             let user = (n as i64 % USERS) + 1;
             let body = json!({ "user_id": user, "kind": "FIXED", "value": 100 });
-            let created = post(http, &format!("{}/coupons", to.coupons), &body).await?;
+            let url = format!("{}/coupons", to.coupons);
+            let created = post(http, &url, &body, to.admin_token.as_deref()).await?;
             anyhow::Ok((
                 created.coupon_id.context("the answer has no coupon_id")?,
                 user,
@@ -102,10 +106,13 @@ async fn post(
     http: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
+    admin_token: Option<&str>,
 ) -> anyhow::Result<Created> {
-    let response = http
-        .post(url)
-        .json(body)
+    let mut request = http.post(url).json(body);
+    if let Some(token) = admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("POST {url}: is the system up?"))?;

@@ -205,6 +205,7 @@ pub async fn run(cli: &Cli, args: &BenchArgs) -> anyhow::Result<BenchReport> {
         orders: args.target.clone().unwrap_or_else(|| cli.order_url.clone()),
         products: cli.product_url.clone(),
         coupons: cli.coupon_url.clone(),
+        admin_token: cli.admin_token().map(str::to_owned),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

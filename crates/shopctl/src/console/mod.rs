@@ -10,7 +10,14 @@
 //!
 //! Routes: `GET /` the page, `GET /events` its updates, `POST /orders` the demo form (placed
 //! through the order service's API), `POST /dead-letters/{service}/replay` what
-//! `shopctl dlq replay` does, and `GET /health/live`, `GET /health/ready`.
+//! `shopctl dlq replay --offset` does, and `GET /health/live`, `GET /health/ready`.
+//!
+//! The console acts for whoever has its page open, so it refuses what a page of another site
+//! could make a browser send ([`guard`]): a request whose `Host` is not one of its own names
+//! (DNS rebinding) and a `POST` whose `Origin` (or `Referer`) is another site's (cross-site
+//! request forgery). It is served as the services are ([`eventing::serve`]: the header read
+//! timeout and the connection cap), with a body limit and, but for the event stream, the
+//! request time limit; its calls to the services time out ([`crate::api::http_client`]).
 
 pub mod feed;
 pub mod page;
@@ -46,6 +53,16 @@ pub struct ConsoleArgs {
     /// How often each service's health and metrics are read.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
+    /// Host names the console answers to, besides `localhost`, `127.0.0.1` and `::1` (any
+    /// port): add the name it is reached by when it is not on the loopback. A request naming
+    /// another `Host` gets 421, so that a page of another site cannot read it by DNS
+    /// rebinding.
+    #[arg(
+        long = "allowed-host",
+        env = "CONSOLE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     #[command(flatten)]
     pub log: eventing::telemetry::LogSettings,
 }
@@ -71,19 +88,127 @@ pub async fn run(cli: &Cli, args: &ConsoleArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the console to {}", args.addr))?;
     let kafka = cli.kafka();
-    let (router, feed) = router(cli, &kafka, args.refresh)?;
+    let (router, feed) = router(cli, &kafka, args)?;
     println!(
         "==> the saga console is at http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(crate::up::wait_for_signal())
-        .await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        crate::up::wait_for_signal().await;
+        stop.cancel();
+    });
+    eventing::serve::serve(
+        listener,
+        router,
+        eventing::serve::Limits::default(),
+        shutdown,
+    )
+    .await?;
     feed.stop();
     Ok(())
 }
 
-fn router(cli: &Cli, kafka: &KafkaSettings, refresh: Duration) -> anyhow::Result<(Router, Feed)> {
+/// Most bytes of a form the console reads.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// The names the console answers to.
+#[derive(Debug, Clone)]
+struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    fn new(extra: &[String]) -> Self {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect();
+        names.extend(extra.iter().map(|n| n.trim().to_ascii_lowercase()));
+        AllowedHosts(names)
+    }
+
+    /// Whether `authority` (`host` or `host:port`) names the console.
+    fn allows(&self, authority: &str) -> bool {
+        let authority = authority.to_ascii_lowercase();
+        let host = match authority.rsplit_once(':') {
+            // An IPv6 address without a port has colons of its own but no `]` before them.
+            Some((host, port))
+                if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') =>
+            {
+                host
+            }
+            _ => authority.as_str(),
+        };
+        self.0.iter().any(|name| name == host || *name == authority)
+    }
+}
+
+/// Refuses what a page of another site could make a browser send: any request but the health
+/// checks whose `Host` is not one of the console's names (421), and a `POST` whose `Origin`,
+/// or else `Referer`, is not this console's own (403). A `POST` with neither comes from no
+/// browser (every browser sends `Origin` with a form it posts to another site) and passes.
+async fn guard(
+    State(allowed): State<AllowedHosts>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/health/") {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !allowed.allows(&host) {
+        return refused(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            format!(
+                "the console does not answer to the host {host:?}; add it to CONSOLE_ALLOWED_HOSTS if it is one of its names"
+            ),
+        );
+    }
+    if request.method() == axum::http::Method::POST {
+        let from = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        };
+        let origin = from(header::ORIGIN).or_else(|| from(header::REFERER));
+        if let Some(origin) = origin {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .and_then(|rest| rest.split('/').next());
+            if authority.is_none_or(|a| !a.eq_ignore_ascii_case(&host)) {
+                return refused(
+                    StatusCode::FORBIDDEN,
+                    "cross_site_request",
+                    format!(
+                        "a form of the console is sent from the console's own page, not from {origin:?}"
+                    ),
+                );
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn refused(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+fn router(cli: &Cli, kafka: &KafkaSettings, args: &ConsoleArgs) -> anyhow::Result<(Router, Feed)> {
+    let refresh = args.refresh;
     let watched = vec![
         Watched {
             name: "order-service",
@@ -118,9 +243,11 @@ fn router(cli: &Cli, kafka: &KafkaSettings, refresh: Duration) -> anyhow::Result
             .context("the admin token (ADMIN_TOKEN)")?,
         admin_token: cli.admin_token().map(str::to_owned),
     };
-    let router = Router::new()
+    // Every route but the event stream, which stays open, answers within the services' time
+    // limit.
+    let limit = eventing::http::HttpSettings::default().request_timeout;
+    let timed = Router::new()
         .route("/", get(index))
-        .route("/events", get(events))
         .route("/orders", post(place))
         .route("/dead-letters/{service}/replay", post(replay))
         .route(
@@ -128,7 +255,19 @@ fn router(cli: &Cli, kafka: &KafkaSettings, refresh: Duration) -> anyhow::Result
             get(|| async { Json(json!({ "status": "live" })) }),
         )
         .route("/health/ready", get(ready))
-        .with_state(console);
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            eventing::http::time_limit,
+        ));
+    let router = Router::new()
+        .route("/events", get(events))
+        .merge(timed)
+        .with_state(console)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            AllowedHosts::new(&args.allowed_hosts),
+            guard,
+        ));
     Ok((router, feed))
 }
 
@@ -373,6 +512,27 @@ async fn ready(State(console): State<Console>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_answers_to_its_loopback_names_and_those_it_is_given_only() {
+        let allowed = AllowedHosts::new(&["Console.example".to_owned()]);
+        for host in [
+            "localhost:8088",
+            "127.0.0.1",
+            "[::1]:8088",
+            "console.example:80",
+        ] {
+            assert!(allowed.allows(host), "{host}");
+        }
+        for host in [
+            "evil.example:8088",
+            "",
+            "127.0.0.1.evil.example",
+            "localhost.evil:8088",
+        ] {
+            assert!(!allowed.allows(host), "{host}");
+        }
+    }
 
     #[test]
     fn notices_survive_the_round_trip_through_a_query_string() {
