@@ -36,7 +36,7 @@ struct Retried {
 /// The API's operations, for `/openapi.json`.
 pub fn openapi() -> Value {
     let mut api = OpenApi::new(
-        "analytics-forwarder",
+        crate::SERVICE,
         "Forwards order events to the data platform; health, metrics and retries.",
     );
     api.operation(

@@ -19,12 +19,13 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use contract::topics;
 use eventing::db::Migrations;
 use eventing::{App, CommonSettings, Runtime};
 
 /// The service's name: consumer group, log field.
-pub const SERVICE: &str = "analytics-forwarder";
+/// This service of the contract.
+pub const ME: contract::Service = contract::Service::AnalyticsForwarder;
+pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
 pub static MIGRATIONS: Migrations = eventing::migrations!();
@@ -47,7 +48,7 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(topics::consumed_by(SERVICE), handler::OrderEvents)?;
+    let consumer = runtime.consumer(ME.consumes(), handler::OrderEvents)?;
     let router = runtime.router(http::router(
         runtime.http_db.clone(),
         runtime.outbox.clone(),

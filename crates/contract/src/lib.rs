@@ -19,3 +19,4 @@ pub mod validate;
 pub use envelope::{DecodeError, Decoded, Envelope};
 pub use events::*;
 pub use provenance::Misplaced;
+pub use topics::Service;

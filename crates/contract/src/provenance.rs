@@ -59,7 +59,7 @@ impl Envelope {
         }
         // Every topic an event type belongs to has exactly one producer (a unit test of
         // `topics` holds the contract to that), so a missing one cannot happen.
-        let expected = topics::producer_of(belongs).unwrap_or("no service");
+        let expected = topics::producer_of(belongs).map_or("no service", topics::Service::name);
         if self.producer != expected {
             return Err(Misplaced::WrongProducer {
                 event_type,

@@ -62,20 +62,71 @@ pub const TOPICS: &[TopicSpec] = &[
     },
 ];
 
-/// The services that consume events and so have a dead-letter topic.
-pub const CONSUMING_SERVICES: &[&str] = &[
-    "order-service",
-    "product-service",
-    "coupon-service",
-    "analytics-forwarder",
-];
+/// A service of the saga: its name (of its consumer group, its Kafka user, its envelopes'
+/// `producer`), its [`Flow`] and its dead-letter topic. Every service consumes, and so has a
+/// dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    OrderService,
+    ProductService,
+    CouponService,
+    AnalyticsForwarder,
+}
+
+impl Service {
+    /// Every service of the contract, in the order of [`FLOWS`].
+    pub const ALL: [Service; 4] = [
+        Service::OrderService,
+        Service::ProductService,
+        Service::CouponService,
+        Service::AnalyticsForwarder,
+    ];
+
+    /// The service's name: `order-service`, `product-service`, `coupon-service`,
+    /// `analytics-forwarder`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Service::OrderService => "order-service",
+            Service::ProductService => "product-service",
+            Service::CouponService => "coupon-service",
+            Service::AnalyticsForwarder => "analytics-forwarder",
+        }
+    }
+
+    /// The service of that name; `None` for a name the contract does not know.
+    pub fn parse(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// What it publishes and subscribes to.
+    pub fn flow(self) -> &'static Flow {
+        // FLOWS lists every service once, in the order of ALL (a unit test says so).
+        &FLOWS[self as usize]
+    }
+
+    /// The topics it consumes, in the consumer group named after it.
+    pub fn consumes(self) -> &'static [&'static str] {
+        self.flow().consumes
+    }
+
+    /// Its dead-letter topic: `<name>.dlq`.
+    pub fn dlq_topic(self) -> String {
+        dlq_topic(self.name())
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What one service publishes and subscribes to: the services subscribe from here, and the
 /// compose stack's Kafka ACLs are checked against it (each service may write only what it
 /// produces, and read only what it consumes, in its own group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
-    pub service: &'static str,
+    pub service: Service,
     /// The topics it publishes events to (besides its own dead-letter topic).
     pub produces: &'static [&'static str],
     /// The topics it consumes, in the consumer group named after it.
@@ -85,53 +136,46 @@ pub struct Flow {
 /// Every service's [`Flow`].
 pub const FLOWS: &[Flow] = &[
     Flow {
-        service: "order-service",
+        service: Service::OrderService,
         produces: &[ORDER_EVENTS],
         consumes: &[STOCK_EVENTS, COUPON_EVENTS, PRODUCT_CATALOG],
     },
     Flow {
-        service: "product-service",
+        service: Service::ProductService,
         produces: &[STOCK_EVENTS, PRODUCT_CATALOG],
         consumes: &[ORDER_EVENTS],
     },
     Flow {
-        service: "coupon-service",
+        service: Service::CouponService,
         produces: &[COUPON_EVENTS],
         consumes: &[ORDER_EVENTS],
     },
     Flow {
-        service: "analytics-forwarder",
+        service: Service::AnalyticsForwarder,
         produces: &[],
         consumes: &[ORDER_EVENTS],
     },
 ];
 
-/// The topics `service` consumes; none for a service the contract does not know.
-pub fn consumed_by(service: &str) -> &'static [&'static str] {
-    FLOWS
-        .iter()
-        .find(|f| f.service == service)
-        .map_or(&[], |f| f.consumes)
-}
-
 /// The one service that produces `topic`; `None` for a topic that is not the contract's.
-pub fn producer_of(topic: &str) -> Option<&'static str> {
+pub fn producer_of(topic: &str) -> Option<Service> {
     FLOWS
         .iter()
         .find(|f| f.produces.contains(&topic))
         .map(|f| f.service)
 }
 
-/// The dead-letter topic of a service: `<service>.dlq`.
-pub fn dlq_topic(service: &str) -> String {
-    format!("{service}.dlq")
+/// The dead-letter topic of a consumer named `name`: `<name>.dlq` ([`Service::dlq_topic`] for
+/// the contract's services).
+pub fn dlq_topic(name: &str) -> String {
+    format!("{name}.dlq")
 }
 
-/// The dead-letter topics of every consuming service, one partition each.
+/// The dead-letter topics of every service, one partition each.
 pub fn dlq_topics() -> Vec<(String, i32)> {
-    CONSUMING_SERVICES
+    Service::ALL
         .iter()
-        .map(|service| (dlq_topic(service), 1))
+        .map(|service| (service.dlq_topic(), 1))
         .collect()
 }
 
@@ -143,19 +187,25 @@ mod tests {
     #[test]
     fn each_topic_has_one_producer_and_every_consumer_a_flow() {
         for topic in TOPICS {
-            let producers: Vec<&str> = FLOWS
+            let producers: Vec<Service> = FLOWS
                 .iter()
                 .filter(|f| f.produces.contains(&topic.name))
                 .map(|f| f.service)
                 .collect();
             assert_eq!(producers.len(), 1, "{}: {producers:?}", topic.name);
         }
-        let flows: Vec<&str> = FLOWS
+        // Every service has one flow, in the order of Service::ALL, and consumes something.
+        let flows: Vec<Service> = FLOWS
             .iter()
             .filter(|f| !f.consumes.is_empty())
             .map(|f| f.service)
             .collect();
-        assert_eq!(flows, CONSUMING_SERVICES);
+        assert_eq!(flows, Service::ALL);
+        for service in Service::ALL {
+            assert_eq!(service.flow().service, service);
+            assert_eq!(Service::parse(service.name()), Some(service));
+        }
+        assert_eq!(Service::parse("order-servic"), None);
         // Every event type goes to a topic its producer's flow names.
         for event_type in Event::TYPES {
             let topic = Event::topic_of(event_type).expect("a topic");

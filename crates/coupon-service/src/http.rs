@@ -24,7 +24,7 @@ pub struct State {
 
 /// The API's operations, for `/openapi.json`.
 pub fn openapi() -> serde_json::Value {
-    let mut api = OpenApi::new("coupon-service", "Single-use coupons of the order saga.");
+    let mut api = OpenApi::new(crate::SERVICE, "Single-use coupons of the order saga.");
     api.operation("post", "/coupons", "Create a coupon (operator)")
         .admin()
         .body::<NewCoupon>()

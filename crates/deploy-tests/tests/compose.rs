@@ -722,7 +722,7 @@ fn acls() -> BTreeSet<(String, String, String, String)> {
 fn each_service_may_write_only_what_it_produces_and_read_only_what_it_consumes() {
     let acls = acls();
     for flow in contract::topics::FLOWS {
-        let service = flow.service;
+        let service = flow.service.name();
         let mut writes: BTreeSet<String> = flow.produces.iter().map(|t| t.to_string()).collect();
         writes.insert(contract::topics::dlq_topic(service));
         let reads: BTreeSet<String> = flow.consumes.iter().map(|t| t.to_string()).collect();

@@ -375,7 +375,12 @@ pub fn check_replay(service: &str, letter: &DeadLetter) -> Result<(String, i32, 
         return Err("a failed delivery is retried by the forwarder, not republished".into());
     }
     let topic = letter.source_topic.as_str();
-    if !contract::topics::consumed_by(service).contains(&topic) {
+    let Some(known) = contract::Service::parse(service) else {
+        return Err(format!(
+            "{service:?} is not a service of the contract: its letters go nowhere"
+        ));
+    };
+    if !known.consumes().contains(&topic) {
         return Err(format!(
             "{service} does not consume {topic:?}: a dead letter goes back only to a topic its service consumes"
         ));

@@ -19,12 +19,13 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use contract::topics;
 use eventing::db::Migrations;
 use eventing::{App, CommonSettings, Runtime};
 
 /// The service's name: consumer group, envelope `producer`, log field.
-pub const SERVICE: &str = "order-service";
+/// This service of the contract.
+pub const ME: contract::Service = contract::Service::OrderService;
+pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
 pub static MIGRATIONS: Migrations = eventing::migrations!();
@@ -63,7 +64,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     saga::describe_metrics(&runtime.metrics);
     let listener = App::bind(config.http_addr).await?;
     let consumer = runtime.consumer(
-        topics::consumed_by(SERVICE),
+        ME.consumes(),
         handlers::OrderServiceEvents {
             metrics: runtime.metrics.clone(),
         },

@@ -48,7 +48,7 @@ pub struct State {
 /// The API's operations, for `/openapi.json`.
 pub fn openapi() -> serde_json::Value {
     let mut api = OpenApi::new(
-        "product-service",
+        crate::SERVICE,
         "Products, stock and reservations of the order saga.",
     );
     api.operation("post", "/products", "Create a product (operator)")

@@ -17,12 +17,13 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use contract::topics;
 use eventing::db::Migrations;
 use eventing::{App, CommonSettings, Runtime};
 
 /// The service's name: consumer group, envelope `producer`, log field.
-pub const SERVICE: &str = "product-service";
+/// This service of the contract.
+pub const ME: contract::Service = contract::Service::ProductService;
+pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
 pub static MIGRATIONS: Migrations = eventing::migrations!();
@@ -51,10 +52,7 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(
-        topics::consumed_by(SERVICE),
-        handlers::order_events::OrderEvents,
-    )?;
+    let consumer = runtime.consumer(ME.consumes(), handlers::order_events::OrderEvents)?;
     let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
     let interval = config.reconcile_interval;
     let router = runtime.router(http::router(http::State {

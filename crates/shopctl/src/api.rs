@@ -145,7 +145,8 @@ pub async fn wait_for_end(
         Duration::from_millis(100),
         || async {
             let order: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
-            (order["status"].is_string() && order["status"] != "PENDING").then_some(order)
+            let pending = contract::OrderStatus::Pending.as_str();
+            (order["status"].is_string() && order["status"] != pending).then_some(order)
         },
     )
     .await?;
@@ -245,7 +246,7 @@ fn show(value: &Value) {
 pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
     let base = cli.order_url.trim_end_matches('/');
     let get = |id: &str| Call {
-        service: "order-service",
+        service: contract::Service::OrderService.name(),
         method: Method::GET,
         url: format!("{base}/orders/{id}"),
         body: None,
@@ -269,7 +270,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                 body["coupon_id"] = json!(coupon);
             }
             let placed = call(Call {
-                service: "order-service",
+                service: contract::Service::OrderService.name(),
                 method: Method::POST,
                 url: format!("{base}/orders"),
                 body: Some(body),
@@ -288,7 +289,11 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                     Duration::from_millis(20),
                     || async {
                         match call(get(&id)).await {
-                            Ok(order) if order["status"] == "PENDING" => None,
+                            Ok(order)
+                                if order["status"] == contract::OrderStatus::Pending.as_str() =>
+                            {
+                                None
+                            }
                             answer => Some(answer),
                         }
                     },
@@ -311,7 +316,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
         OrderCommand::Get { id } => call(get(id)).await?,
         OrderCommand::Cancel { id } => {
             call(Call {
-                service: "order-service",
+                service: contract::Service::OrderService.name(),
                 method: Method::POST,
                 url: format!("{base}/orders/{id}/cancel"),
                 body: None,
@@ -342,7 +347,13 @@ pub async fn product(cli: &Cli, command: &ProductCommand) -> anyhow::Result<()> 
         ),
     };
     // Creating and restocking are an operator's acts: they send the admin token.
-    show(&call(Call::new("product-service", method, url, body).admin(cli.admin_token())).await?);
+    show(
+        &call(
+            Call::new(contract::Service::ProductService.name(), method, url, body)
+                .admin(cli.admin_token()),
+        )
+        .await?,
+    );
     Ok(())
 }
 
@@ -365,7 +376,13 @@ pub async fn coupon(cli: &Cli, command: &CouponCommand) -> anyhow::Result<()> {
         CouponCommand::Get { id } => (Method::GET, format!("{base}/coupons/{id}"), None),
     };
     // Creating a coupon is an operator's act: it sends the admin token.
-    show(&call(Call::new("coupon-service", method, url, body).admin(cli.admin_token())).await?);
+    show(
+        &call(
+            Call::new(contract::Service::CouponService.name(), method, url, body)
+                .admin(cli.admin_token()),
+        )
+        .await?,
+    );
     Ok(())
 }
 

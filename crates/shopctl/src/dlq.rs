@@ -18,14 +18,19 @@ pub enum Consumer {
 }
 
 impl Consumer {
+    /// The contract's service.
+    pub fn service(self) -> contract::Service {
+        match self {
+            Consumer::OrderService => contract::Service::OrderService,
+            Consumer::ProductService => contract::Service::ProductService,
+            Consumer::CouponService => contract::Service::CouponService,
+            Consumer::AnalyticsForwarder => contract::Service::AnalyticsForwarder,
+        }
+    }
+
     /// The service's name, as in its consumer group and dead-letter topic.
     pub fn name(self) -> &'static str {
-        match self {
-            Consumer::OrderService => "order-service",
-            Consumer::ProductService => "product-service",
-            Consumer::CouponService => "coupon-service",
-            Consumer::AnalyticsForwarder => "analytics-forwarder",
-        }
+        self.service().name()
     }
 }
 
@@ -251,7 +256,7 @@ pub async fn replay(
     }
     for letter in &undelivered {
         let answer = call(Call {
-            service: "analytics-forwarder",
+            service: contract::Service::AnalyticsForwarder.name(),
             method: Method::POST,
             url: format!("{}/deliveries/retry", forwarder_url.trim_end_matches('/')),
             body: Some(json!({ "event_id": letter.event_id })),
@@ -273,10 +278,15 @@ mod tests {
 
     #[test]
     fn every_consuming_service_of_the_contract_has_a_name_here() {
-        let names: Vec<&str> = Consumer::value_variants()
+        let services: Vec<contract::Service> = Consumer::value_variants()
             .iter()
-            .map(|c| c.name())
+            .map(|c| c.service())
             .collect();
-        assert_eq!(names, contract::topics::CONSUMING_SERVICES);
+        assert_eq!(services, contract::Service::ALL);
+        // clap spells each variant as the service is named.
+        for consumer in Consumer::value_variants() {
+            let value = consumer.to_possible_value().expect("a value");
+            assert_eq!(value.get_name(), consumer.name());
+        }
     }
 }

@@ -68,10 +68,10 @@ impl Service {
     pub fn name(self) -> &'static str {
         match self {
             Service::DataPlatformMock => "data-platform-mock",
-            Service::OrderService => "order-service",
-            Service::ProductService => "product-service",
-            Service::CouponService => "coupon-service",
-            Service::AnalyticsForwarder => "analytics-forwarder",
+            Service::OrderService => contract::Service::OrderService.name(),
+            Service::ProductService => contract::Service::ProductService.name(),
+            Service::CouponService => contract::Service::CouponService.name(),
+            Service::AnalyticsForwarder => contract::Service::AnalyticsForwarder.name(),
             Service::Console => "console",
         }
     }

@@ -111,7 +111,13 @@ pub async fn seed_demo(url: &dyn Fn(Service) -> String, admin_token: &str) -> an
     for (name, price, stock) in [("Mug", 1500, 100), ("Tea", 999, 50), ("Lamp", 4000, 5)] {
         let body = json!({ "name": name, "price": price, "stock": stock });
         let url = format!("{products}/products");
-        let product = post("product-service", url, body, admin_token).await?;
+        let product = post(
+            contract::Service::ProductService.name(),
+            url,
+            body,
+            admin_token,
+        )
+        .await?;
         println!(
             "    product {} {name}: price {price}, stock {stock}",
             product["product_id"]
@@ -120,7 +126,13 @@ pub async fn seed_demo(url: &dyn Fn(Service) -> String, admin_token: &str) -> an
     for (user, kind, value) in [(1, "PERCENT", 10), (1, "FIXED", 500), (2, "PERCENT", 50)] {
         let body = json!({ "user_id": user, "kind": kind, "value": value });
         let coupons = format!("{}/coupons", url(Service::CouponService));
-        let coupon = post("coupon-service", coupons, body, admin_token).await?;
+        let coupon = post(
+            contract::Service::CouponService.name(),
+            coupons,
+            body,
+            admin_token,
+        )
+        .await?;
         println!(
             "    coupon {} for user {user}: {kind} {value}",
             coupon["coupon_id"]

@@ -23,7 +23,7 @@ pub struct State {
 /// The API's operations, for `/openapi.json`.
 pub fn openapi() -> serde_json::Value {
     let mut api = eventing::openapi::OpenApi::new(
-        "order-service",
+        crate::SERVICE,
         "Orders of the saga: placed at once, confirmed or cancelled by events.",
     );
     orders::describe(&mut api);

@@ -7,12 +7,12 @@
 //! - every order event reached the data platform exactly once in effect, and nothing else did;
 //! - no dead-letter topic holds a valid event.
 
+use contract::OrderStatus;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use contract::topics;
 use eventing::kafka::KafkaSettings;
 use serde::Deserialize;
 use serde_json::Value;
@@ -101,8 +101,8 @@ pub(super) async fn check(
     let mut coupon_holders: HashMap<i64, Vec<String>> = HashMap::new();
     for order in &orders {
         let id = &order.order_id;
-        match order.status.as_str() {
-            "CONFIRMED" => {
+        match OrderStatus::parse(&order.status) {
+            Some(OrderStatus::Confirmed) => {
                 report.confirmed += 1;
                 for line in &order.items {
                     *held.entry(line.product_id).or_default() += line.quantity;
@@ -111,16 +111,16 @@ pub(super) async fn check(
                     coupon_holders.entry(coupon).or_default().push(id.clone());
                 }
             }
-            "CANCELLED" => {
+            Some(OrderStatus::Cancelled) => {
                 let reason = order
                     .cancel_reason
                     .clone()
                     .with_context(|| format!("cancelled order {id} has no cancel_reason"))?;
                 *report.cancelled.entry(reason).or_default() += 1;
             }
-            other => report
+            Some(OrderStatus::Pending) | None => report
                 .violations
-                .push(format!("order {id} is not terminal: {other}")),
+                .push(format!("order {id} is not terminal: {}", order.status)),
         }
     }
 
@@ -180,7 +180,7 @@ pub(super) async fn check(
         .flat_map(|order| {
             let id = order.order_id.clone();
             let confirmed = order.timeline.iter().any(|e| e.event == "OrderConfirmed");
-            let cancelled = order.status == "CANCELLED";
+            let cancelled = order.status == OrderStatus::Cancelled.as_str();
             let mut events = vec![(id.clone(), "OrderCreated".to_owned())];
             if confirmed {
                 events.push((id.clone(), "OrderConfirmed".to_owned()));
@@ -234,15 +234,16 @@ pub(super) async fn check(
 
     // Dead-letter topics: nothing valid may sit there.
     let settings = KafkaSettings::new(brokers);
-    for service in topics::CONSUMING_SERVICES {
+    for service in contract::Service::ALL {
         let reader = settings.clone();
         let letters =
-            tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, service)).await??;
+            tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, service.name()))
+                .await??;
         let valid = letters.iter().filter(|l| l.event_id.is_some()).count();
         if valid > 0 {
             report.violations.push(format!(
                 "{valid} valid event(s) in {}: first error {}",
-                topics::dlq_topic(service),
+                service.dlq_topic(),
                 letters[0].error
             ));
         }

@@ -3,6 +3,7 @@
 //! quarter of them, a tenth cancelled by their customer), the orders placed once the faults
 //! are over, and waiting for every order to settle.
 
+use contract::OrderStatus;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,12 +119,12 @@ pub(super) async fn orders_after_faults(
         let mut confirmed = None;
         while started.elapsed() < LIVENESS_WITHIN {
             let order = client.get(&client.order, &format!("/orders/{id}")).await?;
-            match order["status"].as_str() {
-                Some("CONFIRMED") => {
+            match order["status"].as_str().and_then(OrderStatus::parse) {
+                Some(OrderStatus::Confirmed) => {
                     confirmed = Some(started.elapsed());
                     break;
                 }
-                Some("CANCELLED") => break,
+                Some(OrderStatus::Cancelled) => break,
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
@@ -246,7 +247,7 @@ pub(super) async fn settle(
         };
         for id in pending {
             let order = client.get(&client.order, &format!("/orders/{id}")).await?;
-            if order["status"] != "PENDING" {
+            if order["status"] != OrderStatus::Pending.as_str() {
                 settled
                     .lock()
                     .expect("not poisoned")

@@ -209,28 +209,21 @@ fn refused(status: StatusCode, code: &str, message: String) -> Response {
 
 fn router(cli: &Cli, kafka: &KafkaSettings, args: &ConsoleArgs) -> anyhow::Result<(Router, Feed)> {
     let refresh = args.refresh;
-    let watched = vec![
-        Watched {
-            name: "order-service",
-            url: cli.order_url.clone(),
-            consumes: true,
-        },
-        Watched {
-            name: "product-service",
-            url: cli.product_url.clone(),
-            consumes: true,
-        },
-        Watched {
-            name: "coupon-service",
-            url: cli.coupon_url.clone(),
-            consumes: true,
-        },
-        Watched {
-            name: "analytics-forwarder",
-            url: cli.forwarder_url.clone(),
-            consumes: true,
-        },
-    ];
+    let url_of = |service| match service {
+        contract::Service::OrderService => cli.order_url.clone(),
+        contract::Service::ProductService => cli.product_url.clone(),
+        contract::Service::CouponService => cli.coupon_url.clone(),
+        contract::Service::AnalyticsForwarder => cli.forwarder_url.clone(),
+    };
+    // Every service of the contract consumes, and so has a lag and a dead-letter topic.
+    let watched: Vec<Watched> = contract::Service::ALL
+        .into_iter()
+        .map(|service| Watched {
+            name: service.name(),
+            url: url_of(service),
+            consumes: !service.consumes().is_empty(),
+        })
+        .collect();
     let feed = Feed::start(kafka).context("reading the saga topics")?;
     let console = Console {
         feed: feed.clone(),
@@ -407,7 +400,7 @@ async fn place(State(console): State<Console>, Form(form): Form<OrderForm>) -> R
         Err(message) => return back_with("error", &message),
     };
     let answer = call(Call::new(
-        "order-service",
+        contract::Service::OrderService.name(),
         reqwest::Method::POST,
         format!("{}/orders", console.order_url),
         Some(body),
