@@ -4,13 +4,17 @@
 //! - [`events`]: one struct per event payload of SPEC.md, and the [`Event`] enum over them.
 //! - [`envelope`]: the envelope every event travels in, with encoding and decoding that never
 //!   panics, whatever bytes arrive.
+//! - [`order_request`]: the rules of an order request that the order service and the
+//!   synchronous baseline both apply; [`api`]: answer bodies both give.
 //! - [`provenance`]: whether an event arrived on its own topic from that topic's producer.
 //! - [`validate`]: the rules every event keeps beyond its types, checked on decoding.
 //! - [`schema`]: JSON Schemas generated from these types; `schemas/` at the top of the
 //!   repository holds their committed copies, and a test fails when the two drift.
 
+pub mod api;
 pub mod envelope;
 pub mod events;
+pub mod order_request;
 pub mod provenance;
 pub mod schema;
 pub mod topics;

@@ -115,6 +115,21 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+impl From<contract::order_request::Rule> for ErrorCode {
+    fn from(rule: contract::order_request::Rule) -> Self {
+        use contract::order_request::Rule;
+        match rule {
+            Rule::UserId => ErrorCode::InvalidUserId,
+            Rule::NoItems => ErrorCode::NoItems,
+            Rule::TooManyItems => ErrorCode::TooManyItems,
+            Rule::ProductId => ErrorCode::InvalidProductId,
+            Rule::Quantity => ErrorCode::InvalidQuantity,
+            Rule::DuplicateProduct => ErrorCode::DuplicateProduct,
+            Rule::CouponId => ErrorCode::InvalidCouponId,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -34,10 +34,7 @@ pub fn cancellable_from(reason: CancelReason) -> &'static [Status] {
     }
 }
 
-/// Most lines one order may have.
-pub const MAX_LINES: usize = 100;
-/// Most units of one product one order may ask for.
-pub const MAX_QUANTITY: i64 = 10_000;
+pub use contract::order_request::{MAX_LINES, MAX_QUANTITY};
 
 /// Why an order request cannot be accepted, found before anything is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,68 +45,17 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(code: ErrorCode, message: impl Into<String>) -> Invalid {
-    Invalid {
-        code,
-        message: message.into(),
-    }
-}
-
-/// Checks an order request's shape: a positive user id, 1 to [`MAX_LINES`] lines of distinct
-/// positive product ids with 1 to [`MAX_QUANTITY`] units each, and a positive coupon id if any.
+/// Checks an order request's shape by the contract's rules
+/// ([`contract::order_request::validate`]), with the API's error code for a broken one.
 pub fn validate_request(
     user_id: i64,
     lines: &[(i64, i64)],
     coupon_id: Option<i64>,
 ) -> Result<(), Invalid> {
-    if user_id < 1 {
-        return Err(invalid(
-            ErrorCode::InvalidUserId,
-            "user_id must be a positive integer",
-        ));
-    }
-    if lines.is_empty() {
-        return Err(invalid(
-            ErrorCode::NoItems,
-            "an order needs at least one item",
-        ));
-    }
-    if lines.len() > MAX_LINES {
-        return Err(invalid(
-            ErrorCode::TooManyItems,
-            format!("an order may have at most {MAX_LINES} items"),
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for &(product_id, quantity) in lines {
-        if product_id < 1 {
-            return Err(invalid(
-                ErrorCode::InvalidProductId,
-                "product_id must be a positive integer",
-            ));
-        }
-        if !(1..=MAX_QUANTITY).contains(&quantity) {
-            return Err(invalid(
-                ErrorCode::InvalidQuantity,
-                format!("quantity of product {product_id} must be 1 to {MAX_QUANTITY}"),
-            ));
-        }
-        if !seen.insert(product_id) {
-            return Err(invalid(
-                ErrorCode::DuplicateProduct,
-                format!(
-                    "product {product_id} appears on more than one line; put its quantities on one"
-                ),
-            ));
-        }
-    }
-    if coupon_id.is_some_and(|c| c < 1) {
-        return Err(invalid(
-            ErrorCode::InvalidCouponId,
-            "coupon_id must be a positive integer",
-        ));
-    }
-    Ok(())
+    contract::order_request::validate(user_id, lines, coupon_id).map_err(|refused| Invalid {
+        code: refused.rule.into(),
+        message: refused.message,
+    })
 }
 
 /// Whether a `CouponApplied` fits the order it names, as this service placed it: the coupon

@@ -5,18 +5,10 @@ use std::collections::BTreeSet;
 use contract::StockLine;
 use eventing::db::{Backend, placeholders};
 use eventing::{Conn, now_ms};
-use serde::Serialize;
 use sqlx::Row;
 
-/// A product as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-pub struct Product {
-    pub product_id: i64,
-    pub name: String,
-    pub price: i64,
-    pub available: i64,
-    pub reserved: i64,
-}
+/// A product as the API shows it (the synchronous baseline shows it too).
+pub use contract::api::Product;
 
 const PRODUCT_COLUMNS: &str = "id, name, price, available, reserved";
 

@@ -5,11 +5,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use coupon_service::domain::Kind;
+use contract::CouponKind as Kind;
 use eventing::http::HttpSettings;
 use eventing::openapi::{OpenApi, Param};
 use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, now_ms};
-use order_service::domain::validate_request;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -132,8 +131,9 @@ async fn place(
         .iter()
         .map(|l| (l.product_id, l.quantity))
         .collect();
-    validate_request(new.user_id, &lines, new.coupon_id)
-        .map_err(|invalid| ApiError::new(invalid.code, invalid.message))?;
+    // The order service's own rules, so that both refuse the same requests.
+    contract::order_request::validate(new.user_id, &lines, new.coupon_id)
+        .map_err(|refused| ApiError::new(refused.rule.into(), refused.message))?;
     // In product order, so that two orders never wait on each other's rows in a circle.
     lines.sort_unstable();
     let order_id = uuid::Uuid::now_v7().to_string();

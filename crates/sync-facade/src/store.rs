@@ -6,7 +6,7 @@ use sqlx::Row;
 
 /// A product as the product service shows it. `available` is its stock; the baseline
 /// reserves nothing, so `reserved` is always 0.
-pub use product_service::store::Product;
+pub use contract::api::Product;
 
 pub async fn insert_product(
     conn: &mut Conn,
