@@ -19,7 +19,7 @@ use anyhow::Context;
 use contract::topics::{
     self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
-use eventing::dlq::{DeadLetters, Letter, STAGE_DELIVER, Source};
+use eventing::dlq::{DeadLetters, Letter, Source, Stage};
 use eventing::{Db, Metrics, Outbox, TraceContext, now_ms};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
@@ -465,7 +465,7 @@ impl Worker {
             payload: Some(delivery.body.as_bytes()),
             headers,
             source,
-            stage: STAGE_DELIVER,
+            stage: Stage::Deliver,
             error,
         };
         self.dead_letters

@@ -30,13 +30,34 @@ pub const HEADER_SOURCE_OFFSET: &str = "dlq.source.offset";
 pub const HEADER_FAILED_AT: &str = "dlq.failed_at";
 /// The service that could not process it.
 pub const HEADER_CONSUMER: &str = "dlq.consumer";
-/// Where it failed: [`STAGE_CONSUME`] (the consumer could not apply it) or
-/// [`STAGE_DELIVER`] (the analytics forwarder could not deliver it).
+/// Where it failed: a [`Stage`], by its wire name.
 pub const HEADER_STAGE: &str = "dlq.stage";
-/// The consumer could not decode or apply the message; replay republishes it.
-pub const STAGE_CONSUME: &str = "consume";
-/// The analytics forwarder could not deliver the event; replay retries the delivery.
-pub const STAGE_DELIVER: &str = "deliver";
+
+/// Where a message failed, as its letter's `dlq.stage` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The consumer could not decode or apply the message; replay republishes it.
+    Consume,
+    /// The analytics forwarder could not deliver the event; replay retries the delivery.
+    Deliver,
+}
+
+impl Stage {
+    /// The header's value: `consume` or `deliver`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Consume => "consume",
+            Stage::Deliver => "deliver",
+        }
+    }
+
+    /// The stage of a header's value; `None` for anything else (a letter written by hand).
+    pub fn parse(value: &str) -> Option<Stage> {
+        [Stage::Consume, Stage::Deliver]
+            .into_iter()
+            .find(|stage| stage.as_str() == value)
+    }
+}
 
 /// Whether a header is one this module adds (and replay removes).
 pub fn is_dlq_header(name: &str) -> bool {
@@ -85,8 +106,7 @@ pub struct Letter<'a> {
     /// The message's own headers (any `dlq.*` ones are dropped).
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub source: Source<'a>,
-    /// [`STAGE_CONSUME`] or [`STAGE_DELIVER`].
-    pub stage: &'a str,
+    pub stage: Stage,
     pub error: &'a str,
 }
 
@@ -110,7 +130,7 @@ impl<'a> Letter<'a> {
                 partition: message.partition(),
                 offset: message.offset(),
             },
-            stage: STAGE_CONSUME,
+            stage: Stage::Consume,
             error,
         }
     }
@@ -184,7 +204,7 @@ impl DeadLetters {
             (HEADER_SOURCE_OFFSET, offset.as_str()),
             (HEADER_FAILED_AT, failed_at.as_str()),
             (HEADER_CONSUMER, self.service),
-            (HEADER_STAGE, letter.stage),
+            (HEADER_STAGE, letter.stage.as_str()),
         ] {
             headers = headers.insert(Header {
                 key,
@@ -222,7 +242,7 @@ impl DeadLetters {
         .bind(letter.source.topic)
         .bind(i64::from(letter.source.partition))
         .bind(letter.source.offset)
-        .bind(letter.stage)
+        .bind(letter.stage.as_str())
         .bind(letter.error)
         .bind(letter.key.map(hex::encode))
         .bind(letter.payload.map(hex::encode))
@@ -275,8 +295,8 @@ pub struct DeadLetter {
     /// The message's value, as text (bytes that are not UTF-8 are replaced).
     pub payload: Option<String>,
     pub error: String,
-    /// [`STAGE_CONSUME`] or [`STAGE_DELIVER`].
-    pub stage: String,
+    /// Its `dlq.stage` header as written; [`DeadLetter::stage`] reads it.
+    pub stage_header: String,
     pub source_topic: String,
     pub source_partition: String,
     pub source_offset: String,
@@ -284,6 +304,13 @@ pub struct DeadLetter {
     /// When it was replayed, if it has been: replaying all skips it.
     pub replayed_at: Option<String>,
     message: OwnedMessage,
+}
+
+impl DeadLetter {
+    /// Where it failed, if its header names a stage.
+    pub fn stage(&self) -> Option<Stage> {
+        Stage::parse(&self.stage_header)
+    }
 }
 
 /// On a record of a replay, which this module writes to the dead-letter topic itself: the
@@ -333,7 +360,7 @@ pub fn list(
             key: text(message.key()),
             payload: text(message.payload()),
             error: get(HEADER_ERROR),
-            stage: get(HEADER_STAGE),
+            stage_header: get(HEADER_STAGE),
             source_topic: get(HEADER_SOURCE_TOPIC),
             source_partition: get(HEADER_SOURCE_PARTITION),
             source_offset: get(HEADER_SOURCE_OFFSET),
@@ -371,7 +398,7 @@ pub enum ReplayError {
 /// event in it belongs to that topic. A letter of a delivery is retried by the forwarder,
 /// never republished.
 pub fn check_replay(service: &str, letter: &DeadLetter) -> Result<(String, i32, i64), String> {
-    if letter.stage == STAGE_DELIVER {
+    if letter.stage() == Some(Stage::Deliver) {
         return Err("a failed delivery is retried by the forwarder, not republished".into());
     }
     let topic = letter.source_topic.as_str();

@@ -205,7 +205,7 @@ pub fn describe(letter: &eventing::dlq::DeadLetter) -> String {
         field("event_id", letter.event_id.as_deref()),
         field("key", letter.key.as_deref()),
         field("source", Some(&source)),
-        field("stage", Some(&letter.stage)),
+        field("stage", Some(&letter.stage_header)),
         field("failed_at", Some(&letter.failed_at)),
         field("replayed_at", letter.replayed_at.as_deref()),
         field("error", Some(&letter.error)),
@@ -241,7 +241,7 @@ pub async fn replay(
 ) -> anyhow::Result<Replayed> {
     let (undelivered, unconsumed): (Vec<_>, Vec<_>) = letters
         .into_iter()
-        .partition(|l| l.stage == eventing::dlq::STAGE_DELIVER);
+        .partition(|l| l.stage() == Some(eventing::dlq::Stage::Deliver));
     let producer = settings.producer("shopctl")?;
     let mut done = Replayed {
         undelivered: undelivered.len(),

@@ -136,7 +136,7 @@ impl Status {
                         .into_iter()
                         .map(|l| Letter {
                             offset: l.offset,
-                            refused: (l.stage != eventing::dlq::STAGE_DELIVER)
+                            refused: (l.stage() != Some(eventing::dlq::Stage::Deliver))
                                 .then(|| eventing::dlq::check_replay(name, &l).err())
                                 .flatten(),
                             source: format!(
