@@ -43,31 +43,31 @@ echo "==> cargo machete (no dependency declared and unused)"
 # The workspace and the broker crate; broker/.ignore leaves the vendored Tansu crate out.
 cargo machete
 echo "==> cargo clippy"
-cargo clippy -j2 --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo test (services on Postgres, broker Tansu)"
-cargo test -j2 --workspace
+cargo test --workspace
 # The runs below name their test targets within the whole workspace rather than picking
 # packages with -p: the features of every dependency then resolve as for the run above, and
 # its build is reused instead of rebuilt (about 1.5 minutes a run).
 echo "==> the integration suites again, services on SQLite"
-TEST_BACKEND=sqlite cargo test -j2 --workspace --test eventing --test limits \
+TEST_BACKEND=sqlite cargo test --workspace --test eventing --test limits \
   --test database_tls --test saga --test metrics --test facade --test provenance
 echo "==> the eventing, saga, replica and liveness suites again, on Apache Kafka"
-TEST_BROKER=kafka cargo test -j2 --workspace --test eventing --test saga --test metrics \
+TEST_BROKER=kafka cargo test --workspace --test eventing --test saga --test metrics \
   --test liveness --test provenance
 
 # The rehearsal makes network namespaces, which needs root.
 echo "==> the compose topology, rehearsed as processes in network namespaces"
 if [ "$(id -u)" = 0 ]; then
-  cargo test -j2 --workspace --test rehearsal
+  cargo test --workspace --test rehearsal
 else
-  sudo -E env "PATH=$PATH" cargo test -j2 --workspace --test rehearsal
+  sudo -E env "PATH=$PATH" cargo test --workspace --test rehearsal
 fi
 
 # The chaos run on Postgres restarts the database server, so it runs alone, last.
 if [ -n "${CHAOS_DB_RESTART_COMMAND:-}" ]; then
   echo "==> a small chaos run on Postgres, with a database restart among its faults"
-  CHAOS_POSTGRES_URL="$TEST_DATABASE_URL" cargo test -j2 --workspace --test chaos_postgres
+  CHAOS_POSTGRES_URL="$TEST_DATABASE_URL" cargo test --workspace --test chaos_postgres
 else
   echo "==> no CHAOS_DB_RESTART_COMMAND for $TEST_DATABASE_URL: the chaos run with a database restart is left out"
 fi

@@ -139,6 +139,10 @@ impl Default for RelaySettings {
 /// The part name the relay reports its state under in `/health/ready`.
 pub const HEALTH_PART: &str = "relay";
 
+/// The name of the one lease row the relays of a service share (`outbox_relay_lease`, created
+/// by the migration).
+const LEASE: &str = "relay";
+
 /// Publishes committed outbox rows to Kafka.
 pub struct Relay {
     db: Db,
@@ -251,9 +255,10 @@ impl Relay {
     async fn release_lease(&self) {
         self.held_until.store(0, Ordering::SeqCst);
         let released = sqlx::query(
-            "UPDATE outbox_relay_lease SET expires_at = 0 WHERE name = 'relay' AND holder = $1",
+            "UPDATE outbox_relay_lease SET expires_at = 0 WHERE name = $2 AND holder = $1",
         )
         .bind(&self.instance)
+        .bind(LEASE)
         .execute(&self.db)
         .await;
         if let Err(error) = released {
@@ -323,11 +328,12 @@ impl Relay {
         let until = now + crate::duration::as_millis_i64(self.settings.lease);
         let taken = sqlx::query(
             "UPDATE outbox_relay_lease SET holder = $1, expires_at = $2 \
-             WHERE name = 'relay' AND (holder = $1 OR expires_at < $3)",
+             WHERE name = $4 AND (holder = $1 OR expires_at < $3)",
         )
         .bind(&self.instance)
         .bind(until)
         .bind(now)
+        .bind(LEASE)
         .execute(&self.db)
         .await?
         .rows_affected();
@@ -388,8 +394,13 @@ impl Relay {
             if failed_from.contains_key(row.key.as_str()) {
                 continue;
             }
-            let mut headers: BTreeMap<String, String> =
-                serde_json::from_str(&row.headers).unwrap_or_default();
+            // Headers this service wrote itself; if they cannot be read the row still goes,
+            // without them, and the log says so rather than dropping them unseen.
+            let mut headers: BTreeMap<String, String> = serde_json::from_str(&row.headers)
+                .unwrap_or_else(|error| {
+                    tracing::warn!(outbox_id = row.id, %error, "an outbox row's headers cannot be read; publishing it without them");
+                    BTreeMap::new()
+                });
             // The publish is a span of its own in the trace of the work that wrote the row,
             // and the message carries the publish span's context.
             let span = tracing::info_span!(
@@ -523,10 +534,13 @@ impl Relay {
         }
         let sql = format!(
             "UPDATE outbox_message SET sent_at = $1 WHERE id IN ({}) AND EXISTS \
-             (SELECT 1 FROM outbox_relay_lease WHERE name = 'relay' AND holder = $2)",
-            placeholders(3, ids.len())
+             (SELECT 1 FROM outbox_relay_lease WHERE name = $3 AND holder = $2)",
+            placeholders(4, ids.len())
         );
-        let mut query = sqlx::query(&sql).bind(now_ms()).bind(&self.instance);
+        let mut query = sqlx::query(&sql)
+            .bind(now_ms())
+            .bind(&self.instance)
+            .bind(LEASE);
         for id in ids {
             query = query.bind(*id);
         }

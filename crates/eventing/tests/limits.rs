@@ -106,23 +106,38 @@ async fn a_connection_over_the_cap_is_answered_503_and_closed() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1"), "{answer}");
     assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
-    // Once one closes, a new connection is served again.
+    // Once one closes, a new connection is served again (as soon as the server has seen the
+    // close).
     held.pop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let answer = reqwest::get(app.url("/")).await.expect("an answer");
-    assert_eq!(answer.status(), 200);
+    testkit::eventually(
+        "a new connection served",
+        Duration::from_secs(10),
+        || async {
+            let answer = reqwest::get(app.url("/")).await.ok()?;
+            (answer.status() == 200).then_some(())
+        },
+    )
+    .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_request_over_the_concurrency_cap_is_refused_at_once_with_retry_after() {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
+    // The first request holds the only permit until the test lets it go, which it does only
+    // once the second has its answer: the second cannot have waited for the first.
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
     let router = Router::new()
         .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                "done"
+            "/held",
+            get({
+                let (entered, release) = (entered.clone(), release.clone());
+                move || async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }
             }),
         )
         .layer(axum::middleware::from_fn_with_state(
@@ -131,15 +146,11 @@ async fn a_request_over_the_concurrency_cap_is_refused_at_once_with_retry_after(
         ));
     let app = serve(router, HttpSettings::default()).await;
     let http = reqwest::Client::new();
-    let first = tokio::spawn(http.get(app.url("/slow")).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    let second = http.get(app.url("/slow")).send().await.expect("an answer");
+    let first = tokio::spawn(http.get(app.url("/held")).send());
+    entered.notified().await;
+    let second = http.get(app.url("/held")).send().await.expect("an answer");
     assert_eq!(second.status(), 503);
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "refused at once"
-    );
+    release.notify_one();
     assert_eq!(second.headers()["retry-after"], "1");
     let body: serde_json::Value = second.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "overloaded");
