@@ -27,6 +27,16 @@ pub fn delay_between(attempt: u32, base: Duration, cap: Duration) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// Waits `delay` before a retry, unless `shutdown` comes first: `true` when the wait is over
+/// and the retry is due, `false` at shutdown. Every "retry with backoff until shutdown" loop
+/// waits through here.
+pub async fn pause(delay: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

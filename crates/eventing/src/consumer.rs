@@ -541,9 +541,8 @@ impl<H: Handler> ConsumerRunner<H> {
                         HEALTH_PART,
                         "cannot create a Kafka consumer (the log says why)",
                     );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(crate::backoff::delay(attempt)) => {}
+                    if !crate::backoff::pause(crate::backoff::delay(attempt), shutdown).await {
+                        return None;
                     }
                 }
             }
@@ -600,9 +599,9 @@ impl<H: Handler> ConsumerRunner<H> {
                 Err(error) => {
                     receive_failures += 1;
                     tracing::warn!(consumer = self.name, %error, "could not receive a message");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return SessionEnd::Shutdown,
-                        () = tokio::time::sleep(crate::backoff::delay(receive_failures)) => {}
+                    let delay = crate::backoff::delay(receive_failures);
+                    if !crate::backoff::pause(delay, shutdown).await {
+                        return SessionEnd::Shutdown;
                     }
                     continue;
                 }
@@ -1099,9 +1098,8 @@ impl<H: Handler> ConsumerRunner<H> {
                             ("event_type", event_type),
                         ],
                     );
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Disposition::Interrupted,
-                        () = tokio::time::sleep(delay) => {}
+                    if !crate::backoff::pause(delay, shutdown).await {
+                        return Disposition::Interrupted;
                     }
                 }
             }
@@ -1147,9 +1145,8 @@ impl<H: Handler> ConsumerRunner<H> {
                 Err(error) => {
                     let delay = crate::backoff::delay(attempt);
                     tracing::warn!(%error, ?delay, "could not file a dead letter; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(delay) => {}
+                    if !crate::backoff::pause(delay, shutdown).await {
+                        return false;
                     }
                 }
             }

@@ -235,10 +235,10 @@ impl Relay {
                             "cannot publish to the broker (the log says why)",
                         );
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => continue,
+                    if !crate::backoff::pause(delay, &shutdown).await {
+                        break;
                     }
+                    continue;
                 }
             }
             tokio::select! {
