@@ -961,23 +961,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 (Instant::now(), measure(&consumer, &brokers))
             }));
         }
-        let stall = if now.duration_since(session.watch.assigned_at) > bound {
-            Some(Stall::NoPartitions)
-        } else if session
-            .watch
-            .stalled_since
-            .is_some_and(|since| now.duration_since(since) > bound)
-        {
-            Some(Stall::NoProgress)
-        } else if session
-            .watch
-            .cut_off_since
-            .is_some_and(|since| now.duration_since(since) > bound / 2)
-        {
-            Some(Stall::CutOff)
-        } else {
-            None
-        }?;
+        let stall = session.watch.stall(now, bound)?;
         // A new client cannot help while the broker itself is away.
         let brokers = self.kafka.brokers.clone();
         let reachable = tokio::task::spawn_blocking(move || {
@@ -1293,6 +1277,25 @@ struct Held {
 }
 
 impl Watch {
+    /// What is wrong with the client at `now`, by what the watchdog has seen, if anything: it
+    /// has held no partition for longer than `bound`, or messages have waited with no progress
+    /// for that long, or it has been cut off from a broker that answers others for half that
+    /// long. The first of these that holds is the reason.
+    fn stall(&self, now: Instant, bound: Duration) -> Option<Stall> {
+        let longer = |since: Option<Instant>, limit: Duration| {
+            since.is_some_and(|since| now.duration_since(since) > limit)
+        };
+        if now.duration_since(self.assigned_at) > bound {
+            Some(Stall::NoPartitions)
+        } else if longer(self.stalled_since, bound) {
+            Some(Stall::NoProgress)
+        } else if longer(self.cut_off_since, bound / 2) {
+            Some(Stall::CutOff)
+        } else {
+            None
+        }
+    }
+
     /// Whether the members holding `partitions` are working: none of them has had messages
     /// waiting with its group's committed offset standing still for longer than `bound`. A
     /// member that died without leaving can stay in the group holding its partitions (Tansu
@@ -1523,6 +1526,39 @@ mod tests {
         }
     }
 
+    fn watch(at: Instant) -> Watch {
+        Watch {
+            assigned_at: at,
+            progress_at: at,
+            stalled_since: None,
+            cut_off_since: None,
+            spare: false,
+            spare_checked_at: None,
+            holders: HashMap::new(),
+            measured_at: None,
+            measuring: None,
+        }
+    }
+
+    #[test]
+    fn the_watchdog_names_the_first_stall_past_its_bound_and_none_before() {
+        let start = Instant::now();
+        let bound = Duration::from_secs(10);
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut seen = watch(start);
+        assert_eq!(seen.stall(at(10), bound), None);
+        assert_eq!(seen.stall(at(11), bound), Some(Stall::NoPartitions));
+        seen.assigned_at = at(11);
+        seen.stalled_since = Some(at(2));
+        assert_eq!(seen.stall(at(12), bound), None);
+        assert_eq!(seen.stall(at(13), bound), Some(Stall::NoProgress));
+        seen.stalled_since = None;
+        // Cut off: half the bound is enough, since a new client may reach the broker.
+        seen.cut_off_since = Some(at(8));
+        assert_eq!(seen.stall(at(13), bound), None);
+        assert_eq!(seen.stall(at(14), bound), Some(Stall::CutOff));
+    }
+
     #[test]
     fn a_spare_waits_only_while_the_holders_commit_what_waits() {
         let start = Instant::now();
@@ -1533,17 +1569,7 @@ mod tests {
             low: 0,
             high,
         };
-        let mut watch = Watch {
-            assigned_at: start,
-            progress_at: start,
-            stalled_since: None,
-            cut_off_since: None,
-            spare: false,
-            spare_checked_at: None,
-            holders: HashMap::new(),
-            measured_at: None,
-            measuring: None,
-        };
+        let mut watch = watch(start);
         // Nothing waits, or what waits is being committed: the holders work.
         assert!(watch.holders_progress(vec![held(Some(5), 5)], start, bound));
         assert!(watch.holders_progress(vec![held(Some(5), 9)], start, bound));
