@@ -1367,8 +1367,9 @@ fn measure(consumer: &ServiceConsumer, brokers: &str) -> Measurement {
     Measurement::Partitions(views)
 }
 
-/// Whether the members of `group` hold, between them, every partition of `topics`, and the
-/// group is stable; if so, each partition with the group's committed offset and its end.
+/// Whether the members of `group` hold, between them, every partition of `topics`, one of
+/// them holds nothing (this consumer, a spare), and the group is stable; if so, each
+/// partition with the group's committed offset and its end.
 /// Blocking, like [`measure`].
 fn every_partition_held(
     consumer: &ServiceConsumer,
@@ -1383,8 +1384,18 @@ fn every_partition_held(
         return None;
     }
     let mut held = std::collections::HashSet::new();
+    let mut idle_members = 0;
     for member in info.members() {
-        held.extend(member.assignment().and_then(assigned_partitions)?);
+        let assigned = member.assignment().and_then(assigned_partitions)?;
+        idle_members += usize::from(assigned.is_empty());
+        held.extend(assigned);
+    }
+    // A spare is itself a member that holds nothing. A group in which every member holds
+    // something does not count this consumer among them: it is the group as it stood before
+    // (after a broker restart, with this consumer's earlier self holding the partitions), and
+    // this consumer is left out, not spare.
+    if idle_members == 0 {
+        return None;
     }
     let mut list = rdkafka::TopicPartitionList::new();
     for topic in topics {

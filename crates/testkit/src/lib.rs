@@ -91,11 +91,28 @@ fn take(base: u16, count: u16) -> bool {
     free
 }
 
-fn ephemeral_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// Where runs of ports for the tests are taken from: below the kernel's ephemeral range, so
+/// that no outgoing connection (a service's to the broker, say) can take a port as its source
+/// between the moment it is handed out and the moment its server binds it. That race once made
+/// a stack's service fail to bind ("Address already in use").
+fn port_range() -> std::ops::Range<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    10_000..ephemeral_low.max(12_000)
+}
+
+/// A candidate first port of a run of `count`, at random in [`port_range`].
+fn candidate(count: u16) -> u16 {
+    let range = port_range();
+    let span = range
+        .end
+        .saturating_sub(range.start)
+        .saturating_sub(count)
+        .max(1);
+    let random = (uuid::Uuid::new_v4().as_u128() % u128::from(span)) as u16;
+    range.start + random
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked, and never handed out twice by this
@@ -105,10 +122,10 @@ pub fn free_port() -> u16 {
 }
 
 /// The first of `count` consecutive free ports on 127.0.0.1 (free when asked, none handed out
-/// before by this process; bind them soon).
+/// before by this process, none in the kernel's ephemeral range; bind them soon).
 pub fn free_port_run(count: u16) -> u16 {
     loop {
-        let base = ephemeral_port();
+        let base = candidate(count);
         if take(base, count) {
             return base;
         }
