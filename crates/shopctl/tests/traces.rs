@@ -171,7 +171,14 @@ async fn one_order_is_one_trace_across_every_service_with_each_span_under_its_ca
                 .collect();
             // The forwarder delivers both OrderCreated and OrderConfirmed.
             let deliveries = spans.iter().filter(|s| s.name == "POST /v1/orders").count();
-            (have == wanted && deliveries >= 2).then_some(spans)
+            // Each service exports in batches of its own, so a span can arrive before its
+            // parent does: wait until every parent is in too.
+            let exported: BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+            let parents_in = spans
+                .iter()
+                .filter(|s| s.name != "POST /orders")
+                .all(|s| exported.contains(s.parent_span_id.as_str()));
+            (have == wanted && deliveries >= 2 && parents_in).then_some(spans)
         },
     )
     .await;
