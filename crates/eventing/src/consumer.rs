@@ -520,17 +520,7 @@ impl<H: Handler> ConsumerRunner<H> {
                         workers: HashMap::new(),
                         held: HashMap::new(),
                         tasks: JoinSet::new(),
-                        watch: Watch {
-                            assigned_at: now,
-                            progress_at: now,
-                            stalled_since: None,
-                            cut_off_since: None,
-                            spare: false,
-                            spare_checked_at: None,
-                            holders: HashMap::new(),
-                            measured_at: None,
-                            measuring: None,
-                        },
+                        watch: Watch::new(now),
                     });
                 }
                 Err(error) => {
@@ -1277,6 +1267,21 @@ struct Held {
 }
 
 impl Watch {
+    /// What the watchdog knows of a client created at `at`: nothing yet.
+    fn new(at: Instant) -> Self {
+        Watch {
+            assigned_at: at,
+            progress_at: at,
+            stalled_since: None,
+            cut_off_since: None,
+            spare: false,
+            spare_checked_at: None,
+            holders: HashMap::new(),
+            measured_at: None,
+            measuring: None,
+        }
+    }
+
     /// What is wrong with the client at `now`, by what the watchdog has seen, if anything: it
     /// has held no partition for longer than `bound`, or messages have waited with no progress
     /// for that long, or it has been cut off from a broker that answers others for half that
@@ -1537,26 +1542,12 @@ mod tests {
         }
     }
 
-    fn watch(at: Instant) -> Watch {
-        Watch {
-            assigned_at: at,
-            progress_at: at,
-            stalled_since: None,
-            cut_off_since: None,
-            spare: false,
-            spare_checked_at: None,
-            holders: HashMap::new(),
-            measured_at: None,
-            measuring: None,
-        }
-    }
-
     #[test]
     fn the_watchdog_names_the_first_stall_past_its_bound_and_none_before() {
         let start = Instant::now();
         let bound = Duration::from_secs(10);
         let at = |secs| start + Duration::from_secs(secs);
-        let mut seen = watch(start);
+        let mut seen = Watch::new(start);
         assert_eq!(seen.stall(at(10), bound), None);
         assert_eq!(seen.stall(at(11), bound), Some(Stall::NoPartitions));
         seen.assigned_at = at(11);
@@ -1580,7 +1571,7 @@ mod tests {
             low: 0,
             high,
         };
-        let mut watch = watch(start);
+        let mut watch = Watch::new(start);
         // Nothing waits, or what waits is being committed: the holders work.
         assert!(watch.holders_progress(vec![held(Some(5), 5)], start, bound));
         assert!(watch.holders_progress(vec![held(Some(5), 9)], start, bound));

@@ -301,16 +301,18 @@ pub struct ClientState {
 /// How often each partition has been taken from a consumer (revoked in a rebalance), so that
 /// a message taken before the partition was revoked can be told from one taken since: the
 /// consumer hands its workers no message of a generation that has passed, since the
-/// partition's new owner reads those messages too.
+/// partition's new owner reads those messages too. Keyed by topic, then partition, so that
+/// the lookup made for every message taken allocates nothing.
 #[derive(Debug, Default)]
-pub struct Revocations(Mutex<HashMap<(String, i32), u64>>);
+pub struct Revocations(Mutex<HashMap<String, HashMap<i32, u64>>>);
 
 impl Revocations {
     /// The partition's generation now: how often it has been revoked from this client.
     pub fn generation(&self, topic: &str, partition: i32) -> u64 {
         let generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
         generations
-            .get(&(topic.to_owned(), partition))
+            .get(topic)
+            .and_then(|partitions| partitions.get(&partition))
             .copied()
             .unwrap_or(0)
     }
@@ -319,7 +321,9 @@ impl Revocations {
         let mut generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for element in partitions.elements() {
             *generations
-                .entry((element.topic().to_owned(), element.partition()))
+                .entry(element.topic().to_owned())
+                .or_default()
+                .entry(element.partition())
                 .or_default() += 1;
         }
     }
@@ -652,6 +656,15 @@ pub enum ReadError {
     Timeout(Vec<String>),
 }
 
+/// A consumer of a throwaway group that commits nothing, for reading topics as they are.
+fn reader(settings: &KafkaSettings) -> Result<BaseConsumer, KafkaError> {
+    settings
+        .client_config()
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+}
+
 /// Reads every message already on `topics`, from the start of each partition to the end it
 /// had when reading began, with a throwaway consumer group that commits nothing. Blocking:
 /// call it from `spawn_blocking` in async code.
@@ -660,11 +673,7 @@ pub fn read_to_end(
     topics: &[&str],
     within: Duration,
 ) -> Result<Vec<OwnedMessage>, ReadError> {
-    let consumer: BaseConsumer = settings
-        .client_config()
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer = reader(settings)?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = Vec::new();
     for topic in topics {
@@ -718,11 +727,7 @@ pub fn read_at(
     offset: i64,
     within: Duration,
 ) -> Result<Option<OwnedMessage>, ReadError> {
-    let consumer: BaseConsumer = settings
-        .client_config()
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()?;
+    let consumer = reader(settings)?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(5))
         .map_err(|source| ReadError::NoBroker {
