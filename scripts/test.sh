@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-bash scripts/install-broker.sh
+bash scripts/install-broker.sh >/dev/null
 bash scripts/install-postgres.sh
 # Apache Kafka of the compose file's version, from Maven Central, into target/tools.
 bash scripts/install-kafka.sh
@@ -26,9 +26,11 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 fi
-if ! command -v cargo-machete >/dev/null 2>&1; then
-  echo "==> installing cargo-machete (about 2 minutes, once)"
-  cargo install cargo-machete --version 0.9.2 --locked
+# cargo-machete into the project's target/tools, not the user's ~/.cargo/bin.
+export PATH="$PWD/target/tools/bin:$PATH"
+if ! [ -x target/tools/bin/cargo-machete ]; then
+  echo "==> installing cargo-machete into target/tools (about 2 minutes, once)"
+  cargo install cargo-machete --version 0.9.2 --locked --root target/tools
 fi
 
 if [ -z "${TEST_DATABASE_URL:-}" ]; then

@@ -20,7 +20,8 @@ use contract::topics::{
     self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
 use eventing::dlq::{DeadLetters, Letter, Source, Stage};
-use eventing::{Db, Metrics, Outbox, TraceContext, now_ms};
+use kit::wake::Wake;
+use kit::{Db, Metrics, TraceContext, now_ms};
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -66,7 +67,7 @@ pub struct DeliverySettings {
         long = "data-platform-timeout-ms",
         env = "DATA_PLATFORM_TIMEOUT_MS",
         default_value = "2s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub timeout: Duration,
     /// Attempts after which a delivery is given up (FAILED, logged, counted).
@@ -81,7 +82,7 @@ pub struct DeliverySettings {
         long = "delivery-max-backoff-ms",
         env = "DELIVERY_MAX_BACKOFF_MS",
         default_value = "30s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub max_backoff: Duration,
     /// Most deliveries in flight at once.
@@ -103,7 +104,7 @@ pub struct DeliverySettings {
         long = "breaker-cooldown-ms",
         env = "BREAKER_COOLDOWN_MS",
         default_value = "2s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub breaker_cooldown: Duration,
     /// How often the worker looks for due deliveries when nothing woke it.
@@ -111,7 +112,7 @@ pub struct DeliverySettings {
         long = "delivery-poll-interval-ms",
         env = "DELIVERY_POLL_INTERVAL_MS",
         default_value = "250ms",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub delivery_poll_interval: Duration,
 }
@@ -121,7 +122,7 @@ impl DeliverySettings {
     pub fn new(data_platform_url: impl Into<String>) -> Self {
         DeliverySettings {
             data_platform_url: data_platform_url.into(),
-            ..eventing::defaults::defaults()
+            ..kit::defaults::defaults()
         }
     }
 }
@@ -191,7 +192,7 @@ enum Attempt {
 /// Sends delivery rows until shutdown.
 pub struct Worker {
     db: Db,
-    wake: Outbox,
+    wake: Wake,
     metrics: Metrics,
     settings: DeliverySettings,
     client: reqwest::Client,
@@ -203,7 +204,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         db: Db,
-        wake: Outbox,
+        wake: Wake,
         metrics: Metrics,
         settings: DeliverySettings,
         dead_letters: DeadLetters,
@@ -270,8 +271,7 @@ impl Worker {
         if allowed == 0 {
             return Ok(0);
         }
-        let lease_until =
-            now + eventing::duration::as_millis_i64(self.settings.timeout * 2) + 1_000;
+        let lease_until = now + kit::duration::as_millis_i64(self.settings.timeout * 2) + 1_000;
         let claimed = store::claim_due(&self.db, now, lease_until, allowed as i64).await?;
         let attempts = futures::future::join_all(claimed.iter().map(|d| self.attempt(d))).await;
         let mut delivered = Vec::with_capacity(claimed.len());
@@ -304,7 +304,7 @@ impl Worker {
             event_type = %delivery.event_type,
             trace_id = tracing::field::Empty,
         );
-        let trace = eventing::trace::continue_in(&span, TraceContext::parse(&delivery.traceparent));
+        let trace = kit::trace::continue_in(&span, TraceContext::parse(&delivery.traceparent));
         span.record("trace_id", trace.trace_id());
         let started = Instant::now();
         let attempt = self.call(delivery, &trace).instrument(span).await;
@@ -414,11 +414,8 @@ impl Worker {
             }
             Attempt::Retry { error, after } => {
                 let max = self.settings.max_backoff;
-                let backoff = eventing::backoff::delay_between(
-                    attempts as u32,
-                    Duration::from_millis(200),
-                    max,
-                );
+                let backoff =
+                    kit::backoff::delay_between(attempts as u32, Duration::from_millis(200), max);
                 // The server's Retry-After is honoured even beyond our own backoff cap,
                 // up to a bound that keeps a hostile value from parking an event for days.
                 let wait = after.map_or(backoff, |after| after.min(MAX_RETRY_AFTER).max(backoff));

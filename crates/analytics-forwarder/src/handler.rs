@@ -2,7 +2,8 @@
 //! the event as consumed. Nothing here waits for the data platform.
 
 use contract::Event;
-use eventing::{Conn, HandleError, Handler, Inbound};
+use eventing::{HandleError, Handler, Inbound};
+use kit::Conn;
 
 use crate::store;
 

@@ -5,8 +5,9 @@
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use eventing::openapi::OpenApi;
-use eventing::{ApiError, ApiJson, Db, Outbox};
+use kit::openapi::OpenApi;
+use kit::wake::Wake;
+use kit::{ApiError, ApiJson, Db};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,7 +17,7 @@ use crate::store;
 #[derive(Clone)]
 struct Deliveries {
     db: Db,
-    wake: Outbox,
+    wake: Wake,
 }
 
 /// Which failed deliveries to retry: one event's, or all when absent.
@@ -52,10 +53,10 @@ pub fn openapi() -> Value {
     api.document()
 }
 
-pub fn router(db: Db, wake: Outbox, admin: eventing::admin::AdminToken) -> Router {
-    eventing::admin::guard(Router::new().route("/deliveries/retry", post(retry)), admin)
+pub fn router(db: Db, wake: Wake, admin: kit::admin::AdminToken) -> Router {
+    kit::admin::guard(Router::new().route("/deliveries/retry", post(retry)), admin)
         .with_state(Deliveries { db, wake })
-        .merge(eventing::openapi::route(openapi()))
+        .merge(kit::openapi::route(openapi()))
 }
 
 async fn retry(

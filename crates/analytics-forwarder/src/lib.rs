@@ -19,8 +19,9 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use eventing::db::Migrations;
-use eventing::{App, CommonSettings, Runtime};
+use eventing::{CommonSettings, Runtime};
+use kit::App;
+use kit::db::Migrations;
 
 /// The service's name: consumer group, log field.
 /// This service of the contract.
@@ -28,7 +29,7 @@ pub const ME: contract::Service = contract::Service::AnalyticsForwarder;
 pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = eventing::migrations!();
+pub static MIGRATIONS: Migrations = kit::migrations!();
 
 /// Settings of the forwarder, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -48,12 +49,11 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(ME.consumes(), handler::OrderEvents)?;
-    let router = runtime.router(http::router(
+    let api = http::router(
         runtime.http_db.clone(),
         runtime.outbox.clone(),
         runtime.admin.clone(),
-    ));
+    );
     // The forwarder publishes nothing, so it runs no outbox relay; the consumer's wake-up
     // after each commit tells the delivery worker instead that rows are waiting.
     let worker = deliver::Worker::new(
@@ -63,10 +63,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.delivery,
         eventing::dlq::DeadLetters::new(runtime.producer.clone(), runtime.db.clone(), SERVICE),
     )?;
-    Ok(App::new(SERVICE, listener, router)
-        .with_limits(&runtime.settings.http)
-        .with_housekeeping(&runtime)
-        .with_consumer(&runtime, consumer)
+    Ok(runtime
+        .app(
+            listener,
+            api,
+            ME.consumes(),
+            handler::OrderEvents,
+            ME.into(),
+        )
         .worker("delivery", move |shutdown| worker.run(shutdown)))
 }
 

@@ -5,12 +5,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let config = analytics_forwarder::Config::parse();
-    eventing::telemetry::init(analytics_forwarder::SERVICE, &config.common.log);
-    let shutdown = eventing::telemetry::shutdown_on_signal();
+    kit::telemetry::init(analytics_forwarder::SERVICE, &config.common.log);
+    let shutdown = kit::telemetry::shutdown_on_signal();
     let result = match analytics_forwarder::build(config).await {
         Ok(app) => app.run(shutdown).await,
         Err(error) => Err(error),
     };
     // Status 1 when it broke, so that a supervisor starts it again.
-    eventing::app::exit(result)
+    kit::app::exit(result)
 }

@@ -1,7 +1,7 @@
 //! Every SQL statement of the analytics forwarder.
 
-use eventing::db::placeholders;
-use eventing::{Conn, Db, now_ms};
+use kit::db::placeholders;
+use kit::{Conn, Db, now_ms};
 use sqlx::Row;
 
 /// A delivery due to be sent.

@@ -92,7 +92,7 @@ async fn forwarder(
     broker: &Broker,
     url: String,
     ca_file: Option<std::path::PathBuf>,
-) -> eventing::RunningApp {
+) -> kit::RunningApp {
     let db = fresh_database("forwarder-https").await.expect("a database");
     let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(url);
     delivery.ca_file = ca_file;

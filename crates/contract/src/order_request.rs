@@ -20,6 +20,33 @@ pub enum Rule {
     CouponId,
 }
 
+impl Rule {
+    /// Every rule, in the order [`validate`] checks them.
+    pub const ALL: [Rule; 7] = [
+        Rule::UserId,
+        Rule::NoItems,
+        Rule::TooManyItems,
+        Rule::ProductId,
+        Rule::Quantity,
+        Rule::DuplicateProduct,
+        Rule::CouponId,
+    ];
+
+    /// The error code an HTTP API answers a request breaking this rule with (always with 422):
+    /// the order service and the synchronous baseline answer alike.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Rule::UserId => "invalid_user_id",
+            Rule::NoItems => "no_items",
+            Rule::TooManyItems => "too_many_items",
+            Rule::ProductId => "invalid_product_id",
+            Rule::Quantity => "invalid_quantity",
+            Rule::DuplicateProduct => "duplicate_product",
+            Rule::CouponId => "invalid_coupon_id",
+        }
+    }
+}
+
 /// Why an order request cannot be accepted: the rule, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -6,12 +6,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, now_ms};
+use kit::openapi::{OpenApi, Param};
+use kit::{ApiError, ApiJson, ApiPath, Db, now_ms};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{self, Kind, Status};
+use crate::error_code::CouponCode;
 use crate::store::{self, Coupon};
 
 /// What the handlers share.
@@ -19,7 +20,7 @@ use crate::store::{self, Coupon};
 pub struct State {
     pub db: Db,
     /// What creating a coupon needs.
-    pub admin: eventing::admin::AdminToken,
+    pub admin: kit::admin::AdminToken,
 }
 
 /// The API's operations, for `/openapi.json`.
@@ -42,7 +43,7 @@ pub fn openapi() -> serde_json::Value {
 pub fn router(state: State) -> Router {
     // Creating a coupon grants a discount: an operator's act. Open, it would let anyone mint a
     // 100 % coupon for any user.
-    let operator = eventing::admin::guard(
+    let operator = kit::admin::guard(
         Router::new().route("/coupons", post(create)),
         state.admin.clone(),
     );
@@ -50,7 +51,7 @@ pub fn router(state: State) -> Router {
         .route("/coupons/{id}", get(show))
         .merge(operator)
         .with_state(state)
-        .merge(eventing::openapi::route(openapi()))
+        .merge(kit::openapi::route(openapi()))
 }
 
 /// A coupon to create. A FIXED coupon's value is 1 to 10^12 minor units, a PERCENT coupon's
@@ -59,11 +60,11 @@ pub fn router(state: State) -> Router {
 #[serde(deny_unknown_fields)]
 #[schemars(transform = value_range_by_kind)]
 struct NewCoupon {
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 1, max = i64::MAX))]
     user_id: i64,
     kind: Kind,
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     value: i64,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
@@ -115,19 +116,19 @@ impl From<Coupon> for CouponView {
 
 async fn create(
     Extract(state): Extract<State>,
-    committing: eventing::http::Committing,
+    committing: kit::http::Committing,
     ApiJson(new): ApiJson<NewCoupon>,
 ) -> Result<impl IntoResponse, ApiError> {
     if new.user_id < 1 {
         return Err(ApiError::new(
-            ErrorCode::InvalidUserId,
+            CouponCode::InvalidUserId,
             "user_id must be a positive integer",
         ));
     }
     let valid = new.kind.valid_values();
     if !valid.contains(&new.value) {
         return Err(ApiError::new(
-            ErrorCode::InvalidValue,
+            CouponCode::InvalidValue,
             format!(
                 "a {} coupon's value must be {} to {}",
                 new.kind.as_str(),
@@ -154,5 +155,5 @@ async fn show(
     store::find_coupon(&mut conn, id)
         .await?
         .map(|c| Json(c.into()))
-        .ok_or_else(|| ApiError::new(ErrorCode::CouponNotFound, format!("no coupon has id {id}")))
+        .ok_or_else(|| ApiError::new(CouponCode::CouponNotFound, format!("no coupon has id {id}")))
 }

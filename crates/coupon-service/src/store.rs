@@ -1,6 +1,6 @@
 //! Every SQL statement of the coupon service.
 
-use eventing::{Conn, now_ms};
+use kit::{Conn, now_ms};
 use sqlx::Row;
 
 use crate::domain::Kind;

@@ -2,7 +2,7 @@
 //! available again; a coupon its order really holds is left alone.
 
 use coupon_service::reconcile::sweep;
-use eventing::db::{DatabaseSettings, connect_and_migrate};
+use kit::db::{DatabaseSettings, connect_and_migrate};
 
 #[tokio::test]
 async fn a_coupon_held_by_no_applied_use_is_made_available_again() {
@@ -12,11 +12,11 @@ async fn a_coupon_held_by_no_applied_use_is_made_available_again() {
     let db = connect_and_migrate(
         "coupon-service",
         &DatabaseSettings::new(url),
-        &coupon_service::MIGRATIONS,
+        &[&eventing::runtime::MIGRATIONS, &coupon_service::MIGRATIONS],
     )
     .await
     .expect("database");
-    let now = eventing::now_ms();
+    let now = kit::now_ms();
     for (id, order) in [(1, "held"), (2, "released")] {
         sqlx::query(
             "INSERT INTO coupon (id, user_id, kind, value, used_by_order, created_at, updated_at) \

@@ -11,22 +11,26 @@
 //!
 //! It keeps everything in memory: it stands for a system outside ours.
 
+pub mod error_code;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::error_code::MockCode;
 use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use eventing::openapi::OpenApi;
-use eventing::{ApiError, ApiJson, App, ErrorCode, Metrics};
+use kit::health::{Health, Observed};
+use kit::openapi::OpenApi;
+use kit::{ApiError, ApiJson, App, Metrics};
 use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Settings of the mock, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -46,7 +50,7 @@ pub struct Config {
         long = "latency-ms",
         env = "LATENCY_MS",
         default_value = "0ms",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub latency: Duration,
     /// The status of a failure on purpose: 503, or 429 (too many requests), 500, 502, 504.
@@ -56,9 +60,9 @@ pub struct Config {
     #[arg(long = "retry-after-s", env = "RETRY_AFTER_S")]
     pub retry_after_s: Option<u64>,
     #[command(flatten)]
-    pub http: eventing::http::HttpSettings,
+    pub http: kit::http::HttpSettings,
     #[command(flatten)]
-    pub log: eventing::telemetry::LogSettings,
+    pub log: kit::telemetry::LogSettings,
 }
 
 impl Config {
@@ -91,16 +95,16 @@ struct SettingsChange {
     /// The share of deliveries failed on purpose, 0.0 to 1.0.
     #[schemars(range(min = 0.0, max = 1.0))]
     failure_rate: Option<f64>,
-    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[serde(default, deserialize_with = "kit::http::whole_opt")]
     #[schemars(range(max = MAX_LATENCY_MS))]
     latency_ms: Option<u64>,
     /// The status a failure on purpose answers with: one of [`FAILURE_STATUSES`] (or null,
     /// to leave it as it is).
     #[schemars(extend("enum" = [429, 500, 502, 503, 504, null]))]
-    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[serde(default, deserialize_with = "kit::http::whole_opt")]
     failure_status: Option<u16>,
     /// Seconds; 0 sends no `Retry-After`.
-    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[serde(default, deserialize_with = "kit::http::whole_opt")]
     #[schemars(range(max = MAX_RETRY_AFTER_S))]
     retry_after_s: Option<u64>,
 }
@@ -151,7 +155,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         retry_after_s: config.retry_after_s,
     };
     validate(&settings).map_err(anyhow::Error::msg)?;
-    let admin = config.http.admin()?;
+    let admin = kit::admin::AdminToken::of(&config.http)?;
     let state = State {
         inner: Arc::new(Mutex::new(Inner {
             settings,
@@ -163,20 +167,20 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         metrics: mock_metrics(),
     };
     let listener = App::bind(config.http_addr).await?;
-    let router = router(state, admin)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            config.http.body_limit_bytes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            config.http.request_timeout,
-            eventing::http::time_limit,
-        ));
-    Ok(App::new("data-platform-mock", listener, router).with_limits(&config.http))
+    let observed = Observed::new(state.metrics.clone(), Health::new());
+    let api = router(state, admin);
+    Ok(App::new(
+        "data-platform-mock",
+        listener,
+        api,
+        observed,
+        &config.http,
+    ))
 }
 
 /// The mock's one family, every outcome at zero.
 fn mock_metrics() -> Metrics {
-    let metrics = Metrics::empty();
+    let metrics = Metrics::new();
     metrics.describe_counter(
         "received_total",
         "Deliveries received, by outcome: kept, duplicate (an Idempotency-Key seen before), failed (on purpose)",
@@ -261,9 +265,9 @@ pub fn openapi() -> Value {
     api.document()
 }
 
-fn router(state: State, admin: eventing::admin::AdminToken) -> Router {
+fn router(state: State, admin: kit::admin::AdminToken) -> Router {
     // Switching the data platform off is an operator's act; reading the settings is not.
-    let operator = eventing::admin::guard(
+    let operator = kit::admin::guard(
         Router::new().route("/v1/settings", axum::routing::put(change_settings)),
         admin,
     );
@@ -271,18 +275,8 @@ fn router(state: State, admin: eventing::admin::AdminToken) -> Router {
         .route("/v1/orders", get(list).post(receive))
         .route("/v1/settings", get(show_settings))
         .merge(operator)
-        .route(
-            "/health/live",
-            get(|| async { Json(json!({ "status": "live" })) }),
-        )
-        .route(
-            "/health/ready",
-            get(|| async { Json(json!({ "status": "ready" })) }),
-        )
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .with_state(state)
-        .merge(eventing::openapi::route(openapi()))
+        .merge(kit::openapi::route(openapi()))
 }
 
 async fn receive(
@@ -290,11 +284,11 @@ async fn receive(
     headers: HeaderMap,
     ApiJson(body): ApiJson<serde_json::Map<String, Value>>,
 ) -> Response {
-    let key = match eventing::http::idempotency_key(&headers) {
+    let key = match kit::http::idempotency_key(&headers) {
         Ok(Some(key)) => key,
         Ok(None) => {
             return ApiError::new(
-                ErrorCode::MissingIdempotencyKey,
+                MockCode::MissingIdempotencyKey,
                 "send an Idempotency-Key header",
             )
             .into_response();
@@ -313,7 +307,7 @@ async fn receive(
         let status = StatusCode::from_u16(settings.failure_status)
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut response = ApiError::new(
-            ErrorCode::Unavailable,
+            MockCode::Unavailable,
             "the data platform is failing on purpose",
         )
         .into_response();
@@ -384,17 +378,10 @@ async fn change_settings(
             None => inner.settings.retry_after_s,
         },
     };
-    validate(&settings).map_err(|message| ApiError::new(ErrorCode::InvalidSettings, message))?;
+    validate(&settings).map_err(|message| ApiError::new(MockCode::InvalidSettings, message))?;
     inner.settings = settings;
     tracing::info!(?settings, "settings changed");
     Ok(Json(settings))
-}
-
-async fn metrics(Extract(state): Extract<State>) -> impl IntoResponse {
-    (
-        [("content-type", eventing::metrics::CONTENT_TYPE)],
-        state.metrics.render(),
-    )
 }
 
 #[cfg(test)]

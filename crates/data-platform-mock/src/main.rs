@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = data_platform_mock::Config::parse();
-    eventing::telemetry::init("data-platform-mock", &config.log);
-    let shutdown = eventing::telemetry::shutdown_on_signal();
+    kit::telemetry::init("data-platform-mock", &config.log);
+    let shutdown = kit::telemetry::shutdown_on_signal();
     data_platform_mock::build(config).await?.run(shutdown).await
 }

@@ -141,7 +141,7 @@ fn the_initializer_creates_exactly_the_contracts_topics() {
         })
         .collect();
     let expected: BTreeSet<(String, i32, bool)> =
-        eventing::kafka::contract_topics().into_iter().collect();
+        ops::topics::contract_topics().into_iter().collect();
     assert_eq!(created, expected);
     let init = &services()["kafka-init"];
     assert!(

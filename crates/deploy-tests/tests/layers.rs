@@ -80,3 +80,38 @@ fn the_crates_depend_on_each_other_as_the_design_draws_it() {
 fn the_contract_depends_on_none_of_our_crates() {
     assert!(actual().iter().all(|(from, _)| from != "contract"));
 }
+
+/// Whether `package` links rdkafka, directly or through anything it depends on.
+fn links_rdkafka(package: &str) -> bool {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|line| line.starts_with("rdkafka "))
+}
+
+#[test]
+fn the_kit_and_the_programs_without_a_broker_link_no_kafka_client() {
+    for package in ["kit", "sync-facade", "data-platform-mock"] {
+        assert!(!links_rdkafka(package), "{package} links rdkafka");
+    }
+    assert!(links_rdkafka("eventing"), "the check itself sees rdkafka");
+}

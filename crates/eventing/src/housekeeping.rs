@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Db, now_ms};
-use crate::metrics::Metrics;
+use kit::db::{Db, now_ms};
+use kit::metrics::Metrics;
 
 /// How long rows are kept.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,7 +21,7 @@ pub struct RetentionSettings {
         long = "outbox-retention-ms",
         env = "OUTBOX_RETENTION_MS",
         default_value = "1day",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub outbox: Duration,
     /// How long the record of a handled event is kept; keep it above the
@@ -30,7 +30,7 @@ pub struct RetentionSettings {
         long = "processed-event-retention-ms",
         env = "PROCESSED_EVENT_RETENTION_MS",
         default_value = "8days",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub processed_event: Duration,
     /// How often old rows are deleted.
@@ -38,14 +38,14 @@ pub struct RetentionSettings {
         long = "cleanup-interval-ms",
         env = "CLEANUP_INTERVAL_MS",
         default_value = "1m",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub interval: Duration,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        crate::defaults::defaults()
+        kit::defaults::defaults()
     }
 }
 
@@ -63,14 +63,14 @@ pub async fn sweep(
         db,
         "DELETE FROM outbox_message WHERE id IN \
          (SELECT id FROM outbox_message WHERE sent_at IS NOT NULL AND sent_at < $1 LIMIT $2)",
-        now - crate::duration::as_millis_i64(settings.outbox),
+        now - kit::duration::as_millis_i64(settings.outbox),
     )
     .await?;
     let processed = delete_in_batches(
         db,
         "DELETE FROM processed_event WHERE event_id IN \
          (SELECT event_id FROM processed_event WHERE processed_at < $1 LIMIT $2)",
-        now - crate::duration::as_millis_i64(settings.processed_event),
+        now - kit::duration::as_millis_i64(settings.processed_event),
     )
     .await?;
     Ok((outbox, processed))
@@ -103,7 +103,7 @@ pub async fn run(
     for table in ["outbox_message", "processed_event"] {
         metrics.zero("retention_deleted_total", &[("table", table)]);
     }
-    crate::app::every(interval, shutdown, || async {
+    kit::app::every(interval, shutdown, || async {
         match sweep(&db, &settings, now_ms()).await {
             Ok((outbox, processed)) => {
                 let deleted = |table| [("table", table)];

@@ -16,18 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::AdminClient;
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::metrics::Metrics;
+use kit::metrics::Metrics;
 
 /// The producer every service publishes with.
 pub type Producer = FutureProducer<ClientState>;
@@ -53,7 +52,7 @@ pub struct KafkaSettings {
         long = "kafka-fetch-wait-max-ms",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
         default_value = "10ms",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub fetch_wait_max: Duration,
     /// After this long without a heartbeat the group gives a member's partitions to others.
@@ -61,7 +60,7 @@ pub struct KafkaSettings {
         long = "kafka-session-timeout-ms",
         env = "KAFKA_SESSION_TIMEOUT_MS",
         default_value = "10s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub session_timeout: Duration,
     /// How often a consumer tells the group it is alive.
@@ -69,7 +68,7 @@ pub struct KafkaSettings {
         long = "kafka-heartbeat-interval-ms",
         env = "KAFKA_HEARTBEAT_INTERVAL_MS",
         default_value = "1s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub heartbeat_interval: Duration,
     /// How often each consumer measures its lag (`consumer_lag` in `/metrics`).
@@ -77,7 +76,7 @@ pub struct KafkaSettings {
         long = "kafka-lag-interval-ms",
         env = "KAFKA_LAG_INTERVAL_MS",
         default_value = "10s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub lag_interval: Duration,
     /// A consumer that has held no partition for this long, or has had messages waiting
@@ -86,7 +85,7 @@ pub struct KafkaSettings {
     #[arg(
         long = "kafka-watchdog-ms",
         env = "KAFKA_WATCHDOG_MS",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub watchdog: Option<Duration>,
     /// How long a produced message may wait for the broker's acknowledgement before it fails
@@ -95,7 +94,7 @@ pub struct KafkaSettings {
         long = "kafka-message-timeout-ms",
         env = "KAFKA_MESSAGE_TIMEOUT_MS",
         default_value = "5s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub message_timeout: Duration,
     /// librdkafka's repeated errors (a broker down, say) are logged at most once per this
@@ -104,7 +103,7 @@ pub struct KafkaSettings {
         long = "kafka-log-interval-ms",
         env = "KAFKA_LOG_INTERVAL_MS",
         default_value = "30s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub log_interval: Duration,
     #[command(flatten)]
@@ -213,7 +212,7 @@ impl KafkaSettings {
     pub fn new(brokers: impl Into<String>) -> Self {
         KafkaSettings {
             brokers: brokers.into(),
-            ..crate::defaults::defaults()
+            ..kit::defaults::defaults()
         }
     }
 
@@ -552,7 +551,7 @@ const REPLACED_STALE: &str = "stale";
 
 /// A duration as the whole milliseconds a librdkafka setting takes.
 fn millis(duration: Duration) -> String {
-    crate::duration::as_millis_u32(duration).to_string()
+    kit::duration::as_millis_u32(duration).to_string()
 }
 
 /// Whether the broker (or librdkafka before it) refuses a message for good, whatever the
@@ -597,164 +596,6 @@ pub fn broker_reachable(brokers: &str, timeout: Duration) -> bool {
     })
 }
 
-/// Creates each `(name, partitions, compacted)` topic that does not exist yet. A topic that
-/// already exists is left as it is.
-pub async fn ensure_topics(
-    settings: &KafkaSettings,
-    topics: &[(String, i32, bool)],
-) -> Result<(), KafkaError> {
-    let admin = settings.admin()?;
-    let new_topics: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions, compacted)| {
-            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
-            if *compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new_topics, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                tracing::error!(%topic, ?code, "could not create topic");
-                return Err(KafkaError::AdminOp(code));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Every topic of the contract with its partition count, dead-letter topics included.
-pub fn contract_topics() -> Vec<(String, i32, bool)> {
-    contract::topics::TOPICS
-        .iter()
-        .map(|t| (t.name.to_owned(), t.partitions, t.compacted))
-        .chain(
-            contract::topics::dlq_topics()
-                .into_iter()
-                .map(|(name, partitions)| (name, partitions, false)),
-        )
-        .collect()
-}
-
-/// Why a topic could not be read to its end.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("no Kafka broker answers at {brokers}; is the system up? (shopctl up)")]
-    NoBroker {
-        brokers: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("reading the topics failed")]
-    Kafka(#[from] KafkaError),
-    #[error("could not read {0:?} to their end in time")]
-    Timeout(Vec<String>),
-}
-
-/// A consumer of a throwaway group that commits nothing, for reading topics as they are.
-fn reader(settings: &KafkaSettings) -> Result<BaseConsumer, KafkaError> {
-    settings
-        .client_config()
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-}
-
-/// Reads every message already on `topics`, from the start of each partition to the end it
-/// had when reading began, with a throwaway consumer group that commits nothing. Blocking:
-/// call it from `spawn_blocking` in async code.
-pub fn read_to_end(
-    settings: &KafkaSettings,
-    topics: &[&str],
-    within: Duration,
-) -> Result<Vec<OwnedMessage>, ReadError> {
-    let consumer = reader(settings)?;
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .map_err(|source| ReadError::NoBroker {
-                brokers: settings.brokers.clone(),
-                source,
-            })?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            let (low, high) =
-                consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(5))?;
-            if high > low {
-                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
-                ends.push((topic.to_string(), partition.id(), high));
-            }
-        }
-    }
-    let mut read = Vec::new();
-    if ends.is_empty() {
-        return Ok(read);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + within;
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(ReadError::Timeout(
-                topics.iter().map(|t| t.to_string()).collect(),
-            ));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?.detach();
-        ends.retain(|(topic, partition, high)| {
-            !(message.topic() == topic
-                && message.partition() == *partition
-                && message.offset() + 1 >= *high)
-        });
-        read.push(message);
-    }
-    Ok(read)
-}
-
-/// The message at `offset` of one partition, or `None` when the partition no longer (or does
-/// not yet) hold that offset. Blocking, like [`read_to_end`].
-pub fn read_at(
-    settings: &KafkaSettings,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    within: Duration,
-) -> Result<Option<OwnedMessage>, ReadError> {
-    let consumer = reader(settings)?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(5))
-        .map_err(|source| ReadError::NoBroker {
-            brokers: settings.brokers.clone(),
-            source,
-        })?;
-    if !(low..high).contains(&offset) {
-        return Ok(None);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?.detach();
-        // A compacted topic may have dropped the offset since the watermarks were read: the
-        // first message after it then comes instead.
-        return Ok((message.offset() == offset).then_some(message));
-    }
-    Err(ReadError::Timeout(vec![format!(
-        "{topic}/{partition}@{offset}"
-    )]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,7 +632,7 @@ mod tests {
     #[test]
     fn a_producer_the_broker_forgot_is_replaced_and_one_merely_failing_is_not() {
         use rdkafka::types::RDKafkaErrorCode as Code;
-        let metrics = Metrics::new();
+        let metrics = crate::metrics::registry();
         let producer =
             SharedProducer::new(&KafkaSettings::new("127.0.0.1:1"), "test", metrics.clone())
                 .expect("a producer");

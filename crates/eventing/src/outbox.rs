@@ -22,7 +22,6 @@
 //! the rows it failed are still unsent and go again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -35,15 +34,14 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::Row;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::{Conn, Db, now_ms, placeholders};
-use crate::health::Health;
 use crate::kafka::{SharedProducer, never_publishable};
-use crate::metrics::Metrics;
-use crate::trace::TraceContext;
+use kit::db::{Conn, Db, now_ms, placeholders};
+use kit::health::Health;
+use kit::metrics::Metrics;
+use kit::trace::TraceContext;
 
 /// Writes an event into the outbox as part of the caller's transaction. `trace` is the
 /// context of the work that caused the event (a request's, an event's); the relay's publish
@@ -73,33 +71,10 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// The handle that wakes the relay. Cheap to clone; every clone wakes the same relay.
-#[derive(Debug, Clone, Default)]
-pub struct Outbox {
-    notify: Arc<Notify>,
-}
+/// The handle that wakes the relay: a service calls [`kit::wake::Wake::wake`] on it after
+/// committing rows with [`enqueue`]. Cheap to clone; every clone wakes the same relay.
+pub type Outbox = kit::wake::Wake;
 
-impl Outbox {
-    /// A new outbox handle with no relay waiting yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Tells the relay that rows were committed. Call it after the commit, not before: a wake
-    /// before the commit could let the relay look before the rows are visible.
-    pub fn wake(&self) {
-        // `notify_one` keeps a permit when the relay is busy, so a wake is never lost.
-        self.notify.notify_one();
-    }
-
-    /// Waits for the next [`Outbox::wake`]. The relay waits here; so does any other worker
-    /// that drains a table filled by committed transactions.
-    pub async fn woken(&self) {
-        self.notify.notified().await;
-    }
-}
-
-/// How the relay polls and batches.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RelaySettings {
     /// How often the relay looks for unsent rows when nothing woke it.
@@ -108,7 +83,7 @@ pub struct RelaySettings {
         long = "outbox-poll-interval-ms",
         env = "OUTBOX_POLL_INTERVAL_MS",
         default_value = "200ms",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub poll_interval: Duration,
     /// Most rows published per round trip to the database.
@@ -125,14 +100,14 @@ pub struct RelaySettings {
         long = "outbox-lease-ms",
         env = "OUTBOX_LEASE_MS",
         default_value = "15s",
-        value_parser = crate::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub lease: Duration,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        crate::defaults::defaults()
+        kit::defaults::defaults()
     }
 }
 
@@ -177,20 +152,18 @@ struct OutboxRow {
 const FAILURES_BEFORE_NOT_READY: u32 = 3;
 
 impl Relay {
-    /// The relay of `runtime`'s service, known in the lease table as `instance`.
-    pub fn new(runtime: &crate::app::Runtime, instance: String) -> Self {
+    /// The relay of a service, known in the lease table as `instance`.
+    pub fn new(parts: &crate::parts::Parts, settings: RelaySettings, instance: String) -> Self {
         Relay {
-            db: runtime.db.clone(),
-            producer: runtime.producer.clone(),
-            outbox: runtime.outbox.clone(),
-            settings: runtime.settings.relay.clone(),
-            metrics: runtime.metrics.clone(),
-            health: runtime.health.clone(),
+            db: parts.db.clone(),
+            producer: parts.producer.clone(),
+            outbox: parts.outbox.clone(),
+            settings,
+            metrics: parts.metrics.clone(),
+            health: parts.health.clone(),
             instance,
             held_until: AtomicI64::new(0),
-            renew_margin: crate::duration::as_millis_i64(
-                runtime.settings.kafka.publish_round_bound(),
-            ),
+            renew_margin: kit::duration::as_millis_i64(parts.kafka.publish_round_bound()),
         }
     }
 
@@ -226,7 +199,7 @@ impl Relay {
                     {
                         continue;
                     }
-                    let delay = crate::backoff::delay(failures);
+                    let delay = kit::backoff::delay(failures);
                     tracing::warn!(error = %error, failures, ?delay, "outbox relay failed; retrying");
                     if failures >= FAILURES_BEFORE_NOT_READY {
                         // Readiness is public: it says what, the log (above) says why.
@@ -235,7 +208,7 @@ impl Relay {
                             "cannot publish to the broker (the log says why)",
                         );
                     }
-                    if !crate::backoff::pause(delay, &shutdown).await {
+                    if !kit::backoff::pause(delay, &shutdown).await {
                         break;
                     }
                     continue;
@@ -292,21 +265,19 @@ impl Relay {
     async fn publish_pending(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         // Every step is bounded, so that a database connection whose server vanished without
         // closing it cannot hang the relay (or the shutdown that waits for it) forever.
-        let stalled = || RelayError::Stalled(crate::db::work_timeout());
-        while crate::db::bounded(self.hold_lease())
+        let stalled = || RelayError::Stalled(kit::db::work_timeout());
+        while kit::db::bounded(self.hold_lease())
             .await
             .ok_or_else(stalled)??
         {
-            let rows = crate::db::bounded(self.claim())
-                .await
-                .ok_or_else(stalled)??;
+            let rows = kit::db::bounded(self.claim()).await.ok_or_else(stalled)??;
             if rows.is_empty() {
                 break;
             }
             let span = tracing::debug_span!("outbox.publish", rows = rows.len());
             let full = rows.len() as i64 >= self.settings.batch_size;
             let round = std::time::Duration::from_millis(self.renew_margin.max(0) as u64);
-            let bound = round + crate::db::work_timeout();
+            let bound = round + kit::db::work_timeout();
             tokio::time::timeout(bound, self.publish(rows, shutdown).instrument(span))
                 .await
                 .map_err(|_| RelayError::Stalled(bound))??;
@@ -325,7 +296,7 @@ impl Relay {
         if self.held_until.load(Ordering::SeqCst) - now > self.renew_margin {
             return Ok(true);
         }
-        let until = now + crate::duration::as_millis_i64(self.settings.lease);
+        let until = now + kit::duration::as_millis_i64(self.settings.lease);
         let taken = sqlx::query(
             "UPDATE outbox_relay_lease SET holder = $1, expires_at = $2 \
              WHERE name = $4 AND (holder = $1 OR expires_at < $3)",
@@ -414,7 +385,7 @@ impl Relay {
             let stored = headers
                 .get(HEADER_TRACEPARENT)
                 .and_then(|h| TraceContext::parse(h));
-            let trace = crate::trace::continue_in(&span, stored);
+            let trace = kit::trace::continue_in(&span, stored);
             headers.insert(HEADER_TRACEPARENT.to_owned(), trace.header());
             let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
             for (name, value) in &headers {

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use contract::{Envelope, OrderConfirmed, topics};
-use eventing::db::{DatabaseSettings, Migrations, connect_and_migrate};
-use eventing::{
-    CommonSettings, Conn, HandleError, Handler, Inbound, Runtime, TraceContext, outbox,
-};
+use eventing::{Assemble, CommonSettings, HandleError, Handler, Inbound, Runtime, outbox};
+use kit::db::{DatabaseSettings, Migrations, connect_and_migrate};
+use kit::{Conn, TraceContext};
 use sqlx::migrate::Migrator;
 use testkit::{Broker, eventually, fresh_database, produce_raw, read_topic};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +52,7 @@ fn confirmed(order_id: Uuid, n: i64) -> Envelope {
 }
 
 async fn enqueue_committed(runtime: &Runtime, envelopes: &[Envelope]) {
-    let mut tx = eventing::db::begin(&runtime.db).await.expect("begin");
+    let mut tx = kit::db::begin(&runtime.db).await.expect("begin");
     for envelope in envelopes {
         outbox::enqueue(&mut tx, envelope, &TraceContext::new_root())
             .await
@@ -136,7 +135,7 @@ async fn committed_outbox_rows_are_published_in_order_per_key_and_marked_sent() 
 async fn a_rolled_back_transaction_leaves_nothing_to_publish() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("relay_rollback", &broker).await;
-    let mut tx = eventing::db::begin(&runtime.db).await.expect("begin");
+    let mut tx = kit::db::begin(&runtime.db).await.expect("begin");
     outbox::enqueue(
         &mut tx,
         &confirmed(Uuid::now_v7(), 1),
@@ -259,7 +258,7 @@ async fn consuming_runtime(
 ) -> (Runtime, CancellationToken) {
     let runtime = runtime(label, broker).await;
     let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
-    eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
+    ops::topics::ensure_topics(&runtime.settings.kafka, &[dlq])
         .await
         .expect("dead-letter topic");
     // The CHECK lets a test make the database refuse an effect for good.
@@ -269,9 +268,7 @@ async fn consuming_runtime(
         .execute(&runtime.db)
         .await
         .expect("effect table");
-    let consumer = runtime
-        .consumer(&[topics::ORDER_EVENTS], handler)
-        .expect("consumer");
+    let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler);
     let stop = CancellationToken::new();
     tokio::spawn(consumer.run(stop.clone()));
     (runtime, stop)
@@ -483,9 +480,7 @@ async fn a_partition_stuck_in_its_handler_holds_back_none_of_the_others_and_each
 
     let handler = GatedHandler::default();
     let runtime = runtime("gated", &broker).await;
-    let consumer = runtime
-        .consumer(&[topics::ORDER_EVENTS], handler.clone())
-        .expect("consumer");
+    let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler.clone());
     let stop = CancellationToken::new();
     tokio::spawn(consumer.run(stop.clone()));
 
@@ -659,7 +654,7 @@ async fn a_database_url_of_another_kind_is_refused_clearly() {
     let error = connect_and_migrate(
         "test",
         &DatabaseSettings::new("mysql://x/y"),
-        &NO_MIGRATIONS,
+        &[&eventing::runtime::MIGRATIONS],
     )
     .await
     .expect_err("refused");
@@ -688,7 +683,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
 
     handler.refuse_impossible.store(false, Ordering::SeqCst);
     let settings = runtime.settings.kafka.clone();
-    let letters = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+    let letters = tokio::task::spawn_blocking(move || ops::dlq::list(&settings, SERVICE))
         .await
         .expect("join")
         .expect("list");
@@ -700,7 +695,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     assert_eq!(letters[0].source_topic, topics::ORDER_EVENTS);
     assert_eq!(letters[0].replayed_at, None);
     for _ in 0..2 {
-        let replayed = eventing::dlq::replay(
+        let replayed = ops::dlq::replay(
             &runtime.settings.kafka,
             &runtime.producer.get(),
             SERVICE,
@@ -710,7 +705,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
         .expect("replay");
         assert_eq!(
             replayed,
-            [eventing::dlq::Replayed::Republished {
+            [ops::dlq::Replayed::Republished {
                 topic: topics::ORDER_EVENTS.into(),
                 partition: letters[0].source_partition.parse().expect("a partition"),
             }]
@@ -718,7 +713,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     }
     // Each replay is recorded; the letter stays, marked.
     let settings = runtime.settings.kafka.clone();
-    let after = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+    let after = tokio::task::spawn_blocking(move || ops::dlq::list(&settings, SERVICE))
         .await
         .expect("join")
         .expect("list");
@@ -770,7 +765,7 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("replay_forged", &broker).await;
     let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
-    eventing::kafka::ensure_topics(&runtime.settings.kafka, &[dlq])
+    ops::topics::ensure_topics(&runtime.settings.kafka, &[dlq])
         .await
         .expect("dead-letter topic");
     // One real event on order.events, which the letters below point at.
@@ -812,12 +807,12 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     }
 
     let settings = runtime.settings.kafka.clone();
-    let letters = tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, SERVICE))
+    let letters = tokio::task::spawn_blocking(move || ops::dlq::list(&settings, SERVICE))
         .await
         .expect("join")
         .expect("list");
     assert_eq!(letters.len(), 4);
-    let outcomes = eventing::dlq::replay(
+    let outcomes = ops::dlq::replay(
         &runtime.settings.kafka,
         &runtime.producer.get(),
         SERVICE,
@@ -826,7 +821,7 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     .await
     .expect("replay");
     let refused = |n: usize| match &outcomes[n] {
-        eventing::dlq::Replayed::Refused(reason) => reason.clone(),
+        ops::dlq::Replayed::Refused(reason) => reason.clone(),
         other => panic!("letter {n} was replayed: {other:?}"),
     };
     assert!(
@@ -842,7 +837,7 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     assert!(refused(2).contains("is not this one"), "{}", refused(2));
     assert_eq!(
         outcomes[3],
-        eventing::dlq::Replayed::Republished {
+        ops::dlq::Replayed::Republished {
             topic: topics::ORDER_EVENTS.into(),
             partition
         },
@@ -853,7 +848,7 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     // time naming the letter it was replayed from.
     let settings = runtime.settings.kafka.clone();
     let catalog = tokio::task::spawn_blocking(move || {
-        eventing::kafka::read_to_end(
+        ops::read::read_to_end(
             &settings,
             &[topics::PRODUCT_CATALOG],
             Duration::from_secs(10),
@@ -960,7 +955,7 @@ async fn a_row_the_broker_can_never_take_is_parked_and_holds_back_its_key_but_no
 async fn rows_past_retention_are_deleted_and_nothing_unsent_is() {
     let broker = Broker::start().await.expect("broker");
     let runtime = runtime("retention", &broker).await;
-    let now = eventing::now_ms();
+    let now = kit::now_ms();
     let day = 86_400_000;
     for (id, processed_at) in [("old", now - 10 * day), ("new", now - day)] {
         sqlx::query("INSERT INTO processed_event (event_id, event_type, topic, processed_at) VALUES ($1, 'X', 't', $2)")
@@ -1109,9 +1104,7 @@ async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and
 
     // A second member joins: the rebalance revokes every partition of the first, which drops
     // what it had taken of the stuck one rather than handle it after its new owner.
-    let second = runtime
-        .consumer(&[topics::ORDER_EVENTS], handler.clone())
-        .expect("consumer");
+    let second = runtime.consumer(&[topics::ORDER_EVENTS], handler.clone());
     tokio::spawn(second.run(stop.clone()));
     let dropped = || {
         runtime
@@ -1282,11 +1275,11 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
 
 /// A service with no API of its own on a free port: health and metrics only, and whatever
 /// workers the test adds.
-async fn bare_app(runtime: &Runtime) -> eventing::App {
-    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+async fn bare_app(runtime: &Runtime) -> kit::App {
+    let listener = kit::App::bind("127.0.0.1:0".parse().expect("address"))
         .await
         .expect("bind");
-    eventing::App::new(SERVICE, listener, runtime.router(axum::Router::new()))
+    runtime.bare_app(listener, axum::Router::new())
 }
 
 /// Triggers a fatal error in a producer, as librdkafka's test hook allows.
@@ -1305,7 +1298,7 @@ fn make_fatal(producer: &eventing::kafka::Producer) {
     }
 }
 
-async fn readiness(http: &reqwest::Client, app: &eventing::RunningApp) -> (u16, serde_json::Value) {
+async fn readiness(http: &reqwest::Client, app: &kit::RunningApp) -> (u16, serde_json::Value) {
     let response = http
         .get(app.url("/health/ready"))
         .send()
@@ -1389,7 +1382,6 @@ async fn a_worker_that_stops_stops_the_service_with_an_error() {
     let runtime = runtime("worker_stops", &broker).await;
     let app = bare_app(&runtime)
         .await
-        .with_health(&runtime)
         .worker("sweeper", |_shutdown| async {
             tokio::time::sleep(Duration::from_millis(300)).await;
         })
@@ -1427,7 +1419,7 @@ async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_
     // One partition for two members: one of them holds nothing, and needs to hold nothing.
     let topic = format!("watchdog-{}", Uuid::new_v4().simple());
     let settings = eventing::kafka::KafkaSettings::new(&broker.brokers);
-    eventing::kafka::ensure_topics(&settings, &[(topic.clone(), 1, false)])
+    ops::topics::ensure_topics(&settings, &[(topic.clone(), 1, false)])
         .await
         .expect("topic");
     let bound = Duration::from_secs(3);
@@ -1436,9 +1428,7 @@ async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_
         let mut runtime = runtime(&format!("watchdog{n}"), &broker).await;
         runtime.settings.kafka.watchdog = Some(bound);
         runtime.settings.kafka.session_timeout = Duration::from_secs(6);
-        let consumer = runtime
-            .consumer(&[topic.as_str()], CountingHandler::failing_first(0))
-            .expect("consumer");
+        let consumer = runtime.consumer(&[topic.as_str()], CountingHandler::failing_first(0));
         let stop = CancellationToken::new();
         tokio::spawn(consumer.run(stop.clone()));
         members.push((runtime, stop));
@@ -1470,7 +1460,7 @@ async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_
         assert_eq!(rejoins(runtime), before, "no rejoin once settled");
         assert_eq!(
             runtime.health.state(eventing::consumer::HEALTH_PART),
-            Some(eventing::health::PartState::Up)
+            Some(kit::health::PartState::Up)
         );
     }
     for (_, stop) in &members {
@@ -1552,7 +1542,7 @@ async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
     let runtime = runtime("relay_fenced", &broker).await;
     // Another relay holds the lease, and will for a minute.
     sqlx::query("UPDATE outbox_relay_lease SET holder = 'someone-else', expires_at = $1")
-        .bind(eventing::now_ms() + 60_000)
+        .bind(kit::now_ms() + 60_000)
         .execute(&runtime.db)
         .await
         .expect("lease");

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use contract::CancelReason;
-use eventing::{Db, Metrics, Outbox, TraceContext, now_ms};
+use eventing::Outbox;
+use kit::{Db, Metrics, TraceContext, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::saga::{self, Cancel};
@@ -26,7 +27,7 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    eventing::app::every(interval, shutdown, || async {
+    kit::app::every(interval, shutdown, || async {
         match sweep(&db, &outbox, &metrics, timeout).await {
             Ok(cancelled) => metrics.add("orders_timed_out_total", &[], cancelled as u64),
             Err(error) => tracing::warn!(%error, "deadline sweep failed; will try again"),
@@ -56,11 +57,11 @@ pub async fn sweep(
             let Ok(order_id) = uuid::Uuid::parse_str(id) else {
                 continue;
             };
-            let mut tx = eventing::db::begin(db).await?;
+            let mut tx = kit::db::begin(db).await?;
             let trace = match store::find_order(&mut tx, id).await? {
                 Some(order) => {
                     let span = tracing::info_span!(parent: None, "deadline", order_id = %id);
-                    eventing::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
+                    kit::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
                 }
                 None => continue,
             };

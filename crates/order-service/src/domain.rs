@@ -1,7 +1,6 @@
 //! The order's state machine and the rules of placing an order: pure logic, no I/O.
 
 use contract::{CancelReason, CouponApplied, OrderLine, StockLine};
-use eventing::ErrorCode;
 
 /// Where an order stands: the contract's, since the order API shows it and the topics tell it.
 pub use contract::OrderStatus as Status;
@@ -39,8 +38,8 @@ pub use contract::order_request::{MAX_LINES, MAX_QUANTITY};
 /// Why an order request cannot be accepted, found before anything is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    /// Machine-readable, as the API's error code.
-    pub code: ErrorCode,
+    /// The rule broken, answered with its error code.
+    pub code: contract::order_request::Rule,
     /// For people.
     pub message: String,
 }
@@ -53,7 +52,7 @@ pub fn validate_request(
     coupon_id: Option<i64>,
 ) -> Result<(), Invalid> {
     contract::order_request::validate(user_id, lines, coupon_id).map_err(|refused| Invalid {
-        code: refused.rule.into(),
+        code: refused.rule,
         message: refused.message,
     })
 }
@@ -144,6 +143,8 @@ pub fn check_stock_reserved(lines: &[OrderLine], reserved: &[StockLine]) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use contract::order_request::Rule;
+
     use super::*;
 
     fn applied(
@@ -240,23 +241,17 @@ mod tests {
         let code = |user, lines: &[(i64, i64)], coupon| {
             validate_request(user, lines, coupon).err().map(|e| e.code)
         };
-        assert_eq!(code(0, &[(1, 1)], None), Some(ErrorCode::InvalidUserId));
-        assert_eq!(code(1, &[], None), Some(ErrorCode::NoItems));
-        assert_eq!(
-            code(1, &vec![(1, 1); 101], None),
-            Some(ErrorCode::TooManyItems)
-        );
-        assert_eq!(code(1, &[(1, 0)], None), Some(ErrorCode::InvalidQuantity));
-        assert_eq!(code(1, &[(1, -3)], None), Some(ErrorCode::InvalidQuantity));
-        assert_eq!(code(1, &[(0, 1)], None), Some(ErrorCode::InvalidProductId));
+        assert_eq!(code(0, &[(1, 1)], None), Some(Rule::UserId));
+        assert_eq!(code(1, &[], None), Some(Rule::NoItems));
+        assert_eq!(code(1, &vec![(1, 1); 101], None), Some(Rule::TooManyItems));
+        assert_eq!(code(1, &[(1, 0)], None), Some(Rule::Quantity));
+        assert_eq!(code(1, &[(1, -3)], None), Some(Rule::Quantity));
+        assert_eq!(code(1, &[(0, 1)], None), Some(Rule::ProductId));
         assert_eq!(
             code(1, &[(1, 1), (1, 2)], None),
-            Some(ErrorCode::DuplicateProduct)
+            Some(Rule::DuplicateProduct)
         );
-        assert_eq!(
-            code(1, &[(1, 1)], Some(0)),
-            Some(ErrorCode::InvalidCouponId)
-        );
+        assert_eq!(code(1, &[(1, 1)], Some(0)), Some(Rule::CouponId));
         assert_eq!(code(1, &[(1, 1), (2, 10_000)], Some(3)), None);
     }
 

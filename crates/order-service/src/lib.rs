@@ -11,6 +11,7 @@
 
 pub mod deadline;
 pub mod domain;
+pub mod error_code;
 pub mod handlers;
 pub mod http;
 pub mod saga;
@@ -19,8 +20,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventing::db::Migrations;
-use eventing::{App, CommonSettings, Runtime};
+use eventing::{CommonSettings, Runtime};
+use kit::App;
+use kit::db::Migrations;
 
 /// The service's name: consumer group, envelope `producer`, log field.
 /// This service of the contract.
@@ -28,7 +30,7 @@ pub const ME: contract::Service = contract::Service::OrderService;
 pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = eventing::migrations!();
+pub static MIGRATIONS: Migrations = kit::migrations!();
 
 /// Settings of the order service, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -42,7 +44,7 @@ pub struct Config {
         long = "saga-timeout-ms",
         env = "SAGA_TIMEOUT_MS",
         default_value = "30s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub saga_timeout: Duration,
     /// How often PENDING orders are checked against their deadline.
@@ -50,7 +52,7 @@ pub struct Config {
         long = "deadline-check-interval-ms",
         env = "DEADLINE_CHECK_INTERVAL_MS",
         default_value = "1s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub deadline_check_interval: Duration,
     #[command(flatten)]
@@ -63,30 +65,24 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     saga::describe_metrics(&runtime.metrics);
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(
-        ME.consumes(),
-        handlers::OrderServiceEvents {
-            metrics: runtime.metrics.clone(),
-        },
-    )?;
+    let handler = handlers::OrderServiceEvents {
+        metrics: runtime.metrics.clone(),
+    };
     let saga_timeout = config.saga_timeout;
     let interval = config.deadline_check_interval;
-    let router = runtime.router(http::router(http::State {
+    let api = http::router(http::State {
         db: runtime.http_db.clone(),
         outbox: runtime.outbox.clone(),
         metrics: runtime.metrics.clone(),
         saga_timeout,
-    }));
+    });
     let (db, outbox, metrics) = (
         runtime.db.clone(),
         runtime.outbox.clone(),
         runtime.metrics.clone(),
     );
-    Ok(App::new(SERVICE, listener, router)
-        .with_limits(&runtime.settings.http)
-        .with_relay(&runtime)
-        .with_housekeeping(&runtime)
-        .with_consumer(&runtime, consumer)
+    Ok(runtime
+        .app(listener, api, ME.consumes(), handler, ME.into())
         .worker("deadline", move |shutdown| {
             deadline::run(db, outbox, metrics, saga_timeout, interval, shutdown)
         }))

@@ -5,7 +5,8 @@
 
 use chrono::DateTime;
 use contract::{CancelReason, OrderCancelled, OrderConfirmed};
-use eventing::{Conn, HandleError, Inbound, Metrics, TraceContext, now_ms};
+use eventing::{HandleError, Inbound};
+use kit::{Conn, Metrics, TraceContext, now_ms};
 use uuid::Uuid;
 
 use crate::SERVICE;

@@ -1,7 +1,7 @@
 //! Every SQL statement of the order service.
 
 use contract::{CancelReason, OrderLine};
-use eventing::{Conn, now_ms};
+use kit::{Conn, now_ms};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 

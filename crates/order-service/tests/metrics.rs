@@ -7,8 +7,8 @@ mod helpers;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use eventing::RunningApp;
 use helpers::{System, metric};
+use kit::RunningApp;
 use testkit::eventually;
 
 /// The text of a service's `/metrics`, after checking its content type.
@@ -128,7 +128,7 @@ async fn every_service_describes_its_families_and_records_an_order_end_to_end() 
             .cloned()
             .collect::<Vec<_>>()
     };
-    let found = eventing::poll::until(
+    let found = kit::poll::until(
         "every series the dashboard queries",
         Duration::from_secs(30),
         Duration::from_millis(500),

@@ -6,13 +6,14 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::ProductUpserted;
-use eventing::openapi::{OpenApi, Param};
 use eventing::outbox::{self, Outbox};
-use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, RequestTrace, TraceContext};
+use kit::openapi::{OpenApi, Param};
+use kit::{ApiError, ApiJson, ApiPath, Db, RequestTrace, TraceContext};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::SERVICE;
+use crate::error_code::ProductCode;
 use crate::store::{self, Product};
 
 /// Largest stock or restock quantity accepted in one request.
@@ -42,7 +43,7 @@ pub struct State {
     pub db: Db,
     pub outbox: Outbox,
     /// What creating and restocking products need.
-    pub admin: eventing::admin::AdminToken,
+    pub admin: kit::admin::AdminToken,
 }
 
 /// The API's operations, for `/openapi.json`.
@@ -80,7 +81,7 @@ pub fn router(state: State) -> Router {
     // Creating a product and restocking one change the catalog and the stock outside any
     // order: an operator's acts. Open, they would let anyone list a product at price 0 with a
     // billion units.
-    let operator = eventing::admin::guard(
+    let operator = kit::admin::guard(
         Router::new()
             .route("/products", post(create))
             .route("/products/{id}/restock", post(restock)),
@@ -90,7 +91,7 @@ pub fn router(state: State) -> Router {
         .route("/products/{id}", get(show))
         .merge(operator)
         .with_state(state)
-        .merge(eventing::openapi::route(openapi()))
+        .merge(kit::openapi::route(openapi()))
 }
 
 /// A product to create.
@@ -101,10 +102,10 @@ struct NewProduct {
     #[schemars(length(min = 1, max = MAX_NAME_CHARS), regex(pattern = NAME_PATTERN))]
     name: String,
     /// In minor units.
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 0, max = MAX_PRICE))]
     price: i64,
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 0, max = MAX_QUANTITY))]
     stock: i64,
 }
@@ -113,7 +114,7 @@ struct NewProduct {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Restock {
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 1, max = MAX_QUANTITY))]
     quantity: i64,
 }
@@ -121,12 +122,12 @@ struct Restock {
 async fn create(
     axum::extract::State(state): axum::extract::State<State>,
     RequestTrace(trace): RequestTrace,
-    committing: eventing::http::Committing,
+    committing: kit::http::Committing,
     ApiJson(new): ApiJson<NewProduct>,
 ) -> Result<impl IntoResponse, ApiError> {
     if !valid_name(&new.name) {
         return Err(ApiError::new(
-            ErrorCode::InvalidName,
+            ProductCode::InvalidName,
             format!(
                 "name must be 1 to {MAX_NAME_CHARS} characters, not all white space, none of them control characters"
             ),
@@ -135,20 +136,20 @@ async fn create(
     let name = new.name.trim();
     if !(0..=MAX_PRICE).contains(&new.price) {
         return Err(ApiError::new(
-            ErrorCode::InvalidPrice,
+            ProductCode::InvalidPrice,
             format!("price must be 0 to {MAX_PRICE} minor units"),
         ));
     }
     if !(0..=MAX_QUANTITY).contains(&new.stock) {
         return Err(ApiError::new(
-            ErrorCode::InvalidStock,
+            ProductCode::InvalidStock,
             format!("stock must be 0 to {MAX_QUANTITY}"),
         ));
     }
-    let mut tx = eventing::db::begin(&state.db).await?;
+    let mut tx = kit::db::begin(&state.db).await?;
     let product = store::insert_product(&mut tx, name, new.price, new.stock).await?;
     publish_upsert(&mut tx, &product, &trace).await?;
-    eventing::http::commit(tx, &committing).await?;
+    kit::http::commit(tx, &committing).await?;
     state.outbox.wake();
     tracing::info!(product_id = product.product_id, "product created");
     Ok((StatusCode::CREATED, Json(product)))
@@ -167,13 +168,13 @@ async fn show(
 
 async fn restock(
     axum::extract::State(state): axum::extract::State<State>,
-    committing: eventing::http::Committing,
+    committing: kit::http::Committing,
     ApiPath(id): ApiPath<i64>,
     ApiJson(restock): ApiJson<Restock>,
 ) -> Result<Json<Product>, ApiError> {
     if !(1..=MAX_QUANTITY).contains(&restock.quantity) {
         return Err(ApiError::new(
-            ErrorCode::InvalidQuantity,
+            ProductCode::InvalidQuantity,
             format!("quantity must be 1 to {MAX_QUANTITY}"),
         ));
     }
@@ -188,7 +189,7 @@ async fn restock(
 }
 
 async fn publish_upsert(
-    conn: &mut eventing::Conn,
+    conn: &mut kit::Conn,
     product: &Product,
     trace: &TraceContext,
 ) -> Result<(), sqlx::Error> {
@@ -206,7 +207,7 @@ async fn publish_upsert(
 
 fn no_such_product(id: i64) -> ApiError {
     ApiError::new(
-        ErrorCode::ProductNotFound,
+        ProductCode::ProductNotFound,
         format!("no product has id {id}"),
     )
 }

@@ -9,6 +9,7 @@
 //! Every product change publishes `ProductUpserted` to `product.catalog`, the feed of the
 //! order service's catalog replica; every reservation decision publishes to `stock.events`.
 
+pub mod error_code;
 pub mod handlers;
 pub mod http;
 pub mod reconcile;
@@ -17,8 +18,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventing::db::Migrations;
-use eventing::{App, CommonSettings, Runtime};
+use eventing::{CommonSettings, Runtime};
+use kit::App;
+use kit::db::Migrations;
 
 /// The service's name: consumer group, envelope `producer`, log field.
 /// This service of the contract.
@@ -26,7 +28,7 @@ pub const ME: contract::Service = contract::Service::ProductService;
 pub const SERVICE: &str = ME.name();
 
 /// This service's migrations, per backend.
-pub static MIGRATIONS: Migrations = eventing::migrations!();
+pub static MIGRATIONS: Migrations = kit::migrations!();
 
 /// Settings of the product service, from flags or environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -40,7 +42,7 @@ pub struct Config {
         long = "reconcile-interval-ms",
         env = "RECONCILE_INTERVAL_MS",
         default_value = "1m",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub reconcile_interval: Duration,
     #[command(flatten)]
@@ -52,19 +54,16 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let consumer = runtime.consumer(ME.consumes(), handlers::order_events::OrderEvents)?;
     let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
     let interval = config.reconcile_interval;
-    let router = runtime.router(http::router(http::State {
+    let api = http::router(http::State {
         db: runtime.http_db.clone(),
         outbox: runtime.outbox.clone(),
         admin: runtime.admin.clone(),
-    }));
-    Ok(App::new(SERVICE, listener, router)
-        .with_limits(&runtime.settings.http)
-        .with_relay(&runtime)
-        .with_housekeeping(&runtime)
-        .with_consumer(&runtime, consumer)
+    });
+    let handler = handlers::order_events::OrderEvents;
+    Ok(runtime
+        .app(listener, api, ME.consumes(), handler, ME.into())
         .worker("reconciliation", move |shutdown| {
             reconcile::run(db, metrics, interval, shutdown)
         }))

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use eventing::{Db, Metrics, now_ms};
+use kit::{Db, Metrics, now_ms};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -70,5 +70,5 @@ pub async fn sweep(db: &Db) -> Result<Vec<Repair>, sqlx::Error> {
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(db: Db, metrics: Metrics, interval: Duration, shutdown: CancellationToken) {
     let sweep = || async { sweep(&db).await.map(|repairs| repairs.len()) };
-    eventing::app::reconcile_every("reserved_stock", interval, metrics, shutdown, sweep).await;
+    kit::app::reconcile_every("reserved_stock", interval, metrics, shutdown, sweep).await;
 }

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use contract::StockLine;
-use eventing::db::{Backend, placeholders};
-use eventing::{Conn, now_ms};
+use kit::db::{Backend, placeholders};
+use kit::{Conn, now_ms};
 use sqlx::Row;
 
 /// A product as the API shows it (the synchronous baseline shows it too).

@@ -1,7 +1,7 @@
 //! The reconciliation sweep against a real database: stock that drifted from its
 //! reservations is repaired, and correct stock is left alone.
 
-use eventing::db::{DatabaseSettings, connect_and_migrate};
+use kit::db::{DatabaseSettings, connect_and_migrate};
 use product_service::reconcile::{Repair, sweep};
 
 #[tokio::test]
@@ -12,11 +12,11 @@ async fn reserved_stock_that_drifted_from_its_reservations_is_repaired() {
     let db = connect_and_migrate(
         "product-service",
         &DatabaseSettings::new(url),
-        &product_service::MIGRATIONS,
+        &[&eventing::runtime::MIGRATIONS, &product_service::MIGRATIONS],
     )
     .await
     .expect("database");
-    let now = eventing::now_ms();
+    let now = kit::now_ms();
     for (id, available, reserved) in [(1, 8, 2), (2, 5, 0)] {
         sqlx::query(
             "INSERT INTO product (id, name, price, available, reserved, created_at, updated_at) \

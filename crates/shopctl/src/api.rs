@@ -117,7 +117,7 @@ pub fn http_client() -> reqwest::Client {
 pub async fn wait_for_catalog(order_url: &str, product_id: i64) -> anyhow::Result<()> {
     let client = http_client();
     let url = format!("{}/catalog/{product_id}", order_url.trim_end_matches('/'));
-    eventing::poll::until(
+    kit::poll::until(
         &format!("product {product_id} reaching the order service's catalog"),
         Duration::from_secs(30),
         Duration::from_millis(50),
@@ -139,7 +139,7 @@ pub async fn wait_for_end(
 ) -> anyhow::Result<Value> {
     let client = http_client();
     let url = format!("{}/orders/{order_id}", order_url.trim_end_matches('/'));
-    let order = eventing::poll::until(
+    let order = kit::poll::until(
         &format!("order {order_id} leaving PENDING"),
         within,
         Duration::from_millis(100),
@@ -283,7 +283,7 @@ pub async fn order(cli: &Cli, command: &OrderCommand) -> anyhow::Result<()> {
                     .as_str()
                     .context("the order service answered without an order_id")?
                     .to_owned();
-                let settled = eventing::poll::until(
+                let settled = kit::poll::until(
                     &format!("order {id} leaving PENDING"),
                     WAIT_FOR_ORDER,
                     Duration::from_millis(20),

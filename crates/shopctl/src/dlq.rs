@@ -83,8 +83,8 @@ impl Choice {
     pub fn pick(
         &self,
         service: &str,
-        letters: Vec<eventing::dlq::DeadLetter>,
-    ) -> anyhow::Result<Vec<eventing::dlq::DeadLetter>> {
+        letters: Vec<ops::dlq::DeadLetter>,
+    ) -> anyhow::Result<Vec<ops::dlq::DeadLetter>> {
         let chosen: Vec<_> = letters
             .into_iter()
             .filter(|l| match self {
@@ -114,8 +114,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
     };
     let settings = cli.kafka();
     let reader = settings.clone();
-    let letters =
-        tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, service)).await??;
+    let letters = tokio::task::spawn_blocking(move || ops::dlq::list(&reader, service)).await??;
     match command {
         DlqCommand::List { .. } => {
             println!(
@@ -191,7 +190,7 @@ pub async fn run(cli: &Cli, command: &DlqCommand) -> anyhow::Result<()> {
 
 /// One dead letter in full, as text: every value escaped, so that nothing in it can act on
 /// the terminal.
-pub fn describe(letter: &eventing::dlq::DeadLetter) -> String {
+pub fn describe(letter: &ops::dlq::DeadLetter) -> String {
     let field = |name: &str, value: Option<&str>| {
         format!("{name:<16} {}\n", value.unwrap_or("-").escape_debug())
     };
@@ -229,7 +228,7 @@ pub struct Replayed {
 
 /// Puts `letters` of `service` back: events the forwarder could not deliver are already
 /// consumed, so the forwarder makes their deliveries pending again (`POST /deliveries/retry`);
-/// everything else goes back to its topic where [`eventing::dlq::replay`] allows it, and
+/// everything else goes back to its topic where [`ops::dlq::replay`] allows it, and
 /// consumers deduplicate it by event id. Each letter put back is recorded as replayed. The
 /// retry is an operator endpoint: `admin_token` goes with it.
 pub async fn replay(
@@ -237,7 +236,7 @@ pub async fn replay(
     forwarder_url: &str,
     admin_token: Option<&str>,
     service: &str,
-    letters: Vec<eventing::dlq::DeadLetter>,
+    letters: Vec<ops::dlq::DeadLetter>,
 ) -> anyhow::Result<Replayed> {
     let (undelivered, unconsumed): (Vec<_>, Vec<_>) = letters
         .into_iter()
@@ -247,11 +246,11 @@ pub async fn replay(
         undelivered: undelivered.len(),
         ..Replayed::default()
     };
-    let outcomes = eventing::dlq::replay(settings, &producer, service, &unconsumed).await?;
+    let outcomes = ops::dlq::replay(settings, &producer, service, &unconsumed).await?;
     for (letter, outcome) in unconsumed.iter().zip(outcomes) {
         match outcome {
-            eventing::dlq::Replayed::Republished { .. } => done.replayed += 1,
-            eventing::dlq::Replayed::Refused(reason) => done.refused.push((letter.offset, reason)),
+            ops::dlq::Replayed::Republished { .. } => done.replayed += 1,
+            ops::dlq::Replayed::Refused(reason) => done.refused.push((letter.offset, reason)),
         }
     }
     for letter in &undelivered {
@@ -265,7 +264,7 @@ pub async fn replay(
         })
         .await?;
         done.retried += answer["reset"].as_u64().unwrap_or(0);
-        eventing::dlq::mark_replayed(&producer, service, letter).await?;
+        ops::dlq::mark_replayed(&producer, service, letter).await?;
     }
     Ok(done)
 }

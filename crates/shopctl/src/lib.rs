@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
+use eventing::kafka::KafkaSettings;
+use ops::topics::{contract_topics, ensure_topics};
 
 /// The order saga's command line.
 #[derive(Debug, Parser)]

@@ -17,20 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use eventing::kafka::{KafkaSettings, contract_topics, ensure_topics};
-
-/// The local broker's manifest: `saga-broker`, Tansu 0.6.0 with the patches of
-/// `broker/PATCHES.md`. Its version is the one `scripts/install-broker.sh` installs.
-const BROKER_MANIFEST: &str = include_str!("../../../broker/Cargo.toml");
-
-/// The version of `saga-broker` this `shopctl` runs, as `saga-broker --version` prints it.
-pub fn broker_version() -> &'static str {
-    BROKER_MANIFEST
-        .lines()
-        .find_map(|line| line.strip_prefix("version = \""))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .expect("broker/Cargo.toml has a version")
-}
+use eventing::kafka::KafkaSettings;
+use ops::topics::{contract_topics, ensure_topics};
 
 /// A process of the stack besides the broker: one of the binaries of the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -457,7 +445,7 @@ impl Stack {
     pub async fn stop_broker(&mut self) {
         if let Some(mut broker) = self.broker.take() {
             terminate(&broker);
-            let exited = eventing::poll::until(
+            let exited = kit::poll::until(
                 "the broker to exit",
                 BROKER_GRACE,
                 Duration::from_millis(100),
@@ -647,7 +635,7 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{port}/health/ready");
     let client = reqwest::Client::new();
-    let outcome = eventing::poll::until(
+    let outcome = kit::poll::until(
         &format!("{service} ready"),
         Duration::from_secs(60),
         Duration::from_millis(200),
@@ -693,7 +681,7 @@ fn terminate(child: &Child) {
 }
 
 fn wait_for_exit(child: &mut Child, within: Duration) -> bool {
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         "the process to exit",
         within,
         Duration::from_millis(100),
@@ -760,57 +748,24 @@ pub fn cargo(root: &Path) -> Command {
     command
 }
 
-/// Finds `saga-broker` of this version on `PATH` or in `~/.cargo/bin`; when it is missing
-/// or another version, builds and installs it from the workspace `bin_dir` belongs to
-/// (progress shown), as `scripts/install-broker.sh` does.
+/// Finds `saga-broker` of this version in its folder of the user's cache (or `SAGA_BROKER`);
+/// when it is missing, builds it there from the workspace `bin_dir` belongs to (progress
+/// shown), as `scripts/install-broker.sh` does.
 fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"));
-    let candidates = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(cargo_bin.clone());
-    let wanted = format!("saga-broker {}", broker_version());
-    let mut found_other = None;
-    for dir in candidates {
-        let broker = dir.join("saga-broker");
-        if !broker.is_file() {
-            continue;
-        }
-        let printed = Command::new(&broker).arg("--version").output();
-        match printed {
-            Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == wanted => return Ok(broker),
-            _ => found_other = Some(broker),
-        }
+    match local_broker::binary() {
+        Ok(broker) => return Ok(broker),
+        Err(local_broker::Error::NotInstalled { .. }) => {}
+        Err(other) => return Err(other.into()),
     }
     let Some(root) = workspace_root(bin_dir) else {
-        bail!(
-            "{wanted} is not installed{}: run scripts/install-broker.sh from the repository",
-            found_other.map_or(String::new(), |b| format!(
-                " ({} is another version)",
-                b.display()
-            ))
-        );
+        return Err(local_broker::binary().unwrap_err().into());
     };
     step(&format!(
-        "building and installing {wanted} (Tansu 0.6.0, patched; about 12 minutes on 2 cores, once)"
+        "building saga-broker {} (Tansu 0.6.0, patched; about 12 minutes on 2 cores, once) into {}",
+        local_broker::version(),
+        local_broker::install_root()?.display()
     ));
-    let status = cargo(root)
-        .env("CARGO_TARGET_DIR", root.join("target/broker"))
-        .args(["install", "--locked", "--force", "--path"])
-        .arg(root.join("broker"))
-        .status()
-        .context("running cargo install for saga-broker")?;
-    if !status.success() {
-        bail!("installing saga-broker failed");
-    }
-    cargo_bin
-        .map(|dir| dir.join("saga-broker"))
-        .filter(|broker| broker.is_file())
-        .context("saga-broker was installed but is not in ~/.cargo/bin")
+    Ok(local_broker::install(cargo(root), root)?)
 }
 
 /// Finds Apache Kafka of the compose version (`KAFKA_HOME`, or where
@@ -868,7 +823,7 @@ fn spawn(command: &mut Command, log: &Path) -> anyhow::Result<Child> {
 async fn create_topics(brokers: &str) -> anyhow::Result<()> {
     let settings = KafkaSettings::new(brokers);
     let topics = contract_topics();
-    eventing::poll::retry(
+    kit::poll::retry(
         Duration::from_secs(30),
         Duration::from_millis(200),
         || async {
@@ -886,14 +841,6 @@ async fn create_topics(brokers: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_broker_version_is_the_one_its_manifest_and_install_script_name() {
-        let version = broker_version();
-        assert!(version.starts_with("0.6.0-saga."), "{version}");
-        let script = include_str!("../../../scripts/install-broker.sh");
-        assert!(script.contains("broker/Cargo.toml"));
-    }
 
     #[test]
     fn every_service_has_its_own_port_and_name() {

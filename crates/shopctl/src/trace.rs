@@ -48,7 +48,7 @@ pub fn collect(
     settings: &eventing::kafka::KafkaSettings,
     order_id: &str,
 ) -> anyhow::Result<Vec<Step>> {
-    let messages = eventing::kafka::read_to_end(settings, &SAGA_TOPICS, Duration::from_secs(60))?;
+    let messages = ops::read::read_to_end(settings, &SAGA_TOPICS, Duration::from_secs(60))?;
     let mut steps: Vec<Step> = messages
         .iter()
         .filter(|m| m.key() == Some(order_id.as_bytes()))

@@ -53,7 +53,7 @@ async fn post_until_accepted(
     key: &str,
     body: &Value,
 ) -> Result<Value, String> {
-    eventing::poll::until(
+    kit::poll::until(
         &format!("an answer to POST {url}"),
         CONFIRM_WITHIN.saturating_sub(started.elapsed()),
         Duration::from_millis(200),
@@ -106,7 +106,7 @@ async fn order_confirms(stack: &Stack, product_id: i64) -> Result<Duration, Stri
         let response = http.get(&url).send().await.ok()?;
         response.json::<Value>().await.ok()
     };
-    let confirmed = eventing::poll::until(
+    let confirmed = kit::poll::until(
         "the order confirmed",
         CONFIRM_WITHIN.saturating_sub(started.elapsed()),
         Duration::from_millis(100),

@@ -72,7 +72,7 @@ impl Up {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
-        let status = eventing::poll::until_blocking(
+        let status = kit::poll::until_blocking(
             "shopctl up stopping",
             Duration::from_secs(60),
             Duration::from_millis(100),
@@ -136,7 +136,7 @@ fn place(up: &Up, body: Value) -> String {
 }
 
 fn settled(up: &Up, id: &str) -> Value {
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         &format!("order {id} settling"),
         Duration::from_secs(30),
         Duration::from_millis(50),
@@ -167,7 +167,7 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         json!({ "user_id": 1, "items": [{ "product_id": 2, "quantity": 1 }], "coupon_id": 3 }),
     );
     assert_eq!(settled(&up, &cancelled)["cancel_reason"], "COUPON_REJECTED");
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         "the cancelled order's stock coming back",
         Duration::from_secs(30),
         Duration::from_millis(50),
@@ -176,7 +176,7 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
     .unwrap_or_else(|e| panic!("{e}"));
     // Both orders' two events reach the data platform before the stop, so that anything it
     // gets after the restart would be a redelivery.
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         "four deliveries to the data platform",
         Duration::from_secs(30),
         Duration::from_millis(50),
@@ -357,7 +357,7 @@ fn kill_9(pid: u32) {
 }
 
 fn wait_until_ready(up: &Up, offset: u16, what: &str) {
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         what,
         Duration::from_secs(60),
         Duration::from_millis(200),

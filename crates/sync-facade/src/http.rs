@@ -1,18 +1,17 @@
 //! The baseline's API: the saga's request bodies and answers, served by one process.
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::CouponKind as Kind;
-use eventing::http::HttpSettings;
-use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiJson, ApiPath, Db, ErrorCode, now_ms};
+use kit::openapi::{OpenApi, Param};
+use kit::{ApiError, ApiJson, ApiPath, Db, now_ms};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::error_code::FacadeCode;
 use crate::store::{self, Line, Order, Product};
 
 /// What the handlers share.
@@ -60,32 +59,15 @@ pub fn openapi() -> serde_json::Value {
     api.document()
 }
 
-pub fn router(state: State, settings: &HttpSettings) -> Router {
+pub fn router(state: State) -> Router {
     Router::new()
         .route("/orders", post(place))
         .route("/orders/{id}", get(show_order))
         .route("/products", post(create_product))
         .route("/catalog/{id}", get(show_product))
         .route("/coupons", post(create_coupon))
-        .route(
-            "/health/live",
-            get(|| async { Json(json!({ "status": "live" })) }),
-        )
-        .route("/health/ready", get(ready))
         .with_state(state)
-        .merge(eventing::openapi::route(openapi()))
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ErrorCode::MethodNotAllowed,
-                "this route does not take that method",
-            )
-        })
-        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            settings.request_timeout,
-            eventing::http::time_limit,
-        ))
+        .merge(kit::openapi::route(openapi()))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -133,21 +115,21 @@ async fn place(
         .collect();
     // The order service's own rules, so that both refuse the same requests.
     contract::order_request::validate(new.user_id, &lines, new.coupon_id)
-        .map_err(|refused| ApiError::new(refused.rule.into(), refused.message))?;
+        .map_err(|refused| ApiError::new(refused.rule, refused.message))?;
     // In product order, so that two orders never wait on each other's rows in a circle.
     lines.sort_unstable();
     let order_id = uuid::Uuid::now_v7().to_string();
-    let mut tx = eventing::db::begin(&state.db).await?;
+    let mut tx = kit::db::begin(&state.db).await?;
     let mut items = Vec::with_capacity(lines.len());
     for (product_id, quantity) in lines {
         let Some(unit_price) = store::take_stock(&mut tx, product_id, quantity).await? else {
             return Err(match store::find_product(&mut tx, product_id).await? {
                 Some(_) => ApiError::new(
-                    ErrorCode::OutOfStock,
+                    FacadeCode::OutOfStock,
                     format!("product {product_id} has fewer than {quantity} units"),
                 ),
                 None => ApiError::new(
-                    ErrorCode::UnknownProduct,
+                    FacadeCode::UnknownProduct,
                     format!("product {product_id} does not exist"),
                 ),
             });
@@ -163,7 +145,7 @@ async fn place(
         .try_fold(0i64, |sum, l| {
             sum.checked_add(l.unit_price.checked_mul(l.quantity)?)
         })
-        .ok_or_else(|| ApiError::new(ErrorCode::TotalTooLarge, "the order's total overflows"))?;
+        .ok_or_else(|| ApiError::new(FacadeCode::TotalTooLarge, "the order's total overflows"))?;
     let discount_amount = match new.coupon_id {
         None => 0,
         Some(coupon_id) => apply_coupon(&mut tx, coupon_id, new.user_id, &order_id, total).await?,
@@ -187,13 +169,13 @@ async fn place(
 
 /// Uses the coupon for the order; the discount it gives.
 async fn apply_coupon(
-    tx: &mut eventing::Conn,
+    tx: &mut kit::Conn,
     coupon_id: i64,
     user_id: i64,
     order_id: &str,
     total: i64,
 ) -> Result<i64, ApiError> {
-    let rejected = |why: String| ApiError::new(ErrorCode::CouponRejected, why);
+    let rejected = |why: String| ApiError::new(FacadeCode::CouponRejected, why);
     let coupon = store::find_coupon(tx, coupon_id)
         .await?
         .ok_or_else(|| rejected(format!("coupon {coupon_id} does not exist")))?;
@@ -228,7 +210,7 @@ async fn send_to_data_platform(state: &State, order: &Order) -> Result<(), ApiEr
     });
     let failed = |why: String| {
         ApiError::new(
-            ErrorCode::DataPlatformFailed,
+            FacadeCode::DataPlatformFailed,
             format!("the data platform did not take the order, so it was not placed: {why}"),
         )
     };
@@ -254,7 +236,7 @@ async fn show_order(
     store::find_order(&mut conn, &id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, format!("no order {id}")))
+        .ok_or_else(|| ApiError::new(FacadeCode::OrderNotFound, format!("no order {id}")))
 }
 
 async fn create_product(
@@ -264,19 +246,19 @@ async fn create_product(
     let name = new.name.trim();
     if name.is_empty() || name.chars().any(char::is_control) {
         return Err(ApiError::new(
-            ErrorCode::InvalidName,
+            FacadeCode::InvalidName,
             "name must not be empty",
         ));
     }
     if new.price < 0 {
         return Err(ApiError::new(
-            ErrorCode::InvalidPrice,
+            FacadeCode::InvalidPrice,
             "price must not be negative",
         ));
     }
     if new.stock < 0 {
         return Err(ApiError::new(
-            ErrorCode::InvalidStock,
+            FacadeCode::InvalidStock,
             "stock must not be negative",
         ));
     }
@@ -293,7 +275,7 @@ async fn show_product(
     store::find_product(&mut conn, id)
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::new(ErrorCode::ProductNotFound, format!("no product {id}")))
+        .ok_or_else(|| ApiError::new(FacadeCode::ProductNotFound, format!("no product {id}")))
 }
 
 async fn create_coupon(
@@ -302,13 +284,13 @@ async fn create_coupon(
 ) -> Result<impl IntoResponse, ApiError> {
     if new.user_id < 1 {
         return Err(ApiError::new(
-            ErrorCode::InvalidUserId,
+            FacadeCode::InvalidUserId,
             "user_id must be positive",
         ));
     }
     if !new.kind.valid_values().contains(&new.value) {
         return Err(ApiError::new(
-            ErrorCode::InvalidValue,
+            FacadeCode::InvalidValue,
             format!(
                 "a {} coupon's value must be in {:?}",
                 new.kind.as_str(),
@@ -323,15 +305,4 @@ async fn create_coupon(
         "used_by_order": null,
     });
     Ok((StatusCode::CREATED, Json(coupon)))
-}
-
-/// Ready when the database answers.
-async fn ready(axum::extract::State(state): Extract) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(&state.db).await {
-        Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "failing": { "database": error.to_string() } })),
-        ),
-    }
 }

@@ -14,6 +14,7 @@
 //!
 //! Validation, discounts and the product view are the services' own, taken from their crates.
 
+pub mod error_code;
 pub mod http;
 pub mod store;
 
@@ -21,13 +22,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use eventing::App;
-use eventing::db::{DatabaseSettings, Migrations, connect_and_migrate};
+use kit::db::{DatabaseSettings, Migrations, connect_and_migrate};
+use kit::health::{Answers, Health, Observed};
+use kit::{App, Metrics};
 
 pub const SERVICE: &str = "sync-facade";
 
 /// Its own schema, for Postgres and SQLite.
-pub static MIGRATIONS: Migrations = eventing::migrations!();
+pub static MIGRATIONS: Migrations = kit::migrations!();
 
 /// The baseline's settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -39,7 +41,7 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
-    pub http: eventing::http::HttpSettings,
+    pub http: kit::http::HttpSettings,
     /// Base URL of the data platform; orders go to `<url>/v1/orders`.
     #[arg(
         long = "data-platform-url",
@@ -52,16 +54,16 @@ pub struct Config {
         long = "data-platform-timeout-ms",
         env = "DATA_PLATFORM_TIMEOUT_MS",
         default_value = "2s",
-        value_parser = eventing::duration::parse
+        value_parser = kit::duration::parse
     )]
     pub data_platform_timeout: Duration,
     #[command(flatten)]
-    pub log: eventing::telemetry::LogSettings,
+    pub log: kit::telemetry::LogSettings,
 }
 
 /// Connects, migrates, binds and assembles the service.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let db = connect_and_migrate(SERVICE, &config.database, &MIGRATIONS)
+    let db = connect_and_migrate(SERVICE, &config.database, &[&MIGRATIONS])
         .await
         .context("setting up the database")?;
     let listener = App::bind(config.http_addr).await?;
@@ -70,6 +72,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("creating the HTTP client")?;
+    let observed = Observed::new(Metrics::new(), Health::new()).check(Answers::new(db.clone()));
     let state = http::State {
         db,
         platform,
@@ -78,5 +81,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             config.data_platform_url.trim_end_matches('/')
         ),
     };
-    Ok(App::new(SERVICE, listener, http::router(state, &config.http)).with_limits(&config.http))
+    let api = http::router(state);
+    Ok(App::new(SERVICE, listener, api, observed, &config.http))
 }

@@ -5,8 +5,8 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let config = sync_facade::Config::parse();
-    eventing::telemetry::init(sync_facade::SERVICE, &config.log);
-    let shutdown = eventing::telemetry::shutdown_on_signal();
+    kit::telemetry::init(sync_facade::SERVICE, &config.log);
+    let shutdown = kit::telemetry::shutdown_on_signal();
     let result = async { sync_facade::build(config).await?.run(shutdown).await }.await;
-    eventing::app::exit(result)
+    kit::app::exit(result)
 }

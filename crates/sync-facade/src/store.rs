@@ -1,6 +1,6 @@
 //! Every SQL statement of the baseline.
 
-use eventing::Conn;
+use kit::Conn;
 use serde::Serialize;
 use sqlx::Row;
 

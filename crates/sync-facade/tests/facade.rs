@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use eventing::RunningApp;
+use kit::RunningApp;
 use serde_json::{Value, json};
 
 struct Baseline {
@@ -22,7 +22,7 @@ impl Baseline {
         let url = testkit::fresh_database(label).await.expect("a database");
         let facade = sync_facade::build(sync_facade::Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
-            database: eventing::db::DatabaseSettings::new(url),
+            database: kit::db::DatabaseSettings::new(url),
             http: Default::default(),
             data_platform_url: platform.url(""),
             data_platform_timeout: Duration::from_secs(2),

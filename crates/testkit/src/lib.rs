@@ -7,7 +7,7 @@
 //!   (`scripts/install-kafka.sh` installs it; [`kafka`]).
 //! - `TEST_BACKEND` picks the database of every service: `postgres` (the default) or
 //!   `sqlite`. Postgres is reached through `TEST_DATABASE_URL` (default
-//!   `postgres://shop:shop@127.0.0.1:5432/postgres`), a role allowed to create databases;
+//!   `postgres://shop:shop@127.0.0.1:55432/postgres`), a role allowed to create databases;
 //!   `scripts/test.sh` starts a server of its own and sets it; `scripts/start-postgres.sh`
 //!   sets up the default one. SQLite files go to a fresh temporary folder.
 
@@ -29,7 +29,7 @@ pub mod kafka;
 /// The Postgres server tests create their databases on.
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:5432/postgres".to_owned())
+        .unwrap_or_else(|_| "postgres://shop:shop@127.0.0.1:55432/postgres".to_owned())
 }
 
 /// Whether tests run on SQLite (`TEST_BACKEND=sqlite`) rather than Postgres.
@@ -179,7 +179,8 @@ impl Broker {
     async fn start_tansu() -> anyhow::Result<Broker> {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new("saga-broker");
+        let binary = local_broker::binary()?;
+        let mut command = Command::new(binary);
         die_with_thread(&mut command);
         let child = command
             .args([
@@ -194,7 +195,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting `saga-broker`; is it installed? (scripts/install-broker.sh)")?;
+            .context("starting `saga-broker`")?;
         let broker = Broker {
             brokers: format!("127.0.0.1:{port}"),
             child,
@@ -217,7 +218,7 @@ impl Broker {
             .with_context(|| format!("Apache Kafka did not listen; its log: {}", log.display()))?;
         // The node listens before its broker has registered with its controller, and until
         // then refuses to create topics (no broker to place them on): ask again until it can.
-        eventing::poll::until(
+        kit::poll::until(
             "Apache Kafka creating the contract's topics",
             kafka::START_WITHIN,
             Duration::from_millis(200),
@@ -254,7 +255,7 @@ pub fn die_with_thread(command: &mut Command) {
 
 fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         &format!("something listening on port {port}"),
         within,
         Duration::from_millis(50),
@@ -265,7 +266,7 @@ fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
 
 async fn create_topics(brokers: &str) -> anyhow::Result<()> {
     let settings = eventing::kafka::KafkaSettings::new(brokers);
-    eventing::kafka::ensure_topics(&settings, &eventing::kafka::contract_topics())
+    ops::topics::ensure_topics(&settings, &ops::topics::contract_topics())
         .await
         .context("creating the contract's topics")
 }
@@ -276,7 +277,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    match eventing::poll::until(what, within, Duration::from_millis(50), probe).await {
+    match kit::poll::until(what, within, Duration::from_millis(50), probe).await {
         Ok(value) => value,
         Err(timed_out) => panic!("timed out: {timed_out}"),
     }

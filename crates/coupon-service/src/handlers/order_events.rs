@@ -9,7 +9,8 @@ use contract::{
     CouponApplied, CouponApplyFailed, CouponRejection, CouponReleased, Event, OrderCancelled,
     OrderCreated,
 };
-use eventing::{Conn, HandleError, Handler, Inbound};
+use eventing::{HandleError, Handler, Inbound};
+use kit::Conn;
 
 use crate::domain::{self, Status};
 use crate::{SERVICE, store};

@@ -223,7 +223,7 @@ impl Rehearsal {
     fn wait_for(&mut self, name: &str, condition: &str) {
         let log = self.run.log(name);
         let container = self.container(name).clone();
-        let outcome = eventing::poll::until_blocking(
+        let outcome = kit::poll::until_blocking(
             &format!("{name}: {condition}"),
             START_WITHIN,
             CHECK_EVERY,
@@ -448,7 +448,7 @@ fn the_compose_topology_runs_an_order_end_to_end_and_refuses_what_no_credential_
     );
     assert_eq!(status, 201, "{coupon}");
     let coupon_id = coupon["coupon_id"].as_i64().expect("a coupon id");
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         "the product in the order service's catalog",
         Duration::from_secs(60),
         Duration::from_millis(500),
@@ -478,7 +478,7 @@ fn the_compose_topology_runs_an_order_end_to_end_and_refuses_what_no_credential_
     );
     assert!(status == 201 || status == 202, "{status}: {placed}");
     let order_id = placed["order_id"].as_str().expect("an order id").to_owned();
-    let order = eventing::poll::until_blocking(
+    let order = kit::poll::until_blocking(
         "the order to end",
         Duration::from_secs(60),
         Duration::from_millis(500),
@@ -495,7 +495,7 @@ fn the_compose_topology_runs_an_order_end_to_end_and_refuses_what_no_credential_
     .expect("the order ends");
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["final_amount"], 2500, "{order}");
-    eventing::poll::until_blocking(
+    kit::poll::until_blocking(
         "the data platform to receive the order",
         Duration::from_secs(60),
         Duration::from_millis(500),

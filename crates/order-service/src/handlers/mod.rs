@@ -7,7 +7,8 @@ pub mod product_catalog;
 pub mod stock_events;
 
 use contract::Event;
-use eventing::{Conn, HandleError, Handler, Inbound, Metrics};
+use eventing::{HandleError, Handler, Inbound};
+use kit::{Conn, Metrics};
 
 /// The handler of everything the order service consumes; `metrics` gets each order's saga
 /// duration once the event that ended it commits.

@@ -4,7 +4,8 @@
 //! rolled back.
 
 use contract::ProductUpserted;
-use eventing::{Conn, HandleError, Inbound};
+use eventing::{HandleError, Inbound};
+use kit::Conn;
 
 use crate::store::{self, CatalogProduct};
 

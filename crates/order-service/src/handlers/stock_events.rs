@@ -4,7 +4,8 @@
 //! (OUT_OF_STOCK); a release is noted on its timeline.
 
 use contract::{CancelReason, Event};
-use eventing::{Conn, HandleError, Inbound};
+use eventing::{HandleError, Inbound};
+use kit::Conn;
 
 use crate::domain;
 use crate::saga::{self, Ended};

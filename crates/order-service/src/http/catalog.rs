@@ -3,10 +3,11 @@
 use axum::extract::State as Extract;
 use axum::routing::get;
 use axum::{Json, Router};
-use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiPath, ErrorCode};
+use kit::openapi::{OpenApi, Param};
+use kit::{ApiError, ApiPath};
 
 use super::State;
+use crate::error_code::OrderCode;
 use crate::store::{self, CatalogProduct};
 
 /// Adds these operations to the service's OpenAPI document.
@@ -36,7 +37,7 @@ async fn show(
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(
-                ErrorCode::ProductNotInCatalog,
+                OrderCode::ProductNotInCatalog,
                 format!("product {id} is not in the catalog (yet)"),
             )
         })

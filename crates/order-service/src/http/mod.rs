@@ -7,7 +7,8 @@ pub mod orders;
 use std::time::Duration;
 
 use axum::Router;
-use eventing::{Db, Outbox};
+use eventing::Outbox;
+use kit::Db;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -15,14 +16,14 @@ pub struct State {
     pub db: Db,
     pub outbox: Outbox,
     /// The service's registry: cancelling an order records its saga duration.
-    pub metrics: eventing::Metrics,
+    pub metrics: kit::Metrics,
     /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT.
     pub saga_timeout: Duration,
 }
 
 /// The API's operations, for `/openapi.json`.
 pub fn openapi() -> serde_json::Value {
-    let mut api = eventing::openapi::OpenApi::new(
+    let mut api = kit::openapi::OpenApi::new(
         crate::SERVICE,
         "Orders of the saga: placed at once, confirmed or cancelled by events.",
     );
@@ -35,5 +36,5 @@ pub fn router(state: State) -> Router {
     orders::router()
         .merge(catalog::router())
         .with_state(state)
-        .merge(eventing::openapi::route(openapi()))
+        .merge(kit::openapi::route(openapi()))
 }

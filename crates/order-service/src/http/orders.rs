@@ -11,9 +11,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use contract::{CancelReason, OrderCreated, OrderLine};
-use eventing::http::Committing;
-use eventing::openapi::{OpenApi, Param};
-use eventing::{ApiError, ApiJson, ApiPath, Conn, ErrorCode, RequestTrace, TraceContext, now_ms};
+use kit::http::Committing;
+use kit::openapi::{OpenApi, Param};
+use kit::{ApiError, ApiJson, ApiPath, Conn, RequestTrace, TraceContext, now_ms};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::State;
 use crate::domain::{self, Status};
+use crate::error_code::OrderCode;
 use crate::saga::{self, Cancel};
 use crate::store::{self, NewOrder, Order, TimelineEntry};
 
@@ -69,13 +70,13 @@ pub fn router() -> Router<State> {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrder {
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 1, max = i64::MAX))]
     user_id: i64,
     /// One line per product, each product at most once.
     #[schemars(length(min = 1, max = domain::MAX_LINES))]
     items: Vec<RequestedItem>,
-    #[serde(default, deserialize_with = "eventing::http::whole_opt")]
+    #[serde(default, deserialize_with = "kit::http::whole_opt")]
     #[schemars(range(min = 1, max = i64::MAX))]
     coupon_id: Option<i64>,
 }
@@ -84,10 +85,10 @@ struct PlaceOrder {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RequestedItem {
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 1, max = i64::MAX))]
     product_id: i64,
-    #[serde(deserialize_with = "eventing::http::whole")]
+    #[serde(deserialize_with = "kit::http::whole")]
     #[schemars(range(min = 1, max = domain::MAX_QUANTITY))]
     quantity: i64,
 }
@@ -164,7 +165,7 @@ async fn place(
     headers: HeaderMap,
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    let key = eventing::http::idempotency_key(&headers)?;
+    let key = kit::http::idempotency_key(&headers)?;
     let lines: Vec<(i64, i64)> = request
         .items
         .iter()
@@ -174,7 +175,7 @@ async fn place(
         .map_err(|invalid| ApiError::new(invalid.code, invalid.message))?;
     let hash = request_hash(&request);
 
-    let mut tx = eventing::db::begin(&state.db).await?;
+    let mut tx = kit::db::begin(&state.db).await?;
     let order_id = Uuid::now_v7();
     if let Some(key) = &key
         && !store::claim_idempotency_key(&mut tx, key, &hash, &order_id.to_string()).await?
@@ -193,7 +194,7 @@ async fn place(
                 .checked_mul(l.unit_price)
                 .and_then(|x| sum.checked_add(x))
         })
-        .ok_or_else(|| ApiError::new(ErrorCode::TotalTooLarge, "the order's total is too large"))?;
+        .ok_or_else(|| ApiError::new(OrderCode::TotalTooLarge, "the order's total is too large"))?;
     let created_at = now_ms();
     let timeout_ms = i64::try_from(state.saga_timeout.as_millis()).unwrap_or(i64::MAX);
     let id = order_id.to_string();
@@ -235,7 +236,7 @@ async fn place(
     let body = view(&mut tx, order).await?;
     // Once the commit is sent, the request's time limit no longer abandons it: an order that
     // was kept is never answered "try again".
-    eventing::http::commit(tx, &committing).await?;
+    kit::http::commit(tx, &committing).await?;
     state.outbox.wake();
     tracing::info!(%order_id, total_amount, "order placed");
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -254,7 +255,7 @@ async fn replay(state: &State, key: &str, hash: &str) -> Result<Response, ApiErr
         })?;
     if stored_hash != hash {
         return Err(ApiError::new(
-            ErrorCode::IdempotencyKeyReused,
+            OrderCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different request; use a new key for a new order",
         ));
     }
@@ -290,7 +291,7 @@ async fn price_lines(conn: &mut Conn, items: &[RequestedItem]) -> Result<Vec<Ord
     }
     if !unknown.is_empty() {
         return Err(ApiError::new(
-            ErrorCode::UnknownProduct,
+            OrderCode::UnknownProduct,
             format!("no such product: {}", unknown.join(", ")),
         ));
     }
@@ -303,13 +304,13 @@ async fn price_lines(conn: &mut Conn, items: &[RequestedItem]) -> Result<Vec<Ord
 async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(), ApiError> {
     if store::coupon_owned_by_other(conn, coupon_id, user_id).await? {
         return Err(ApiError::new(
-            ErrorCode::CouponNotOwned,
+            OrderCode::CouponNotOwned,
             format!("coupon {coupon_id} belongs to another user"),
         ));
     }
     if store::coupon_in_use(conn, coupon_id).await? {
         return Err(ApiError::new(
-            ErrorCode::CouponInUse,
+            OrderCode::CouponInUse,
             format!("coupon {coupon_id} is already used by another order"),
         ));
     }
@@ -318,7 +319,7 @@ async fn check_coupon(conn: &mut Conn, coupon_id: i64, user_id: i64) -> Result<(
 
 fn order_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
-        .map_err(|_| ApiError::new(ErrorCode::OrderNotFound, format!("no order has id {raw}")))
+        .map_err(|_| ApiError::new(OrderCode::OrderNotFound, format!("no order has id {raw}")))
 }
 
 async fn show(
@@ -329,7 +330,7 @@ async fn show(
     let mut conn = state.db.acquire().await?;
     let order = store::find_order(&mut conn, &id.to_string())
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, format!("no order has id {raw}")))?;
+        .ok_or_else(|| ApiError::new(OrderCode::OrderNotFound, format!("no order has id {raw}")))?;
     Ok(Json(view(&mut conn, order).await?))
 }
 
@@ -341,7 +342,7 @@ async fn cancel(
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = order_id(&raw)?;
-    let mut tx = eventing::db::begin(&state.db).await?;
+    let mut tx = kit::db::begin(&state.db).await?;
     // Continue the order's own trace, unless the caller sent a trace of its own: in a span
     // of the order's trace, whose context the cancellation's events carry.
     let trace = if headers.contains_key(contract::topics::HEADER_TRACEPARENT) {
@@ -350,7 +351,7 @@ async fn cancel(
         match store::find_order(&mut tx, &id.to_string()).await? {
             Some(order) => {
                 let span = tracing::info_span!(parent: None, "cancel order", order_id = %id);
-                eventing::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
+                kit::trace::continue_in(&span, TraceContext::parse(&order.traceparent))
             }
             None => trace,
         }
@@ -368,20 +369,20 @@ async fn cancel(
         Cancel::Cancelled(order) => {
             let ended = saga::Ended::cancelled(&order);
             let body = view(&mut tx, order).await?;
-            eventing::http::commit(tx, &committing).await?;
+            kit::http::commit(tx, &committing).await?;
             ended.observe(&state.metrics);
             state.outbox.wake();
             Ok(Json(body))
         }
         Cancel::NotCancellable(status) => Err(ApiError::new(
-            ErrorCode::OrderAlreadyCancelled,
+            OrderCode::OrderAlreadyCancelled,
             format!(
                 "the order is {} and cannot be cancelled again",
                 status.as_str()
             ),
         )),
         Cancel::NotFound => Err(ApiError::new(
-            ErrorCode::OrderNotFound,
+            OrderCode::OrderNotFound,
             format!("no order has id {raw}"),
         )),
     }

@@ -8,7 +8,8 @@ pub mod fuzz;
 
 use std::time::Duration;
 
-use eventing::{CommonSettings, RunningApp};
+use eventing::CommonSettings;
+use kit::RunningApp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{Broker, eventually, fresh_database};
@@ -31,7 +32,7 @@ impl Default for Options {
         Options {
             saga_timeout: Duration::from_secs(30),
             delivery_max_attempts: 30,
-            order_max_concurrent_requests: eventing::http::HttpSettings::default()
+            order_max_concurrent_requests: kit::http::HttpSettings::default()
                 .max_concurrent_requests,
         }
     }

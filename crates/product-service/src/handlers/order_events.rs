@@ -12,7 +12,8 @@ use contract::{
     Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine, StockReleased,
     StockReservationFailed, StockReserved,
 };
-use eventing::{Conn, HandleError, Handler, Inbound};
+use eventing::{HandleError, Handler, Inbound};
+use kit::Conn;
 use sqlx::Connection;
 
 use crate::{SERVICE, store};

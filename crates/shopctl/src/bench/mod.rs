@@ -279,7 +279,7 @@ async fn run_once(
     };
     if let Some(ends) = &ends {
         let bar = crate::progress::bar("sagas ended", measured.len() as u64);
-        let _ = eventing::poll::until(
+        let _ = kit::poll::until(
             "every saga ended",
             args.drain,
             Duration::from_millis(100),

@@ -40,7 +40,7 @@ impl Client {
         &self,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> anyhow::Result<(u16, Value)> {
-        eventing::poll::retry(
+        kit::poll::retry(
             Duration::from_secs(90),
             Duration::from_millis(200),
             || async {

@@ -142,7 +142,7 @@ async fn republish(brokers: &str, most: usize) -> anyhow::Result<usize> {
         topics::COUPON_EVENTS,
     ];
     let messages = tokio::task::spawn_blocking(move || {
-        eventing::kafka::read_to_end(&reader, &saga, Duration::from_secs(60))
+        ops::read::read_to_end(&reader, &saga, Duration::from_secs(60))
     })
     .await??;
     let sample: Vec<_> = messages

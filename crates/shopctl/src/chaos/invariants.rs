@@ -237,8 +237,7 @@ pub(super) async fn check(
     for service in contract::Service::ALL {
         let reader = settings.clone();
         let letters =
-            tokio::task::spawn_blocking(move || eventing::dlq::list(&reader, service.name()))
-                .await??;
+            tokio::task::spawn_blocking(move || ops::dlq::list(&reader, service.name())).await??;
         let valid = letters.iter().filter(|l| l.event_id.is_some()).count();
         if valid > 0 {
             report.violations.push(format!(
@@ -259,7 +258,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Vec<String>>>,
 {
-    let outcome = eventing::poll::retry(within, Duration::from_millis(500), || {
+    let outcome = kit::poll::retry(within, Duration::from_millis(500), || {
         let checked = check();
         async move {
             match checked.await {

@@ -240,7 +240,7 @@ pub(super) async fn settle(
         count.clone(),
         String::new,
     );
-    eventing::poll::retry(within, Duration::from_millis(500), || async {
+    kit::poll::retry(within, Duration::from_millis(500), || async {
         let pending: Vec<&String> = {
             let settled = settled.lock().expect("not poisoned");
             ids.iter().filter(|id| !settled.contains_key(*id)).collect()

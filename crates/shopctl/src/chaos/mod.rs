@@ -248,7 +248,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         let load = started.elapsed();
         step("waiting for the last fault to be over");
         // Past two minutes the run goes on: the report counts the faults injected.
-        let _ = eventing::poll::until(
+        let _ = kit::poll::until(
             "every fault injected",
             Duration::from_secs(120),
             Duration::from_millis(100),

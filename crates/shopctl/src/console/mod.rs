@@ -15,9 +15,10 @@
 //! The console acts for whoever has its page open, so it refuses what a page of another site
 //! could make a browser send ([`guard`]): a request whose `Host` is not one of its own names
 //! (DNS rebinding) and a `POST` whose `Origin` (or `Referer`) is another site's (cross-site
-//! request forgery). It is served as the services are ([`eventing::serve`]: the header read
-//! timeout and the connection cap), with a body limit and, but for the event stream, the
-//! request time limit; its calls to the services time out ([`crate::api::http_client`]).
+//! request forgery). It is served as the services are, by the service kit's [`kit::App`]
+//! (the header read timeout, the connection and request caps, the request time limit, request
+//! spans and counting, `/health/*` and `/metrics`), with a body limit of its own; its calls to
+//! the services time out ([`crate::api::http_client`]).
 
 pub mod feed;
 pub mod page;
@@ -38,6 +39,8 @@ use eventing::kafka::KafkaSettings;
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
+
+use kit::health::{Health, Observed};
 
 use crate::Cli;
 use crate::api::{Call, call};
@@ -64,7 +67,7 @@ pub struct ConsoleArgs {
     )]
     pub allowed_hosts: Vec<String>,
     #[command(flatten)]
-    pub log: eventing::telemetry::LogSettings,
+    pub log: kit::telemetry::LogSettings,
 }
 
 #[derive(Clone)]
@@ -76,14 +79,14 @@ struct Console {
     order_url: String,
     forwarder_url: String,
     /// What replaying needs: the operator types it into the page's form.
-    admin: eventing::admin::AdminToken,
+    admin: kit::admin::AdminToken,
     /// Sent on to the forwarder when a replay retries deliveries.
     admin_token: Option<String>,
 }
 
 /// Serves the console until Ctrl-C or SIGTERM.
 pub async fn run(cli: &Cli, args: &ConsoleArgs) -> anyhow::Result<()> {
-    eventing::telemetry::init("console", &args.log);
+    kit::telemetry::init("console", &args.log);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding the console to {}", args.addr))?;
@@ -93,21 +96,33 @@ pub async fn run(cli: &Cli, args: &ConsoleArgs) -> anyhow::Result<()> {
         "==> the saga console is at http://{}",
         listener.local_addr()?
     );
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        crate::up::wait_for_signal().await;
-        stop.cancel();
-    });
-    eventing::serve::serve(
-        listener,
-        router,
-        eventing::serve::Limits::default(),
-        shutdown,
-    )
-    .await?;
+    let settings = kit::http::HttpSettings {
+        body_limit_bytes: BODY_LIMIT,
+        ..kit::http::HttpSettings::default()
+    };
+    let observed =
+        Observed::new(kit::Metrics::new(), Health::new()).check(FeedCaughtUp(feed.clone()));
+    let served = kit::App::new("console", listener, router, observed, &settings)
+        .run(kit::telemetry::shutdown_on_signal())
+        .await;
     feed.stop();
-    Ok(())
+    served
+}
+
+/// Ready once the feed has read the saga topics to their end.
+struct FeedCaughtUp(Feed);
+
+impl kit::health::Check for FeedCaughtUp {
+    fn name(&self) -> &'static str {
+        "feed"
+    }
+
+    fn look(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + '_>> {
+        let caught_up = self.0.caught_up();
+        Box::pin(async move { (!caught_up).then(|| "still reading the saga topics".to_owned()) })
+    }
 }
 
 /// Most bytes of a form the console reads.
@@ -232,31 +247,18 @@ fn router(cli: &Cli, kafka: &KafkaSettings, args: &ConsoleArgs) -> anyhow::Resul
         kafka: kafka.clone(),
         order_url: cli.order_url.trim_end_matches('/').to_owned(),
         forwarder_url: cli.forwarder_url.clone(),
-        admin: eventing::admin::AdminToken::new(cli.admin_token())
+        admin: kit::admin::AdminToken::new(cli.admin_token())
             .context("the admin token (ADMIN_TOKEN)")?,
         admin_token: cli.admin_token().map(str::to_owned),
     };
-    // Every route but the event stream, which stays open, answers within the services' time
-    // limit.
-    let limit = eventing::http::HttpSettings::default().request_timeout;
-    let timed = Router::new()
+    // The kit's time limit bounds how long a route takes to answer, not how long its body
+    // streams: the event stream answers at once and then stays open.
+    let router = Router::new()
         .route("/", get(index))
         .route("/orders", post(place))
         .route("/dead-letters/{service}/replay", post(replay))
-        .route(
-            "/health/live",
-            get(|| async { Json(json!({ "status": "live" })) }),
-        )
-        .route("/health/ready", get(ready))
-        .layer(axum::middleware::from_fn_with_state(
-            limit,
-            eventing::http::time_limit,
-        ));
-    let router = Router::new()
         .route("/events", get(events))
-        .merge(timed)
         .with_state(console)
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             AllowedHosts::new(&args.allowed_hosts),
             guard,
@@ -428,33 +430,32 @@ async fn replay(
 ) -> Response {
     // Replaying is an operator's act, as `shopctl dlq replay` is: it takes the admin token.
     if !console.admin.accepts(form.token.trim()) {
-        return eventing::ApiError::new(
-            eventing::ErrorCode::Unauthorized,
+        return kit::ApiError::new(
+            kit::ErrorCode::Unauthorized,
             "replaying dead letters needs the admin token (ADMIN_TOKEN)",
         )
         .into_response();
     }
     let Some(offset) = form.offset else {
-        return eventing::ApiError::new(
-            eventing::ErrorCode::InvalidBody,
+        return kit::ApiError::new(
+            kit::ErrorCode::InvalidBody,
             "a replay names one dead letter: the form's offset is missing",
         )
         .into_response();
     };
     let Some(watched) = console.watched.iter().find(|w| w.name == service) else {
-        return eventing::ApiError::new(
-            eventing::ErrorCode::NotFound,
+        return kit::ApiError::new(
+            kit::ErrorCode::NotFound,
             format!("{service} has no dead letters to replay: it is not a consuming service"),
         )
         .into_response();
     };
     let (settings, name) = (console.kafka.clone(), watched.name);
-    let letters =
-        match tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, name)).await {
-            Ok(Ok(letters)) => letters,
-            Ok(Err(error)) => return back_with("error", &format!("reading dead letters: {error}")),
-            Err(error) => return back_with("error", &error.to_string()),
-        };
+    let letters = match tokio::task::spawn_blocking(move || ops::dlq::list(&settings, name)).await {
+        Ok(Ok(letters)) => letters,
+        Ok(Err(error)) => return back_with("error", &format!("reading dead letters: {error}")),
+        Err(error) => return back_with("error", &error.to_string()),
+    };
     let letters = match crate::dlq::Choice::Offset(offset).pick(name, letters) {
         Ok(letters) => letters,
         Err(error) => return back_with("error", &format!("{error:#}")),
@@ -489,19 +490,6 @@ async fn replay(
 }
 
 /// Ready once the reader has caught up with the saga topics, so the page is complete.
-async fn ready(State(console): State<Console>) -> Response {
-    if console.feed.caught_up() {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            Json(json!({ "status": "not_ready", "failing": { "feed": "still reading the saga topics" } })),
-        )
-            .into_response()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,7 @@ pub struct Letter {
     pub error: String,
     pub payload: String,
     pub replayed_at: Option<String>,
-    /// Why it may not be replayed, when it may not ([`eventing::dlq::check_replay`]).
+    /// Why it may not be replayed, when it may not ([`ops::dlq::check_replay`]).
     pub refused: Option<String>,
 }
 
@@ -128,8 +128,7 @@ impl Status {
     pub async fn refresh_dead_letters(&self, watched: &[Watched], kafka: &KafkaSettings) {
         for w in watched.iter().filter(|w| w.consumes) {
             let (settings, name) = (kafka.clone(), w.name);
-            let read =
-                tokio::task::spawn_blocking(move || eventing::dlq::list(&settings, name)).await;
+            let read = tokio::task::spawn_blocking(move || ops::dlq::list(&settings, name)).await;
             let letters = match read {
                 Ok(Ok(letters)) => Some(
                     letters
@@ -137,7 +136,7 @@ impl Status {
                         .map(|l| Letter {
                             offset: l.offset,
                             refused: (l.stage() != Some(eventing::dlq::Stage::Deliver))
-                                .then(|| eventing::dlq::check_replay(name, &l).err())
+                                .then(|| ops::dlq::check_replay(name, &l).err())
                                 .flatten(),
                             source: format!(
                                 "{}/{}@{}",

@@ -162,16 +162,15 @@ pub struct Migrations {
 }
 
 /// Connects to the database (`sqlite://data/<service>.db` when no URL is set), then applies
-/// this crate's migrations (outbox and processed events) and the service's own, in version
-/// order.
+/// every set of `migrations` (a runtime's own tables and the service's, say) in version order.
 pub async fn connect_and_migrate(
     service_name: &str,
     settings: &DatabaseSettings,
-    service: &Migrations,
+    migrations: &[&Migrations],
 ) -> Result<Db, DbError> {
     let (url, backend) = resolve_url(service_name, settings)?;
     let pool = open_pool(&url, backend, settings.max_connections, settings).await?;
-    migrate(&pool, backend, service).await?;
+    migrate(&pool, backend, migrations).await?;
     Ok(pool)
 }
 
@@ -315,22 +314,27 @@ pub fn backend(db: &Db) -> Backend {
     }
 }
 
-async fn migrate(pool: &Db, backend: Backend, service: &Migrations) -> Result<(), DbError> {
-    let (own, theirs) = match backend {
-        Backend::Postgres => (sqlx::migrate!("migrations/postgres"), &service.postgres),
-        Backend::Sqlite => (sqlx::migrate!("migrations/sqlite"), &service.sqlite),
-    };
-    let mut all: Vec<Migration> = own
-        .migrations
+async fn migrate(pool: &Db, backend: Backend, sets: &[&Migrations]) -> Result<(), DbError> {
+    let migrators: Vec<&Migrator> = sets
         .iter()
-        .chain(theirs.migrations.iter())
-        .cloned()
+        .map(|set| match backend {
+            Backend::Postgres => &set.postgres,
+            Backend::Sqlite => &set.sqlite,
+        })
+        .collect();
+    let mut all: Vec<Migration> = migrators
+        .iter()
+        .flat_map(|m| m.migrations.iter().cloned())
         .collect();
     all.sort_by_key(|m| m.version);
-    let migrator = Migrator {
+    let mut migrator = Migrator {
         migrations: Cow::Owned(all),
-        ..own
+        ..Migrator::DEFAULT
     };
+    // A database made by an earlier version may hold migrations of a set this program no
+    // longer applies (the synchronous baseline once carried the runtime's tables): they stay,
+    // unused, rather than stop the program.
+    migrator.set_ignore_missing(true);
     migrator.run(pool).await.map_err(DbError::Migrate)
 }
 
@@ -446,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_sqlite_url_gets_its_file_created() {
-        let dir = std::env::temp_dir().join(format!("eventing-{}", uuid::Uuid::new_v4()));
+        let dir = std::env::temp_dir().join(format!("kit-{}", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}/sub/x.db", dir.display());
         let prepared = prepare_sqlite(&url).expect("prepared");
         assert!(prepared.ends_with("/sub/x.db?mode=rwc"), "{prepared}");

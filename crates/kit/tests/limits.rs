@@ -1,4 +1,4 @@
-//! The HTTP limits every service serves with (`eventing::serve`, `http::shed_load`): a client
+//! The HTTP limits every program on the kit serves with (`kit::serve`, `http::shed_load`): a client
 //! that never finishes its headers is cut off, a connection over the cap is refused with 503,
 //! and a request over the concurrency cap is refused at once with 503 and `Retry-After`.
 
@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use eventing::http::HttpSettings;
+use kit::Metrics;
+use kit::health::{Health, Observed};
+use kit::http::HttpSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn serve(router: Router, settings: HttpSettings) -> eventing::RunningApp {
-    let listener = eventing::App::bind("127.0.0.1:0".parse().expect("address"))
+async fn serve(router: Router, settings: HttpSettings) -> kit::RunningApp {
+    let listener = kit::App::bind("127.0.0.1:0".parse().expect("address"))
         .await
         .expect("bind");
-    eventing::App::new("limits-test", listener, router)
-        .with_limits(&settings)
-        .spawn()
+    let observed = Observed::new(Metrics::new(), Health::new());
+    kit::App::new("limits-test", listener, router, observed, &settings).spawn()
 }
 
 /// Reads what the server sends until it closes the connection, or `within` passes.
@@ -109,42 +110,42 @@ async fn a_connection_over_the_cap_is_answered_503_and_closed() {
     // Once one closes, a new connection is served again (as soon as the server has seen the
     // close).
     held.pop();
-    testkit::eventually(
+    kit::poll::until(
         "a new connection served",
         Duration::from_secs(10),
+        Duration::from_millis(20),
         || async {
             let answer = reqwest::get(app.url("/")).await.ok()?;
             (answer.status() == 200).then_some(())
         },
     )
-    .await;
+    .await
+    .expect("served again");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_request_over_the_concurrency_cap_is_refused_at_once_with_retry_after() {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
     // The first request holds the only permit until the test lets it go, which it does only
     // once the second has its answer: the second cannot have waited for the first.
     let entered = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
-    let router = Router::new()
-        .route(
-            "/held",
-            get({
-                let (entered, release) = (entered.clone(), release.clone());
-                move || async move {
-                    entered.notify_one();
-                    release.notified().await;
-                    "done"
-                }
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            in_flight,
-            eventing::http::shed_load,
-        ));
-    let app = serve(router, HttpSettings::default()).await;
+    let router = Router::new().route(
+        "/held",
+        get({
+            let (entered, release) = (entered.clone(), release.clone());
+            move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "done"
+            }
+        }),
+    );
+    let settings = HttpSettings {
+        max_concurrent_requests: 1,
+        ..HttpSettings::default()
+    };
+    let app = serve(router, settings).await;
     let http = reqwest::Client::new();
     let first = tokio::spawn(http.get(app.url("/held")).send());
     entered.notified().await;

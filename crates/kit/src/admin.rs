@@ -41,6 +41,11 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// The token `settings` name (`ADMIN_TOKEN`), checked.
+    pub fn of(settings: &crate::http::HttpSettings) -> Result<AdminToken, WeakToken> {
+        AdminToken::new(settings.admin_token.as_deref())
+    }
+
     /// The token from a setting: absent or empty is no token.
     pub fn new(token: Option<&str>) -> Result<AdminToken, WeakToken> {
         match token.map(str::trim) {

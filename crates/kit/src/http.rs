@@ -11,18 +11,13 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
-use rdkafka::producer::Producer;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
-use crate::db::Db;
-pub use crate::error_code::ErrorCode;
-use crate::health::Health;
-use crate::kafka::SharedProducer;
+pub use crate::error_code::{Code, ErrorCode};
 use crate::metrics::Metrics;
 use crate::trace::TraceContext;
 
@@ -76,13 +71,6 @@ pub struct HttpSettings {
     pub max_concurrent_requests: usize,
 }
 
-impl HttpSettings {
-    /// The admin token these settings name, checked.
-    pub fn admin(&self) -> Result<crate::admin::AdminToken, crate::admin::WeakToken> {
-        crate::admin::AdminToken::new(self.admin_token.as_deref())
-    }
-}
-
 impl Default for HttpSettings {
     fn default() -> Self {
         crate::defaults::defaults()
@@ -96,15 +84,18 @@ impl Default for HttpSettings {
 /// status comes from the [`ErrorCode`], so one code always has one status.
 #[derive(Debug)]
 pub struct ApiError {
-    code: ErrorCode,
+    code: &'static str,
+    status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    /// An error with `code`, answered with the code's status.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// An error with `code` (the kit's [`ErrorCode`] or a service's own), answered with the
+    /// code's status.
+    pub fn new(code: impl Code, message: impl Into<String>) -> Self {
         ApiError {
-            code,
+            code: code.as_str(),
+            status: code.status(),
             message: message.into(),
         }
     }
@@ -121,11 +112,11 @@ impl ApiError {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.code.status()
+        self.status
     }
 
     /// The machine-readable code.
-    pub fn code(&self) -> ErrorCode {
+    pub fn code(&self) -> &'static str {
         self.code
     }
 }
@@ -150,8 +141,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
-        (self.code.status(), Json(body)).into_response()
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -229,7 +220,7 @@ where
 /// Whole numbers in request bodies, read as JSON Schema reads them: `"integer"` is any number
 /// without a fractional part, so `474.0` is the integer 474 and must be accepted where the
 /// OpenAPI document says `integer`. serde alone would refuse it. Use with
-/// `#[serde(deserialize_with = "eventing::http::whole")]`, or [`whole_opt`] (with
+/// `#[serde(deserialize_with = "kit::http::whole")]`, or [`whole_opt`] (with
 /// `#[serde(default)]`) for an optional field.
 pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -329,204 +320,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
     }
 }
 
-/// What the health and metrics routes look at.
-#[derive(Clone)]
-pub struct Observed {
-    pub db: Db,
-    pub producer: SharedProducer,
-    pub metrics: Metrics,
-    pub health: Health,
-}
-
-/// `GET /health/live`, `GET /health/ready` and `GET /metrics`.
-///
-/// They are public (a load balancer and Prometheus call them on the API's port), so they are
-/// kept cheap whoever calls them and however often: what they need from the database and the
-/// broker is looked at once per [`LOOK_EVERY`] by whichever request finds the last look stale,
-/// while every other request answers from that last look ([`Looks`]), and at most
-/// [`MAX_CONCURRENT_CHECKS`] of them are answered at once (more get 503 `overloaded`). A flood
-/// of `GET /metrics` therefore costs rendering alone and never takes the API's database
-/// connections from `POST /orders`; a service with nothing to do looks at nothing.
-pub fn health_routes(observed: Observed) -> Router {
-    let state = Watched {
-        observed,
-        looks: Arc::new(Looks::default()),
-    };
-    let in_flight = Arc::new(Semaphore::new(MAX_CONCURRENT_CHECKS));
-    Router::new()
-        .route(
-            "/health/live",
-            get(|| async { Json(json!({ "status": "live" })) }),
-        )
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(in_flight, shed_load))
-}
-
-/// How long each readiness check may take.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How old the last look at the database and the broker may be before a request looks again.
-pub const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// Most health and metrics requests answered at once.
-pub const MAX_CONCURRENT_CHECKS: usize = 8;
-
-#[derive(Clone)]
-struct Watched {
-    observed: Observed,
-    looks: Arc<Looks>,
-}
-
-/// The last look at what lives outside the process, shared by the health and metrics routes.
-#[derive(Default)]
-struct Looks {
-    last: std::sync::Mutex<Option<Look>>,
-    /// Held by the one request that is looking; the others answer from the last look.
-    looking: tokio::sync::Mutex<()>,
-}
-
-/// What one look found. The problems are said for anyone to read: what each part is, never
-/// the error behind it, which goes to the log.
-#[derive(Clone)]
-struct Look {
-    at: Instant,
-    database: Option<&'static str>,
-    broker: Option<&'static str>,
-}
-
-impl Looks {
-    fn last(&self) -> Option<Look> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The last look if it is recent, else a new one: taken by this request if no other is
-    /// taking one, else the last (or, before the first, the one being taken).
-    async fn current(&self, observed: &Observed) -> Look {
-        if let Some(last) = self.last().filter(|l| l.at.elapsed() < LOOK_EVERY) {
-            return last;
-        }
-        let guard = match self.looking.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => match self.last() {
-                Some(last) => return last,
-                None => self.looking.lock().await,
-            },
-        };
-        // Another request may have looked while this one waited for the lock.
-        if let Some(last) = self.last().filter(|l| l.at.elapsed() < LOOK_EVERY) {
-            return last;
-        }
-        let look = look(observed).await;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(look.clone());
-        drop(guard);
-        look
-    }
-}
-
-/// Looks at the database (the outbox and dead-letter gauges, which also show that it answers)
-/// and the broker once.
-async fn look(observed: &Observed) -> Look {
-    let metrics = &observed.metrics;
-    let gauges = async {
-        let unsent = crate::outbox::unsent(&observed.db).await?;
-        metrics.set("outbox_backlog", &[], unsent.rows as f64);
-        let age = unsent.oldest_age_ms as f64 / 1000.0;
-        metrics.set("outbox_oldest_unsent_age_seconds", &[], age);
-        let parked = crate::outbox::parked(&observed.db).await?;
-        metrics.set("outbox_parked", &[], parked as f64);
-        let parked = crate::dlq::parked(&observed.db).await?;
-        metrics.set("dead_letters_parked", &[], parked as f64);
-        Ok::<_, sqlx::Error>(())
-    };
-    let database = match tokio::time::timeout(CHECK_TIMEOUT, gauges).await {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: the database does not answer");
-            Some("the database does not answer")
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the database did not answer within 2 s");
-            Some("the database did not answer within 2 s")
-        }
-    };
-    let producer = observed.producer.get();
-    let broker = tokio::task::spawn_blocking(move || {
-        producer.client().fetch_metadata(None, CHECK_TIMEOUT).err()
-    })
-    .await
-    .unwrap_or(None)
-    .map(|error| {
-        tracing::warn!(%error, "readiness: the broker does not answer");
-        "the broker does not answer"
-    });
-    Look {
-        at: Instant::now(),
-        database,
-        broker,
-    }
-}
-
-/// Ready when the service is doing its job: the database answers, the broker's metadata can
-/// be fetched, the producer has not hit a fatal error, and every part that reports on itself
-/// ([`Health`]: the consumer holds partitions, the relay publishes, every worker runs) is up.
-/// Otherwise 503, with `failing` naming each part that is not and what is wrong, in words of
-/// our own: the errors behind them are in the log, not in a public answer.
-async fn ready(State(watched): State<Watched>) -> Response {
-    let observed = &watched.observed;
-    let look = watched.looks.current(observed).await;
-    let fatal = observed.producer.fatal().map(|fatal| {
-        tracing::warn!(%fatal, "readiness: the producer hit a fatal error");
-        "the producer hit a fatal error"
-    });
-    let mut checks = serde_json::Map::new();
-    let mut failing = serde_json::Map::new();
-    let fixed = [
-        ("database", look.database),
-        ("broker", look.broker),
-        ("producer", fatal),
-    ]
-    .into_iter()
-    .map(|(part, problem)| (part.to_owned(), problem.map(str::to_owned)));
-    for (part, problem) in fixed.chain(observed.health.report()) {
-        checks.insert(
-            part.clone(),
-            json!(if problem.is_some() { "down" } else { "up" }),
-        );
-        if let Some(problem) = problem {
-            failing.insert(part, json!(problem));
-        }
-    }
-    let status = if failing.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if failing.is_empty() { "ready" } else { "not_ready" },
-        "checks": checks,
-        "failing": failing,
-    });
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(watched): State<Watched>) -> Response {
-    watched.looks.current(&watched.observed).await;
-    (
-        [("content-type", crate::metrics::CONTENT_TYPE)],
-        watched.observed.metrics.render(),
-    )
-        .into_response()
-}
-
-/// Wraps a service's API with the health routes and the layers every API has: one span per
-/// request, request counting, the body limit, the timeout, and a JSON 404 for unknown paths.
-pub fn finish_router(api: Router, observed: Observed, settings: &HttpSettings) -> Router {
-    let metrics = observed.metrics.clone();
+/// Wraps a service's API with its `health` routes ([`crate::health::routes`]) and the layers
+/// every API has: one span per request, request counting into `metrics`, load shedding, the
+/// body limit, the timeout, and JSON answers for unknown paths and methods.
+pub fn finish_router(
+    api: Router,
+    health: Router,
+    metrics: Metrics,
+    settings: &HttpSettings,
+) -> Router {
     let in_flight = Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1)));
     api.layer(middleware::from_fn_with_state(in_flight, shed_load))
-        .merge(health_routes(observed))
+        .merge(health)
         .fallback(|| async {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -712,7 +517,7 @@ async fn count_requests(State(metrics): State<Metrics>, request: Request, next: 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use serde::Deserialize;
     use tower::ServiceExt;
 
@@ -754,25 +559,17 @@ mod tests {
         assert_eq!(read(r#"{"n": "1"}"#), None);
     }
 
-    /// A database that cannot be opened and a broker on a closed port.
-    fn observed() -> Observed {
+    /// A database that cannot be opened.
+    fn observed() -> crate::health::Observed {
         sqlx::any::install_default_drivers();
         let db = sqlx::any::AnyPoolOptions::new()
-            .connect_lazy("sqlite://never-opened.db")
+            .connect_lazy("sqlite:///nonexistent-folder/never-opened.db?mode=ro")
             .expect("a lazy pool");
-        let kafka = crate::kafka::KafkaSettings::new("127.0.0.1:1");
-        let metrics = Metrics::new();
-        Observed {
-            db,
-            producer: SharedProducer::new(&kafka, "fast-test", metrics.clone())
-                .expect("a producer"),
-            metrics,
-            health: Health::new(),
-        }
+        crate::health::Observed::new(Metrics::new(), crate::health::Health::new())
+            .check(crate::health::Answers::new(db))
     }
 
     fn router() -> Router {
-        let observed = observed();
         let api = Router::new()
             .route("/things", post(|ApiJson(_): ApiJson<Thing>| async { "ok" }))
             .route(
@@ -803,7 +600,9 @@ mod tests {
             request_timeout: Duration::from_millis(200),
             ..HttpSettings::default()
         };
-        finish_router(api, observed, &settings)
+        let watched = observed();
+        let metrics = watched.metrics.clone();
+        finish_router(api, crate::health::routes(watched), metrics, &settings)
     }
 
     /// Sends one request and returns the status and the error code of the JSON body.
@@ -841,8 +640,7 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_names_what_is_down_without_the_errors_behind_it() {
-        // Without the API's short time limit: the broker's check takes its 2 s.
-        let app = health_routes(observed());
+        let app = crate::health::routes(observed());
         let request = Request::get("/health/ready").body(Body::empty()).unwrap();
         let response = app.clone().oneshot(request).await.expect("an answer");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -852,18 +650,16 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
         assert_eq!(
             body["failing"],
-            json!({
-                "database": "the database does not answer",
-                "broker": "the broker does not answer",
-            }),
+            json!({ "database": "the database does not answer" }),
             "{body}"
         );
         // As many as are answered at once all answer.
-        let answers = futures::future::join_all((0..MAX_CONCURRENT_CHECKS).map(|_| {
-            let request = Request::get("/health/ready").body(Body::empty()).unwrap();
-            app.clone().oneshot(request)
-        }))
-        .await;
+        let answers =
+            futures::future::join_all((0..crate::health::MAX_CONCURRENT_CHECKS).map(|_| {
+                let request = Request::get("/health/ready").body(Body::empty()).unwrap();
+                app.clone().oneshot(request)
+            }))
+            .await;
         assert!(
             answers
                 .iter()

@@ -1,5 +1,4 @@
-//! How a service is assembled and run: [`Runtime`] holds what every service has (database,
-//! producer, outbox, metrics, settings), and [`App`] is one HTTP listener plus the background
+//! How a program is assembled and run: [`App`] is one HTTP listener plus the background
 //! workers (relay, consumers, timers) that run until one shutdown token is cancelled.
 //!
 //! [`App::run`] is what `main` calls; [`App::spawn`] is what tests call, with a listener on
@@ -17,143 +16,13 @@ use std::pin::Pin;
 use anyhow::Context;
 use axum::Router;
 use futures::FutureExt;
-use rdkafka::producer::Producer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{ConsumerRunner, Handler};
-use crate::db::{DatabaseSettings, Db, Migrations, connect_and_migrate, connect_http_pool};
-use crate::health::Health;
-use crate::housekeeping::RetentionSettings;
-use crate::http::{HttpSettings, Observed, finish_router};
-use crate::kafka::{KafkaSettings, SharedProducer};
+use crate::health::{Health, Observed};
+use crate::http::HttpSettings;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Relay, RelaySettings};
-
-/// The settings every service takes, from flags or environment variables.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CommonSettings {
-    #[command(flatten)]
-    pub database: DatabaseSettings,
-    #[command(flatten)]
-    pub kafka: KafkaSettings,
-    #[command(flatten)]
-    pub relay: RelaySettings,
-    #[command(flatten)]
-    pub http: HttpSettings,
-    #[command(flatten)]
-    pub retention: RetentionSettings,
-    #[command(flatten)]
-    pub log: crate::telemetry::LogSettings,
-}
-
-impl CommonSettings {
-    /// Refuses settings that contradict each other.
-    pub fn check(&self) -> anyhow::Result<()> {
-        self.kafka.security.check()?;
-        if self.relay.lease <= self.kafka.publish_round_bound() {
-            anyhow::bail!(
-                "OUTBOX_LEASE_MS ({:?}) must be more than 5 s longer than KAFKA_MESSAGE_TIMEOUT_MS ({:?}), so that the relay's lease outlives a batch",
-                self.relay.lease,
-                self.kafka.message_timeout
-            );
-        }
-        Ok(())
-    }
-
-    /// Settings for a database and a broker, everything else at its default.
-    pub fn new(database_url: impl Into<String>, brokers: impl Into<String>) -> Self {
-        CommonSettings {
-            database: DatabaseSettings::new(database_url),
-            kafka: KafkaSettings::new(brokers),
-            ..crate::defaults::defaults()
-        }
-    }
-}
-
-/// What every service has once connected.
-#[derive(Clone)]
-pub struct Runtime {
-    /// The service's name: its consumer group, its `producer` in envelopes, its log field.
-    pub name: &'static str,
-    /// The background workers' pool: consumers, relay, timers.
-    pub db: Db,
-    /// The HTTP handlers' pool, kept apart so that neither side can starve the other.
-    pub http_db: Db,
-    pub producer: SharedProducer,
-    pub outbox: Outbox,
-    pub metrics: Metrics,
-    /// What each part of the service says about itself, for `/health/ready`.
-    pub health: Health,
-    /// What operator endpoints check (`ADMIN_TOKEN`).
-    pub admin: crate::admin::AdminToken,
-    pub settings: CommonSettings,
-}
-
-impl Runtime {
-    /// Connects to and migrates the database and creates the producer. The broker is not
-    /// contacted yet, so a service starts (and answers `/health/ready` with 503) while the
-    /// broker is down.
-    pub async fn connect(
-        name: &'static str,
-        settings: CommonSettings,
-        migrations: &Migrations,
-    ) -> anyhow::Result<Self> {
-        let db = connect_and_migrate(name, &settings.database, migrations)
-            .await
-            .context("setting up the database")?;
-        let http_db = connect_http_pool(name, &settings.database)
-            .await
-            .context("opening the HTTP handlers' database pool")?;
-        let metrics = Metrics::new();
-        let producer = SharedProducer::new(&settings.kafka, name, metrics.clone())
-            .context("creating the Kafka producer")?;
-        settings.check()?;
-        let admin = settings.http.admin()?;
-        Ok(Runtime {
-            admin,
-            name,
-            db,
-            http_db,
-            producer,
-            outbox: Outbox::new(),
-            metrics,
-            health: Health::new(),
-            settings,
-        })
-    }
-
-    /// An idempotent consumer of `topics` in this service's group, applying `handler`.
-    pub fn consumer<H: Handler>(
-        &self,
-        topics: &[&str],
-        handler: H,
-    ) -> anyhow::Result<ConsumerRunner<H>> {
-        // The runner creates its clients itself, and again whenever it must rejoin.
-        Ok(ConsumerRunner::new(topics, handler, self))
-    }
-
-    /// The relay that publishes this service's outbox, known in the lease table as
-    /// `instance`.
-    pub fn relay(&self, instance: String) -> Relay {
-        Relay::new(self, instance)
-    }
-
-    /// The service's API with health, metrics and the common layers around it.
-    pub fn router(&self, api: Router) -> Router {
-        finish_router(
-            api,
-            Observed {
-                db: self.http_db.clone(),
-                producer: self.producer.clone(),
-                metrics: self.metrics.clone(),
-                health: self.health.clone(),
-            },
-            &self.settings.http,
-        )
-    }
-}
 
 /// Runs `tick` every `interval` until `shutdown`, the first time one interval from now: the
 /// loop of every periodic sweep (deadlines, retention, reconciliation).
@@ -211,6 +80,7 @@ pub async fn reconcile_every<F, Fut>(
 }
 
 type Worker = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+type Stop = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// A service ready to run: a bound listener, its router, and its background workers.
 pub struct App {
@@ -218,9 +88,9 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     workers: Vec<(&'static str, Worker)>,
-    producer: Option<SharedProducer>,
-    health: Option<Health>,
+    health: Health,
     limits: crate::serve::Limits,
+    on_stop: Vec<Stop>,
 }
 
 impl std::fmt::Debug for App {
@@ -234,24 +104,32 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// An app serving `router` on `listener`.
-    pub fn new(name: &'static str, listener: TcpListener, router: Router) -> Self {
+    /// An app serving `api` on `listener` with everything every API has around it
+    /// ([`crate::http::finish_router`]: the health and metrics routes of `observed`, request
+    /// spans and counting, load shedding, the body limit, the timeout, JSON fallbacks), under
+    /// `settings`' connection limits. A worker that stops shows in `observed`'s readiness.
+    pub fn new(
+        name: &'static str,
+        listener: TcpListener,
+        api: Router,
+        observed: Observed,
+        settings: &HttpSettings,
+    ) -> Self {
+        let health = observed.health.clone();
         App {
             name,
             listener,
-            router,
+            router: crate::http::finish_router(
+                api,
+                crate::health::routes(observed.clone()),
+                observed.metrics.clone(),
+                settings,
+            ),
             workers: Vec::new(),
-            producer: None,
-            health: None,
-            limits: crate::serve::Limits::default(),
+            health,
+            limits: settings.into(),
+            on_stop: Vec::new(),
         }
-    }
-
-    /// Serves with these settings' header-read timeout and connection cap (the defaults
-    /// otherwise).
-    pub fn with_limits(mut self, settings: &crate::http::HttpSettings) -> Self {
-        self.limits = settings.into();
-        self
     }
 
     /// Binds `addr` (port 0 picks a free port).
@@ -273,36 +151,19 @@ impl App {
         self
     }
 
-    /// Reports on `runtime`'s health: a worker that stops shows in `/health/ready` too.
-    pub fn with_health(mut self, runtime: &Runtime) -> Self {
-        self.health = Some(runtime.health.clone());
+    /// Runs `stop` once the server and every worker have stopped (a producer's flush, say).
+    pub fn on_stop<F, Fut>(mut self, stop: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_stop.push(Box::new(move || Box::pin(stop())));
         self
     }
 
-    /// Adds the outbox relay, and flushes the producer on shutdown.
-    pub fn with_relay(mut self, runtime: &Runtime) -> Self {
-        self.producer = Some(runtime.producer.clone());
-        let relay = runtime.relay(relay_instance(runtime.name, self.local_addr()));
-        self.with_health(runtime)
-            .worker("relay", move |token| relay.run(token))
-    }
-
-    /// Adds the retention sweep of the outbox and processed-event tables.
-    pub fn with_housekeeping(self, runtime: &Runtime) -> Self {
-        let (db, settings, metrics) = (
-            runtime.db.clone(),
-            runtime.settings.retention.clone(),
-            runtime.metrics.clone(),
-        );
-        self.with_health(runtime).worker("retention", move |token| {
-            crate::housekeeping::run(db, settings, metrics, token)
-        })
-    }
-
-    /// Adds a consumer.
-    pub fn with_consumer<H: Handler>(self, runtime: &Runtime, consumer: ConsumerRunner<H>) -> Self {
-        self.with_health(runtime)
-            .worker("consumer", move |token| consumer.run(token))
+    /// The service's name, as the logs say it.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The address the listener is bound to.
@@ -318,7 +179,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(service = self.name, %addr, "listening");
-        let health = self.health.unwrap_or_default();
+        let health = self.health;
         let mut workers = JoinSet::new();
         for (name, worker) in self.workers {
             health.up(&format!("worker:{name}"));
@@ -364,12 +225,8 @@ impl App {
                 broken.get_or_insert_with(|| format!("the {name} worker panicked"));
             }
         }
-        if let Some(producer) = self.producer {
-            let producer = producer.get();
-            let _ = tokio::task::spawn_blocking(move || {
-                producer.flush(std::time::Duration::from_secs(2))
-            })
-            .await;
+        for stop in self.on_stop {
+            stop().await;
         }
         tracing::info!(service = self.name, "stopped");
         served.context("serving HTTP")?;
@@ -390,19 +247,6 @@ impl App {
             handle,
         }
     }
-}
-
-/// How the relay of this process is known in the lease table: the service, the host and the
-/// address it serves on. A process that restarts on the same address takes its own lease
-/// back at once instead of waiting for it to expire; two live replicas never share one.
-fn relay_instance(service: &str, addr: SocketAddr) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{service}@{host}:{addr}")
 }
 
 /// Ends the process after [`App::run`]: status 0 after a clean stop, 1 (with the error
