@@ -752,13 +752,13 @@ pub fn cargo(root: &Path) -> Command {
 /// when it is missing, builds it there from the workspace `bin_dir` belongs to (progress
 /// shown), as `scripts/install-broker.sh` does.
 fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
-    match local_broker::binary() {
+    let missing = match local_broker::binary() {
         Ok(broker) => return Ok(broker),
-        Err(local_broker::Error::NotInstalled { .. }) => {}
+        Err(missing @ local_broker::Error::NotInstalled { .. }) => missing,
         Err(other) => return Err(other.into()),
-    }
+    };
     let Some(root) = workspace_root(bin_dir) else {
-        return Err(local_broker::binary().unwrap_err().into());
+        return Err(missing.into());
     };
     step(&format!(
         "building saga-broker {} (Tansu 0.6.0, patched; about 12 minutes on 2 cores, once) into {}",
