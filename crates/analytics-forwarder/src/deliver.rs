@@ -20,8 +20,11 @@ use contract::topics::{
     self, CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_TRACEPARENT,
 };
 use eventing::dlq::{DeadLetters, Letter, Source, Stage};
+use kit::metrics::{Counters, Histograms, Level, histograms};
 use kit::wake::Wake;
 use kit::{Db, Metrics, TraceContext, now_ms};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -133,31 +136,62 @@ const ATTEMPT_OUTCOMES: [&str; 3] = ["delivered", "retry", "refused"];
 /// A delivery whose retry budget is spent.
 const GAVE_UP: &str = "gave_up";
 
-/// Describes the forwarder's own families, every series at zero.
-fn describe(metrics: &Metrics) {
-    metrics.describe_counter(
-        "deliveries_total",
-        "Delivery attempts to the data platform, by outcome (gave_up: the retry budget is spent)",
-    );
-    metrics.describe_histogram(
-        "delivery_duration_seconds",
-        "Time of one call to the data platform, by outcome",
-    );
-    metrics.describe_gauge(
-        "data_platform_circuit_open",
-        "1 while the breaker holds deliveries back because the data platform keeps failing",
-    );
-    metrics.describe_counter(
-        "data_platform_circuit_opened_total",
-        "Times the breaker opened",
-    );
-    for outcome in ATTEMPT_OUTCOMES {
-        metrics.zero("deliveries_total", &[("outcome", outcome)]);
-        metrics.zero("delivery_duration_seconds", &[("outcome", outcome)]);
+/// The labels of the forwarder's families: what an attempt or a delivery came to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The forwarder's own families.
+struct DeliveryMetrics {
+    /// `deliveries_total`.
+    deliveries: Counters<OutcomeLabels>,
+    /// `delivery_duration_seconds`.
+    duration: Histograms<OutcomeLabels>,
+    /// `data_platform_circuit_open`.
+    circuit_open: Level,
+    /// `data_platform_circuit_opened_total`.
+    circuit_opened: Counter,
+}
+
+impl DeliveryMetrics {
+    /// Registers the families in `metrics`, every series at zero.
+    fn register(metrics: &Metrics) -> Self {
+        let families = DeliveryMetrics {
+            deliveries: metrics.register(
+                "deliveries",
+                "Delivery attempts to the data platform, by outcome (gave_up: the retry budget is spent)",
+                Counters::default(),
+            ),
+            duration: metrics.register(
+                "delivery_duration_seconds",
+                "Time of one call to the data platform, by outcome",
+                histograms(),
+            ),
+            circuit_open: metrics.register(
+                "data_platform_circuit_open",
+                "1 while the breaker holds deliveries back because the data platform keeps failing",
+                Level::default(),
+            ),
+            circuit_opened: metrics.register(
+                "data_platform_circuit_opened",
+                "Times the breaker opened",
+                Counter::default(),
+            ),
+        };
+        for outcome in ATTEMPT_OUTCOMES {
+            drop(families.deliveries(outcome));
+            drop(families.duration.get_or_create(&OutcomeLabels { outcome }));
+        }
+        drop(families.deliveries(GAVE_UP));
+        families
     }
-    metrics.zero("deliveries_total", &[("outcome", GAVE_UP)]);
-    metrics.zero("data_platform_circuit_open", &[]);
-    metrics.zero("data_platform_circuit_opened_total", &[]);
+
+    /// The count of deliveries that came to `outcome`.
+    fn deliveries(&self, outcome: &'static str) -> Counter {
+        self.deliveries
+            .get_or_create_owned(&OutcomeLabels { outcome })
+    }
 }
 
 /// The longest `Retry-After` honoured.
@@ -193,7 +227,7 @@ enum Attempt {
 pub struct Worker {
     db: Db,
     wake: Wake,
-    metrics: Metrics,
+    metrics: DeliveryMetrics,
     settings: DeliverySettings,
     client: reqwest::Client,
     endpoint: String,
@@ -205,11 +239,11 @@ impl Worker {
     pub fn new(
         db: Db,
         wake: Wake,
-        metrics: Metrics,
+        metrics: &Metrics,
         settings: DeliverySettings,
         dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
-        describe(&metrics);
+        let metrics = DeliveryMetrics::register(metrics);
         let client = client(&settings)?;
         let endpoint = format!(
             "{}/v1/orders",
@@ -263,11 +297,8 @@ impl Worker {
         let allowed = self
             .breaker()
             .allowed(self.settings.concurrency as usize, Instant::now());
-        self.metrics.set(
-            "data_platform_circuit_open",
-            &[],
-            f64::from(u8::from(allowed == 0)),
-        );
+        let open = f64::from(u8::from(allowed == 0));
+        self.metrics.circuit_open.set(open);
         if allowed == 0 {
             return Ok(0);
         }
@@ -284,11 +315,9 @@ impl Worker {
         // rows stay claimed until the lease runs out and are sent again; the data platform
         // absorbs the copies by their Idempotency-Key.
         store::mark_delivered(&self.db, &delivered).await?;
-        self.metrics.add(
-            "deliveries_total",
-            &[("outcome", "delivered")],
-            delivered.len() as u64,
-        );
+        self.metrics
+            .deliveries("delivered")
+            .inc_by(delivered.len() as u64);
         Ok(claimed.len())
     }
 
@@ -308,11 +337,14 @@ impl Worker {
         span.record("trace_id", trace.trace_id());
         let started = Instant::now();
         let attempt = self.call(delivery, &trace).instrument(span).await;
-        self.metrics.observe(
-            "delivery_duration_seconds",
-            &[("outcome", attempt.label())],
-            started.elapsed().as_secs_f64(),
-        );
+        let outcome = OutcomeLabels {
+            outcome: attempt.label(),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .duration
+            .get_or_create(&outcome)
+            .observe(seconds);
         attempt
     }
 
@@ -393,7 +425,7 @@ impl Worker {
             Attempt::Delivered => self.breaker().success(),
             Attempt::Retry { .. } => {
                 if self.breaker().failure(Instant::now()) {
-                    self.metrics.inc("data_platform_circuit_opened_total", &[]);
+                    self.metrics.circuit_opened.inc();
                     tracing::warn!(
                         "the data platform keeps failing; pausing deliveries (circuit open)"
                     );
@@ -409,8 +441,7 @@ impl Worker {
             Attempt::Retry { error, .. } if attempts >= self.settings.max_attempts => {
                 let reason = format!("retry budget of {attempts} attempts spent; last: {error}");
                 self.give_up(delivery, attempts, &reason).await?;
-                self.metrics
-                    .inc("deliveries_total", &[("outcome", GAVE_UP)]);
+                self.metrics.deliveries(GAVE_UP).inc();
             }
             Attempt::Retry { error, after } => {
                 let max = self.settings.max_backoff;
@@ -421,14 +452,12 @@ impl Worker {
                 let wait = after.map_or(backoff, |after| after.min(MAX_RETRY_AFTER).max(backoff));
                 let at = now_ms() + wait.as_millis() as i64;
                 store::schedule_retry(&self.db, &delivery.event_id, attempts, at, &error).await?;
-                self.metrics
-                    .inc("deliveries_total", &[("outcome", "retry")]);
+                self.metrics.deliveries("retry").inc();
                 tracing::warn!(%error, ?wait, "delivery failed; will retry");
             }
             Attempt::Refused { error } => {
                 self.give_up(delivery, attempts, &error).await?;
-                self.metrics
-                    .inc("deliveries_total", &[("outcome", "refused")]);
+                self.metrics.deliveries("refused").inc();
             }
         }
         Ok(false)

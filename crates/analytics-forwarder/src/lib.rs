@@ -59,7 +59,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let worker = deliver::Worker::new(
         runtime.db.clone(),
         runtime.outbox.clone(),
-        runtime.metrics.clone(),
+        &runtime.metrics,
         config.delivery,
         eventing::dlq::DeadLetters::new(runtime.producer.clone(), runtime.db.clone(), SERVICE),
     )?;

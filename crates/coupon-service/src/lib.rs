@@ -53,7 +53,8 @@ pub struct Config {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
     let listener = App::bind(config.http_addr).await?;
-    let (db, metrics) = (runtime.db.clone(), runtime.metrics.clone());
+    let db = runtime.db.clone();
+    let repairs = runtime.runtime_metrics.repairs_of(reconcile::KIND);
     let interval = config.reconcile_interval;
     let api = http::router(http::State {
         db: runtime.http_db.clone(),
@@ -63,7 +64,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     Ok(runtime
         .app(listener, api, ME.consumes(), handler, ME.into())
         .worker("reconciliation", move |shutdown| {
-            reconcile::run(db, metrics, interval, shutdown)
+            reconcile::run(db, repairs, interval, shutdown)
         }))
 }
 

@@ -25,8 +25,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use kit::health::{Health, Observed};
+use kit::metrics::Counters;
 use kit::openapi::OpenApi;
 use kit::{ApiError, ApiJson, App, Metrics};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -137,7 +140,7 @@ struct Inner {
 #[derive(Clone)]
 struct State {
     inner: Arc<Mutex<Inner>>,
-    metrics: Metrics,
+    received: Received,
 }
 
 impl State {
@@ -156,6 +159,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     };
     validate(&settings).map_err(anyhow::Error::msg)?;
     let admin = kit::admin::AdminToken::of(&config.http)?;
+    let metrics = Metrics::new();
     let state = State {
         inner: Arc::new(Mutex::new(Inner {
             settings,
@@ -164,10 +168,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             duplicates: 0,
             failed: 0,
         })),
-        metrics: mock_metrics(),
+        received: Received::register(&metrics),
     };
     let listener = App::bind(config.http_addr).await?;
-    let observed = Observed::new(state.metrics.clone(), Health::new());
+    let observed = Observed::new(metrics, Health::new());
     let api = router(state, admin);
     Ok(App::new(
         "data-platform-mock",
@@ -178,17 +182,34 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     ))
 }
 
-/// The mock's one family, every outcome at zero.
-fn mock_metrics() -> Metrics {
-    let metrics = Metrics::new();
-    metrics.describe_counter(
-        "received_total",
-        "Deliveries received, by outcome: kept, duplicate (an Idempotency-Key seen before), failed (on purpose)",
-    );
-    for outcome in ["kept", "duplicate", "failed"] {
-        metrics.zero("received_total", &[("outcome", outcome)]);
+/// The labels of `received_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The mock's one family, `received_total`, by outcome, every outcome at zero.
+#[derive(Clone)]
+struct Received {
+    kept: Counter,
+    duplicate: Counter,
+    failed: Counter,
+}
+
+impl Received {
+    fn register(metrics: &Metrics) -> Self {
+        let family: Counters<OutcomeLabels> = metrics.register(
+            "received",
+            "Deliveries received, by outcome: kept, duplicate (an Idempotency-Key seen before), failed (on purpose)",
+            Counters::default(),
+        );
+        let of = |outcome| family.get_or_create_owned(&OutcomeLabels { outcome });
+        Received {
+            kept: of("kept"),
+            duplicate: of("duplicate"),
+            failed: of("failed"),
+        }
     }
-    metrics
 }
 
 /// Why settings are refused, if they are.
@@ -301,9 +322,7 @@ async fn receive(
     }
     if rand::rng().random_bool(settings.failure_rate) {
         state.lock().failed += 1;
-        state
-            .metrics
-            .inc("received_total", &[("outcome", "failed")]);
+        state.received.failed.inc();
         let status = StatusCode::from_u16(settings.failure_status)
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let mut response = ApiError::new(
@@ -323,9 +342,7 @@ async fn receive(
     let mut inner = state.lock();
     if !inner.keys.insert(key.clone()) {
         inner.duplicates += 1;
-        state
-            .metrics
-            .inc("received_total", &[("outcome", "duplicate")]);
+        state.received.duplicate.inc();
         return (
             StatusCode::OK,
             Json(Outcome {
@@ -343,7 +360,7 @@ async fn receive(
             .map(str::to_owned),
         body: Value::Object(body),
     });
-    state.metrics.inc("received_total", &[("outcome", "kept")]);
+    state.received.kept.inc();
     (StatusCode::CREATED, Json(Outcome { status: "kept" })).into_response()
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use kit::db::{Db, now_ms};
-use kit::metrics::Metrics;
+use kit::metrics::Counters;
+
+use crate::metrics::TableLabels;
 
 /// How long rows are kept.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,27 +98,17 @@ async fn delete_in_batches(db: &Db, sql: &str, before: i64) -> Result<u64, sqlx:
 pub async fn run(
     db: Db,
     settings: RetentionSettings,
-    metrics: Metrics,
+    deleted: Counters<TableLabels>,
     shutdown: CancellationToken,
 ) {
     let interval = settings.interval;
-    for table in ["outbox_message", "processed_event"] {
-        metrics.zero("retention_deleted_total", &[("table", table)]);
-    }
+    let [outbox_deleted, processed_deleted] = ["outbox_message", "processed_event"]
+        .map(|table| deleted.get_or_create_owned(&TableLabels { table }));
     kit::app::every(interval, shutdown, || async {
         match sweep(&db, &settings, now_ms()).await {
             Ok((outbox, processed)) => {
-                let deleted = |table| [("table", table)];
-                metrics.add(
-                    "retention_deleted_total",
-                    &deleted("outbox_message"),
-                    outbox,
-                );
-                metrics.add(
-                    "retention_deleted_total",
-                    &deleted("processed_event"),
-                    processed,
-                );
+                outbox_deleted.inc_by(outbox);
+                processed_deleted.inc_by(processed);
                 if outbox + processed > 0 {
                     tracing::info!(outbox, processed, "deleted rows past retention");
                 }

@@ -26,7 +26,9 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 
-use kit::metrics::Metrics;
+use kit::metrics::Counters;
+
+use crate::metrics::ReasonLabels;
 
 /// The producer every service publishes with.
 pub type Producer = FutureProducer<ClientState>;
@@ -441,20 +443,25 @@ pub struct SharedProducer {
     current: Arc<Mutex<Producer>>,
     settings: KafkaSettings,
     name: String,
-    metrics: Metrics,
+    replacements: Counters<ReasonLabels>,
 }
 
 impl SharedProducer {
-    /// Creates the first producer; replacements are counted in `metrics`.
-    pub fn new(settings: &KafkaSettings, name: &str, metrics: Metrics) -> Result<Self, KafkaError> {
+    /// Creates the first producer; replacements are counted in `replacements`
+    /// (`producer_replacements_total`), every reason at zero from now.
+    pub fn new(
+        settings: &KafkaSettings,
+        name: &str,
+        replacements: Counters<ReasonLabels>,
+    ) -> Result<Self, KafkaError> {
         for reason in [REPLACED_FATAL, REPLACED_CUT_OFF, REPLACED_STALE] {
-            metrics.add("producer_replacements_total", &[("reason", reason)], 0);
+            drop(replacements.get_or_create(&ReasonLabels { reason }));
         }
         Ok(SharedProducer {
             current: Arc::new(Mutex::new(settings.producer(name)?)),
             settings: settings.clone(),
             name: name.to_owned(),
-            metrics,
+            replacements,
         })
     }
 
@@ -536,8 +543,9 @@ impl SharedProducer {
             .name("drop-producer".into())
             .spawn(move || drop(old));
         tracing::warn!(reason, why, "replaced the producer");
-        self.metrics
-            .inc("producer_replacements_total", &[("reason", reason)]);
+        self.replacements
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
         Ok(())
     }
 }
@@ -632,16 +640,17 @@ mod tests {
     #[test]
     fn a_producer_the_broker_forgot_is_replaced_and_one_merely_failing_is_not() {
         use rdkafka::types::RDKafkaErrorCode as Code;
-        let metrics = crate::metrics::registry();
+        let (metrics, runtime) = crate::metrics::registry();
+        let replacements = runtime.producer_replacements.clone();
         let producer =
-            SharedProducer::new(&KafkaSettings::new("127.0.0.1:1"), "test", metrics.clone())
+            SharedProducer::new(&KafkaSettings::new("127.0.0.1:1"), "test", replacements)
                 .expect("a producer");
         let timed_out = KafkaError::MessageProduction(Code::MessageTimedOut);
         assert!(!producer.replace_if_stale(&timed_out).expect("no error"));
         let forgotten = KafkaError::MessageProduction(Code::InvalidProducerEpoch);
         assert!(producer.replace_if_stale(&forgotten).expect("replaced"));
         assert_eq!(
-            metrics.get("producer_replacements_total", &[("reason", "stale")]),
+            metrics.sample("producer_replacements_total", &[("reason", "stale")]),
             1.0
         );
     }

@@ -22,6 +22,7 @@
 //! the rows it failed are still unsent and go again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -38,9 +39,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::kafka::{SharedProducer, never_publishable};
+use crate::metrics::RuntimeMetrics;
 use kit::db::{Conn, Db, now_ms, placeholders};
 use kit::health::Health;
-use kit::metrics::Metrics;
 use kit::trace::TraceContext;
 
 /// Writes an event into the outbox as part of the caller's transaction. `trace` is the
@@ -124,7 +125,7 @@ pub struct Relay {
     producer: SharedProducer,
     outbox: Outbox,
     settings: RelaySettings,
-    metrics: Metrics,
+    metrics: Arc<RuntimeMetrics>,
     health: Health,
     /// Identifies this relay in the lease table.
     instance: String,
@@ -183,7 +184,7 @@ impl Relay {
                 }
                 Err(error) => {
                     failures += 1;
-                    self.metrics.inc("outbox_relay_failures_total", &[]);
+                    self.metrics.relay_failures.inc();
                     if self.replace_fatal_producer() {
                         continue;
                     }
@@ -439,11 +440,8 @@ impl Relay {
             let failed = match report {
                 Ok(Ok(_)) => {
                     let delay_ms = now_ms().saturating_sub(row.created_at).max(0);
-                    self.metrics.observe(
-                        "outbox_publish_delay_seconds",
-                        &[],
-                        delay_ms as f64 / 1000.0,
-                    );
+                    let delay = delay_ms as f64 / 1000.0;
+                    self.metrics.outbox_publish_delay.observe(delay);
                     delivered.push(row);
                     continue;
                 }
@@ -471,8 +469,7 @@ impl Relay {
             .map(|row| row.id)
             .collect();
         self.mark_sent(&sent).await?;
-        self.metrics
-            .add("outbox_published_total", &[], sent.len() as u64);
+        self.metrics.outbox_published.inc_by(sent.len() as u64);
         for (id, reason) in &parked {
             self.park(*id, reason).await?;
         }
@@ -492,7 +489,7 @@ impl Relay {
             .bind(id)
             .execute(&self.db)
             .await?;
-        self.metrics.inc("outbox_parked_total", &[]);
+        self.metrics.outbox_parked_total.inc();
         Ok(())
     }
 

@@ -1,11 +1,13 @@
 //! What the runtime's workers (the consumer and the relay) share with each other and with the
 //! service's handlers, built once by [`crate::runtime::Runtime::connect`].
 
+use std::sync::Arc;
+
 use kit::Db;
 use kit::health::Health;
-use kit::metrics::Metrics;
 
 use crate::kafka::{KafkaSettings, SharedProducer};
+use crate::metrics::RuntimeMetrics;
 
 /// The parts of one running service that its workers use.
 #[derive(Clone)]
@@ -17,7 +19,8 @@ pub struct Parts {
     pub producer: SharedProducer,
     /// Wakes the relay after a commit that enqueued events ([`crate::outbox::Outbox`]).
     pub outbox: kit::wake::Wake,
-    pub metrics: Metrics,
+    /// The runtime's families in the service's registry.
+    pub metrics: Arc<RuntimeMetrics>,
     /// What each part of the service says about itself, for `/health/ready`.
     pub health: Health,
     pub kafka: KafkaSettings,

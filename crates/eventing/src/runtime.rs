@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::consumer::{ConsumerRunner, Handler};
 use crate::housekeeping::RetentionSettings;
 use crate::kafka::{KafkaSettings, SharedProducer};
+use crate::metrics::RuntimeMetrics;
 use crate::outbox::{Outbox, Relay, RelaySettings};
 use crate::parts::Parts;
 
@@ -76,7 +78,10 @@ pub struct Runtime {
     pub http_db: Db,
     pub producer: SharedProducer,
     pub outbox: Outbox,
+    /// The service's registry, for its own families too.
     pub metrics: Metrics,
+    /// The runtime's families in it.
+    pub runtime_metrics: Arc<RuntimeMetrics>,
     /// What each part of the service says about itself, for `/health/ready`.
     pub health: Health,
     /// What operator endpoints check (`ADMIN_TOKEN`).
@@ -102,8 +107,9 @@ impl Runtime {
         let http_db = connect_http_pool(name, &settings.database)
             .await
             .context("opening the HTTP handlers' database pool")?;
-        let metrics = crate::metrics::registry();
-        let producer = SharedProducer::new(&settings.kafka, name, metrics.clone())
+        let (metrics, runtime_metrics) = crate::metrics::registry();
+        let replacements = runtime_metrics.producer_replacements.clone();
+        let producer = SharedProducer::new(&settings.kafka, name, replacements)
             .context("creating the Kafka producer")?;
         Ok(Runtime {
             admin,
@@ -113,6 +119,7 @@ impl Runtime {
             producer,
             outbox: Outbox::new(),
             metrics,
+            runtime_metrics,
             health: Health::new(),
             settings,
         })
@@ -125,7 +132,7 @@ impl Runtime {
             db: self.db.clone(),
             producer: self.producer.clone(),
             outbox: self.outbox.clone(),
-            metrics: self.metrics.clone(),
+            metrics: self.runtime_metrics.clone(),
             health: self.health.clone(),
             kafka: self.settings.kafka.clone(),
         }
@@ -148,7 +155,10 @@ impl Runtime {
     /// that reports on itself.
     pub fn observed(&self) -> Observed {
         Observed::new(self.metrics.clone(), self.health.clone())
-            .check(DatabaseCheck(self.http_db.clone(), self.metrics.clone()))
+            .check(DatabaseCheck(
+                self.http_db.clone(),
+                self.runtime_metrics.clone(),
+            ))
             .check(BrokerCheck(self.producer.clone()))
             .at_once("producer", producer_fatal(self.producer.clone()))
     }
@@ -232,7 +242,7 @@ impl Assemble for App {
         let (db, settings, metrics) = (
             runtime.db.clone(),
             runtime.settings.retention.clone(),
-            runtime.metrics.clone(),
+            runtime.runtime_metrics.retention_deleted.clone(),
         );
         self.worker("retention", move |token| {
             crate::housekeeping::run(db, settings, metrics, token)
@@ -247,7 +257,7 @@ impl Assemble for App {
 type Look<'a> = Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 
 /// The database answers: found by filling the outbox and dead-letter gauges from it.
-struct DatabaseCheck(Db, Metrics);
+struct DatabaseCheck(Db, Arc<RuntimeMetrics>);
 
 impl Check for DatabaseCheck {
     fn name(&self) -> &'static str {
@@ -259,13 +269,13 @@ impl Check for DatabaseCheck {
         Box::pin(async move {
             let gauges = async {
                 let unsent = crate::outbox::unsent(db).await?;
-                metrics.set("outbox_backlog", &[], unsent.rows as f64);
+                metrics.outbox_backlog.set(unsent.rows as f64);
                 let age = unsent.oldest_age_ms as f64 / 1000.0;
-                metrics.set("outbox_oldest_unsent_age_seconds", &[], age);
+                metrics.outbox_oldest_unsent_age.set(age);
                 let parked = crate::outbox::parked(db).await?;
-                metrics.set("outbox_parked", &[], parked as f64);
+                metrics.outbox_parked.set(parked as f64);
                 let parked = crate::dlq::parked(db).await?;
-                metrics.set("dead_letters_parked", &[], parked as f64);
+                metrics.dead_letters_parked.set(parked as f64);
                 Ok::<_, sqlx::Error>(())
             };
             kit::health::answered(tokio::time::timeout(kit::health::CHECK_TIMEOUT, gauges).await)

@@ -316,7 +316,7 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     .await;
     // Give the duplicate, wherever it is in its partition, time to be seen too.
     eventually("the duplicate counted", Duration::from_secs(10), || async {
-        (runtime.metrics.get(
+        (runtime.metrics.sample(
             "events_duplicate_total",
             &[("topic", "order.events"), ("event_type", "OrderConfirmed")],
         ) == 1.0)
@@ -404,7 +404,7 @@ async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_it
     assert!(
         runtime
             .metrics
-            .get("consumer_batches_total", &[("consumer", SERVICE)])
+            .sample("consumer_batches_total", &[("consumer", SERVICE)])
             >= 1.0,
         "some of the burst was handled in one transaction"
     );
@@ -561,11 +561,11 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
     assert_eq!(
         runtime
             .metrics
-            .get("events_ignored_total", &[("topic", "order.events")]),
+            .sample("events_ignored_total", &[("topic", "order.events")]),
         1.0
     );
     assert_eq!(
-        runtime.metrics.get(
+        runtime.metrics.sample(
             "events_dead_lettered_total",
             &[("consumer", SERVICE), ("reason", "envelope")]
         ),
@@ -573,7 +573,7 @@ async fn messages_that_can_never_be_processed_are_dead_lettered_and_the_partitio
         "the three messages that are no envelope, counted by their reason"
     );
     assert_eq!(
-        runtime.metrics.get(
+        runtime.metrics.sample(
             "events_dead_lettered_total",
             &[("consumer", SERVICE), ("reason", "rejected")]
         ),
@@ -669,7 +669,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
     let impossible = confirmed(Uuid::now_v7(), IMPOSSIBLE);
     produce(&broker, &impossible.key(), impossible.to_json().as_bytes()).await;
     let dead_lettered = || {
-        runtime.metrics.get(
+        runtime.metrics.sample(
             "events_dead_lettered_total",
             &[("consumer", SERVICE), ("reason", "rejected")],
         )
@@ -723,7 +723,7 @@ async fn a_dead_letter_replayed_after_the_fix_is_applied_once_however_often_it_i
         "the replayed event applied, and its second replay seen",
         Duration::from_secs(30),
         || async {
-            let duplicates = runtime.metrics.get(
+            let duplicates = runtime.metrics.sample(
                 "events_duplicate_total",
                 &[("topic", "order.events"), ("event_type", "OrderConfirmed")],
             );
@@ -941,7 +941,7 @@ async fn a_row_the_broker_can_never_take_is_parked_and_holds_back_its_key_but_no
         1,
         "the parked row is not part of the backlog; the row held behind it is"
     );
-    assert_eq!(runtime.metrics.get("outbox_parked_total", &[]), 1.0);
+    assert_eq!(runtime.metrics.sample("outbox_parked_total", &[]), 1.0);
     let reason: String =
         sqlx::query_scalar("SELECT park_reason FROM outbox_message WHERE parked_at IS NOT NULL")
             .fetch_one(&runtime.db)
@@ -1031,13 +1031,15 @@ async fn an_event_its_handler_panics_on_is_dead_lettered_at_once_and_the_partiti
     );
     let labels = [("consumer", SERVICE), ("reason", "rejected")];
     assert_eq!(
-        runtime.metrics.get("events_dead_lettered_total", &labels),
+        runtime
+            .metrics
+            .sample("events_dead_lettered_total", &labels),
         1.0
     );
     // The worker lived on: nothing made the consumer rejoin.
     let rejoined = [("consumer", SERVICE), ("reason", "worker_ended")];
     assert_eq!(
-        runtime.metrics.get("consumer_rejoins_total", &rejoined),
+        runtime.metrics.sample("consumer_rejoins_total", &rejoined),
         0.0
     );
     stop.cancel();
@@ -1087,7 +1089,7 @@ async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and
         let labels = [("consumer", SERVICE)];
         runtime
             .metrics
-            .get("consumer_partitions_paused_total", &labels)
+            .sample("consumer_partitions_paused_total", &labels)
     };
     eventually(
         "the stuck partition paused and every other partition's events handled",
@@ -1109,7 +1111,7 @@ async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and
     let dropped = || {
         runtime
             .metrics
-            .get("consumer_messages_dropped_total", &[("consumer", SERVICE)])
+            .sample("consumer_messages_dropped_total", &[("consumer", SERVICE)])
     };
     eventually(
         "queued messages dropped on the revoke",
@@ -1207,7 +1209,7 @@ async fn poison_events_of_every_kind_are_dead_lettered_with_their_reason_and_the
         reasons[4]
     );
     assert_eq!(
-        runtime.metrics.get(
+        runtime.metrics.sample(
             "events_retried_total",
             &[("topic", "order.events"), ("event_type", "OrderConfirmed")]
         ),
@@ -1267,7 +1269,7 @@ async fn a_dead_letter_too_large_for_the_broker_is_trimmed_and_else_parked_never
     assert_eq!(
         runtime
             .metrics
-            .get("dead_letters_parked_total", &[("consumer", SERVICE)]),
+            .sample("dead_letters_parked_total", &[("consumer", SERVICE)]),
         1.0
     );
     stop.cancel();
@@ -1350,7 +1352,7 @@ async fn a_fatal_producer_error_makes_the_service_not_ready_until_the_producer_i
     assert_eq!(
         runtime
             .metrics
-            .get("producer_replacements_total", &[("reason", "fatal")]),
+            .sample("producer_replacements_total", &[("reason", "fatal")]),
         1.0
     );
     eventually("ready again", Duration::from_secs(20), || async {
@@ -1433,7 +1435,8 @@ async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_
         tokio::spawn(consumer.run(stop.clone()));
         members.push((runtime, stop));
     }
-    let gauge = |runtime: &Runtime, name: &str| runtime.metrics.get(name, &[("consumer", SERVICE)]);
+    let gauge =
+        |runtime: &Runtime, name: &str| runtime.metrics.sample(name, &[("consumer", SERVICE)]);
     // One holds the partition and the other is a spare (which is which may change while the
     // group settles).
     let settled = || {
@@ -1452,7 +1455,7 @@ async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_
     // Twice the watchdog's bound later, the spare has neither rejoined nor been reported. (A
     // member may have rejoined while the group was still forming, before anyone was a spare.)
     let labels = [("consumer", SERVICE), ("reason", "no_partitions")];
-    let rejoins = |runtime: &Runtime| runtime.metrics.get("consumer_rejoins_total", &labels);
+    let rejoins = |runtime: &Runtime| runtime.metrics.sample("consumer_rejoins_total", &labels);
     let before: Vec<f64> = members.iter().map(|(r, _)| rejoins(r)).collect();
     tokio::time::sleep(2 * bound).await;
     assert!(settled());
@@ -1504,7 +1507,7 @@ async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_
     runtime.producer = eventing::kafka::SharedProducer::new(
         &runtime.settings.kafka,
         SERVICE,
-        runtime.metrics.clone(),
+        runtime.runtime_metrics.producer_replacements.clone(),
     )
     .expect("producer");
     let blocked = Uuid::now_v7();
@@ -1525,7 +1528,9 @@ async fn when_a_row_fails_no_later_row_of_its_key_is_marked_sent_and_other_keys_
     eventually(
         "the failing row failed twice",
         Duration::from_secs(30),
-        || async { (runtime.metrics.get("outbox_relay_failures_total", &[]) >= 2.0).then_some(()) },
+        || async {
+            (runtime.metrics.sample("outbox_relay_failures_total", &[]) >= 2.0).then_some(())
+        },
     )
     .await;
     assert!(!sent(&runtime, &failing).await);
@@ -1593,7 +1598,7 @@ async fn a_dead_letter_filed_with_a_fatal_producer_replaces_it_and_goes_through(
     assert_eq!(
         runtime
             .metrics
-            .get("producer_replacements_total", &[("reason", "fatal")]),
+            .sample("producer_replacements_total", &[("reason", "fatal")]),
         1.0
     );
     assert_eq!(runtime.producer.fatal(), None);

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::{Health, Observed};
 use crate::http::HttpSettings;
-use crate::metrics::Metrics;
+use crate::metrics::Counter;
 
 /// Runs `tick` every `interval` until `shutdown`, the first time one interval from now: the
 /// loop of every periodic sweep (deadlines, retention, reconciliation).
@@ -47,28 +47,26 @@ where
     }
 }
 
-/// Runs a reconciliation `sweep` every `interval` until `shutdown`, counting the repairs it
-/// reports under `reconciliation_repairs_total{kind}`; a failed sweep is logged and tried
-/// again at the next interval.
+/// Runs a reconciliation `sweep` of `kind` every `interval` until `shutdown`, adding the
+/// repairs it reports to `repairs` (the runtime's `reconciliation_repairs_total{kind}`); a
+/// failed sweep is logged and tried again at the next interval.
 pub async fn reconcile_every<F, Fut>(
     kind: &'static str,
     interval: std::time::Duration,
-    metrics: Metrics,
+    repairs: Counter,
     shutdown: CancellationToken,
     mut sweep: F,
 ) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<usize, sqlx::Error>>,
 {
-    metrics.zero("reconciliation_repairs_total", &[("kind", kind)]);
     every(interval, shutdown, || {
         let swept = sweep();
-        let metrics = &metrics;
+        let repairs = &repairs;
         async move {
             match swept.await {
-                Ok(repairs) => {
-                    let labels = [("kind", kind)];
-                    metrics.add("reconciliation_repairs_total", &labels, repairs as u64);
+                Ok(repaired) => {
+                    repairs.inc_by(repaired as u64);
                 }
                 Err(error) => {
                     tracing::warn!(%error, kind, "reconciliation sweep failed; will try again")

@@ -496,18 +496,14 @@ async fn count_requests(State(metrics): State<Metrics>, request: Request, next: 
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("route", route.as_str()),
-        ("method", method),
-        ("status", &status),
-    ];
-    metrics.inc("http_requests_total", &labels);
-    metrics.observe(
-        "http_request_duration_seconds",
-        &labels,
-        started.elapsed().as_secs_f64(),
-    );
+    let labels = crate::metrics::RequestLabels {
+        route,
+        method,
+        status: response.status().as_u16(),
+    };
+    metrics
+        .http()
+        .answered(&labels, started.elapsed().as_secs_f64());
     response
 }
 

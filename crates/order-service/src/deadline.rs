@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use contract::CancelReason;
 use eventing::Outbox;
-use kit::{Db, Metrics, TraceContext, now_ms};
+use kit::{Db, TraceContext, now_ms};
+
+use crate::saga::SagaMetrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::saga::{self, Cancel};
@@ -22,14 +24,16 @@ const BATCH: i64 = 100;
 pub async fn run(
     db: Db,
     outbox: Outbox,
-    metrics: Metrics,
+    metrics: SagaMetrics,
     timeout: Duration,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     kit::app::every(interval, shutdown, || async {
         match sweep(&db, &outbox, &metrics, timeout).await {
-            Ok(cancelled) => metrics.add("orders_timed_out_total", &[], cancelled as u64),
+            Ok(cancelled) => {
+                metrics.timed_out.inc_by(cancelled as u64);
+            }
             Err(error) => tracing::warn!(%error, "deadline sweep failed; will try again"),
         }
     })
@@ -41,7 +45,7 @@ pub async fn run(
 pub async fn sweep(
     db: &Db,
     outbox: &Outbox,
-    metrics: &Metrics,
+    metrics: &SagaMetrics,
     timeout: Duration,
 ) -> Result<usize, sqlx::Error> {
     let mut cancelled = 0;

@@ -63,24 +63,20 @@ pub struct Config {
 /// of stock, coupon and catalog events, and the deadline sweeper.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let runtime = Runtime::connect(SERVICE, config.common, &MIGRATIONS).await?;
-    saga::describe_metrics(&runtime.metrics);
+    let metrics = saga::SagaMetrics::register(&runtime.metrics);
     let listener = App::bind(config.http_addr).await?;
     let handler = handlers::OrderServiceEvents {
-        metrics: runtime.metrics.clone(),
+        metrics: metrics.clone(),
     };
     let saga_timeout = config.saga_timeout;
     let interval = config.deadline_check_interval;
     let api = http::router(http::State {
         db: runtime.http_db.clone(),
         outbox: runtime.outbox.clone(),
-        metrics: runtime.metrics.clone(),
+        metrics: metrics.clone(),
         saga_timeout,
     });
-    let (db, outbox, metrics) = (
-        runtime.db.clone(),
-        runtime.outbox.clone(),
-        runtime.metrics.clone(),
-    );
+    let (db, outbox) = (runtime.db.clone(), runtime.outbox.clone());
     Ok(runtime
         .app(listener, api, ME.consumes(), handler, ME.into())
         .worker("deadline", move |shutdown| {

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use kit::{Db, Metrics, now_ms};
+use kit::metrics::Counter;
+use kit::{Db, now_ms};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
@@ -67,8 +68,11 @@ pub async fn sweep(db: &Db) -> Result<Vec<Repair>, sqlx::Error> {
     Ok(repairs)
 }
 
-/// Sweeps every `interval` until `shutdown`.
-pub async fn run(db: Db, metrics: Metrics, interval: Duration, shutdown: CancellationToken) {
+/// The kind of repair this sweep makes, as `reconciliation_repairs_total` labels it.
+pub const KIND: &str = "reserved_stock";
+
+/// Sweeps every `interval` until `shutdown`, adding its repairs to `repairs`.
+pub async fn run(db: Db, repairs: Counter, interval: Duration, shutdown: CancellationToken) {
     let sweep = || async { sweep(&db).await.map(|repairs| repairs.len()) };
-    kit::app::reconcile_every("reserved_stock", interval, metrics, shutdown, sweep).await;
+    kit::app::reconcile_every(KIND, interval, repairs, shutdown, sweep).await;
 }

@@ -57,7 +57,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod series;
 mod watchdog;
+
+use series::Series;
 
 use watchdog::{Stall, TICK, Watch};
 
@@ -66,7 +69,6 @@ use crate::kafka::{KafkaSettings, ServiceConsumer};
 use crate::outbox::Outbox;
 use kit::db::{Conn, Db, now_ms};
 use kit::health::Health;
-use kit::metrics::Metrics;
 use kit::trace::TraceContext;
 
 /// An event as a handler sees it: the decoded envelope and where it came from.
@@ -195,7 +197,7 @@ pub struct ConsumerRunner<H> {
     db: Db,
     outbox: Outbox,
     handler: H,
-    metrics: Metrics,
+    metrics: Series,
     health: Health,
     dead_letters: DeadLetters,
 }
@@ -311,14 +313,25 @@ const RETRY_HELD: Duration = Duration::from_millis(20);
 impl<H: Handler> ConsumerRunner<H> {
     /// A runner of a service, consuming `topics` in its group.
     pub fn new(topics: &[&str], handler: H, parts: &crate::parts::Parts) -> Self {
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let kinds = contract::DecodeError::KINDS
+            .into_iter()
+            .chain(contract::Misplaced::KINDS);
+        let dead_letter_kinds = std::iter::once(REJECTED).chain(kinds);
+        let metrics = Series::resolve(
+            parts.metrics.clone(),
+            parts.name,
+            &topics,
+            dead_letter_kinds,
+        );
         ConsumerRunner {
             name: parts.name,
-            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            topics,
             kafka: parts.kafka.clone(),
             db: parts.db.clone(),
             outbox: parts.outbox.clone(),
             handler,
-            metrics: parts.metrics.clone(),
+            metrics,
             health: parts.health.clone(),
             dead_letters: DeadLetters::new(parts.producer.clone(), parts.db.clone(), parts.name),
         }
@@ -326,45 +339,6 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// Consumes until `shutdown`, then commits the offsets of everything it finished.
     pub async fn run(self, shutdown: CancellationToken) {
-        for stall in Stall::ALL {
-            let labels = [("consumer", self.name), ("reason", stall.label())];
-            self.metrics.zero("consumer_rejoins_total", &labels);
-        }
-        let kinds = contract::DecodeError::KINDS
-            .into_iter()
-            .chain(contract::Misplaced::KINDS);
-        for kind in std::iter::once(REJECTED).chain(kinds) {
-            let labels = [("consumer", self.name), ("reason", kind)];
-            self.metrics.zero("events_dead_lettered_total", &labels);
-        }
-        for name in [
-            "consumer_batches_total",
-            "dead_letters_parked_total",
-            "consumer_messages_dropped_total",
-            "consumer_partitions_paused_total",
-        ] {
-            self.metrics.zero(name, &[("consumer", self.name)]);
-        }
-        self.metrics
-            .zero("consumer_partitions", &[("consumer", self.name)]);
-        self.metrics
-            .zero("consumer_spare", &[("consumer", self.name)]);
-        for topic in &self.topics {
-            self.metrics
-                .zero("events_ignored_total", &[("topic", topic)]);
-            let types = contract::Event::TYPES.iter();
-            for event_type in types.filter(|t| contract::Event::topic_of(t) == Some(topic)) {
-                let labels = [("topic", topic.as_str()), ("event_type", *event_type)];
-                for name in [
-                    "events_handled_total",
-                    "events_duplicate_total",
-                    "events_retried_total",
-                    "event_handle_duration_seconds",
-                ] {
-                    self.metrics.zero(name, &labels);
-                }
-            }
-        }
         self.health.up(HEALTH_PART);
         let this = Arc::new(self);
         // Since when the consumer has held nothing, across rejoins: readiness reports it.
@@ -390,8 +364,7 @@ impl<H: Handler> ConsumerRunner<H> {
                         "the consumer {}; leaving the group and joining again with a new client",
                         stall.describe(bound)
                     );
-                    let labels = [("consumer", this.name), ("reason", stall.label())];
-                    this.metrics.inc("consumer_rejoins_total", &labels);
+                    this.metrics.rejoined(stall);
                     close(this.name, session.consumer).await;
                     match this.connect(&shutdown).await {
                         Some(next) => session = next,
@@ -525,10 +498,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     // This partition's worker is behind (retrying, say): the partition is
                     // paused, and the rest go on, as does the watchdog.
                     self.pause(session, &partition, true);
-                    self.metrics.inc(
-                        "consumer_partitions_paused_total",
-                        &[("consumer", self.name)],
-                    );
+                    self.metrics.paused.inc();
                     session.held.insert(partition, [taken].into());
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -557,10 +527,7 @@ impl<H: Handler> ConsumerRunner<H> {
             while let Some((message, generation)) = held.pop_front() {
                 if generation != revocations.generation(&partition.0, partition.1) {
                     session.progress.dropped();
-                    self.metrics.inc(
-                        "consumer_messages_dropped_total",
-                        &[("consumer", self.name)],
-                    );
+                    self.metrics.dropped.inc();
                     continue;
                 }
                 match queue.try_send((message, generation)) {
@@ -636,10 +603,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     batch.push(message);
                 } else {
                     progress.dropped();
-                    self.metrics.inc(
-                        "consumer_messages_dropped_total",
-                        &[("consumer", self.name)],
-                    );
+                    self.metrics.dropped.inc();
                 }
             }
             if batch.is_empty() {
@@ -694,8 +658,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 return false;
             }
         };
-        self.metrics
-            .inc("consumer_batches_total", &[("consumer", self.name)]);
+        self.metrics.batches.inc();
         // The batch's one transaction is shared by its events.
         let share = started.elapsed().as_secs_f64() / inbounds.len() as f64;
         for (inbound, outcome) in inbounds.iter().zip(outcomes) {
@@ -707,17 +670,14 @@ impl<H: Handler> ConsumerRunner<H> {
     /// Counts an event handled, alone or in a batch, or found already handled, and the
     /// seconds it took.
     fn count(&self, inbound: &Inbound, outcome: &Outcome, seconds: f64) {
-        let counter = match outcome {
-            Outcome::Handled => "events_handled_total",
-            Outcome::Duplicate => "events_duplicate_total",
-        };
-        let labels = [
-            ("topic", inbound.topic.as_str()),
-            ("event_type", inbound.envelope.event_type()),
-        ];
-        self.metrics.inc(counter, &labels);
-        self.metrics
-            .observe("event_handle_duration_seconds", &labels, seconds);
+        let event_type = inbound.envelope.event_type();
+        self.metrics.event(&inbound.topic, event_type, |series| {
+            match outcome {
+                Outcome::Handled => series.handled.inc(),
+                Outcome::Duplicate => series.duplicate.inc(),
+            };
+            series.duration.observe(seconds);
+        });
     }
 
     /// One attempt at a batch, bounded as [`Self::apply`] is.
@@ -768,8 +728,7 @@ impl<H: Handler> ConsumerRunner<H> {
                 event_id,
             }) => {
                 tracing::debug!(consumer = self.name, %event_type, %event_id, "ignoring an event type this service does not handle");
-                self.metrics
-                    .inc("events_ignored_total", &[("topic", message.topic())]);
+                self.metrics.ignored(message.topic());
                 return Disposition::Done;
             }
             Err(error) => return Disposition::DeadLetter(error.kind(), error.to_string()),
@@ -810,13 +769,9 @@ impl<H: Handler> ConsumerRunner<H> {
                         ?delay,
                         "handling failed; retrying"
                     );
-                    self.metrics.inc(
-                        "events_retried_total",
-                        &[
-                            ("topic", inbound.topic.as_str()),
-                            ("event_type", event_type),
-                        ],
-                    );
+                    self.metrics.event(&inbound.topic, event_type, |series| {
+                        series.retried.inc();
+                    });
                     if !kit::backoff::pause(delay, shutdown).await {
                         return Disposition::Interrupted;
                     }
@@ -851,13 +806,9 @@ impl<H: Handler> ConsumerRunner<H> {
             attempt += 1;
             match self.dead_letters.file(&letter).await {
                 Ok(filed) => {
-                    self.metrics.inc(
-                        "events_dead_lettered_total",
-                        &[("consumer", self.name), ("reason", kind)],
-                    );
+                    self.metrics.dead_lettered(kind);
                     if filed == Filed::Parked {
-                        self.metrics
-                            .inc("dead_letters_parked_total", &[("consumer", self.name)]);
+                        self.metrics.dead_letters_parked.inc();
                     }
                     return true;
                 }

@@ -128,17 +128,12 @@ impl<H: Handler> ConsumerRunner<H> {
             }
         }
         let held = session.consumer.assignment().map_or(0, |a| a.count());
-        self.metrics.set(
-            "consumer_partitions",
-            &[("consumer", self.name)],
-            held as f64,
-        );
+        self.metrics.partitions.set(held as f64);
         let assigned = held > 0;
         if assigned {
             session.watch.assigned_at = now;
             if std::mem::take(&mut session.watch.spare) {
-                self.metrics
-                    .set("consumer_spare", &[("consumer", self.name)], 0.0);
+                self.metrics.spare.set(0.0);
             }
             if unassigned_since.take().is_some() {
                 tracing::info!(consumer = self.name, "the consumer holds partitions");
@@ -164,8 +159,7 @@ impl<H: Handler> ConsumerRunner<H> {
                     session.watch.holders_progress(partitions, now, bound)
                 });
                 let spare = if session.watch.spare { 1.0 } else { 0.0 };
-                self.metrics
-                    .set("consumer_spare", &[("consumer", self.name)], spare);
+                self.metrics.spare.set(spare);
                 if session.watch.spare && !was {
                     tracing::info!(
                         consumer = self.name,
@@ -253,13 +247,7 @@ impl<H: Handler> ConsumerRunner<H> {
         for view in partitions {
             let stored = session.progress.stored(&view.topic, view.partition);
             let (lag, messages_waiting) = view.lag(stored);
-            let partition = view.partition.to_string();
-            let labels = [
-                ("consumer", self.name),
-                ("topic", view.topic.as_str()),
-                ("partition", partition.as_str()),
-            ];
-            self.metrics.set("consumer_lag", &labels, lag as f64);
+            self.metrics.lag(&view.topic, view.partition, lag);
             waiting |= messages_waiting;
         }
         if waiting && started > watch.progress_at {

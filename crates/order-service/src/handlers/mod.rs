@@ -8,13 +8,15 @@ pub mod stock_events;
 
 use contract::Event;
 use eventing::{HandleError, Handler, Inbound};
-use kit::{Conn, Metrics};
+use kit::Conn;
+
+use crate::saga::SagaMetrics;
 
 /// The handler of everything the order service consumes; `metrics` gets each order's saga
 /// duration once the event that ended it commits.
 #[derive(Debug, Clone)]
 pub struct OrderServiceEvents {
-    pub metrics: Metrics,
+    pub metrics: SagaMetrics,
 }
 
 impl Handler for OrderServiceEvents {

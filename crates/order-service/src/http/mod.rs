@@ -16,7 +16,7 @@ pub struct State {
     pub db: Db,
     pub outbox: Outbox,
     /// The service's registry: cancelling an order records its saga duration.
-    pub metrics: kit::Metrics,
+    pub metrics: crate::saga::SagaMetrics,
     /// How long an order may stay PENDING before it is cancelled with reason TIMEOUT.
     pub saga_timeout: Duration,
 }
