@@ -39,7 +39,8 @@ bench_stack_setup() {
     *) echo "unknown stack $BENCH_STACK: sqlite, memory-postgres, sqlite-postgres or kafka-postgres" >&2; return 2 ;;
   esac
   trap bench_stack_cleanup EXIT
-  cargo build --release --bins
+  # BENCH_NO_BUILD=1 measures target/release as it is (an A/B of the broker alone, say).
+  if [ "${BENCH_NO_BUILD:-}" != 1 ]; then cargo build --release --bins; fi
 }
 
 bench_stack_start() {

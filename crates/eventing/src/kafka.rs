@@ -48,12 +48,13 @@ pub struct KafkaSettings {
     /// Consumer group id; defaults to the service's name.
     #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
     pub group_id: Option<String>,
-    /// Longest a fetch waits for data (`fetch.wait.max.ms`). Tansu answers a fetch only when
-    /// this runs out, so it is the consumer latency there: keep it small locally.
+    /// Longest a fetch waits for data (`fetch.wait.max.ms`), Kafka's own default. Both
+    /// brokers answer a fetch as soon as data arrives (`saga-broker` by its patches 3 and 7),
+    /// so this costs no latency; it only decides how often an idle consumer asks again.
     #[arg(
         long = "kafka-fetch-wait-max-ms",
         env = "KAFKA_FETCH_WAIT_MAX_MS",
-        default_value = "10ms",
+        default_value = "500ms",
         value_parser = kit::duration::parse
     )]
     pub fetch_wait_max: Duration,

@@ -32,7 +32,7 @@ use contract::topics::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,92 @@ struct OutboxRow {
     created_at: i64,
 }
 
+/// A row handed to the producer: the row, its delivery report to come, and its publish span.
+type Pending<'r> = (&'r OutboxRow, DeliveryFuture, tracing::Span);
+
+/// What one publishing round has learnt of failures.
+#[derive(Default)]
+struct Round<'r> {
+    /// Per key, the first row that failed: no later row of the key is handed over or marked
+    /// sent.
+    failed_from: HashMap<&'r str, i64>,
+    /// Rows the broker refuses for good, with why.
+    parked: Vec<(i64, String)>,
+    /// The first failure that may pass, which the round reports.
+    first_error: Option<RelayError>,
+}
+
+impl<'r> Round<'r> {
+    /// Whether a row of the same key failed earlier in the round.
+    fn blocked(&self, row: &OutboxRow) -> bool {
+        self.failed_from.contains_key(row.key.as_str())
+    }
+
+    /// A row that failed for a reason that may pass.
+    fn failed(&mut self, row: &'r OutboxRow, error: RelayError) {
+        self.stop_key_at(row);
+        self.first_error.get_or_insert(error);
+    }
+
+    /// A row the broker will never take.
+    fn refused(&mut self, row: &'r OutboxRow, error: &KafkaError) {
+        self.stop_key_at(row);
+        self.parked.push((row.id, error.to_string()));
+    }
+
+    fn stop_key_at(&mut self, row: &'r OutboxRow) {
+        let first = self.failed_from.entry(&row.key).or_insert(row.id);
+        *first = (*first).min(row.id);
+    }
+
+    /// The ids of the delivered rows that may be marked sent: those before their key's
+    /// first failure.
+    fn sendable(&self, delivered: &[&OutboxRow]) -> Vec<i64> {
+        delivered
+            .iter()
+            .filter(|row| {
+                self.failed_from
+                    .get(row.key.as_str())
+                    .is_none_or(|first| row.id < *first)
+            })
+            .map(|row| row.id)
+            .collect()
+    }
+}
+
+/// A row's Kafka headers and its publish span: a span of its own in the trace of the work
+/// that wrote the row, whose context the message carries.
+fn message_of(row: &OutboxRow) -> (OwnedHeaders, tracing::Span) {
+    // Headers this service wrote itself; if they cannot be read the row still goes, without
+    // them, and the log says so rather than dropping them unseen.
+    let mut headers: BTreeMap<String, String> =
+        serde_json::from_str(&row.headers).unwrap_or_else(|error| {
+            tracing::warn!(outbox_id = row.id, %error, "an outbox row's headers cannot be read; publishing it without them");
+            BTreeMap::new()
+        });
+    let span = tracing::info_span!(
+        parent: None,
+        "publish",
+        otel.name = %format!("{} publish", row.topic),
+        otel.kind = "producer",
+        outbox_id = row.id,
+        key = %row.key,
+    );
+    let stored = headers
+        .get(HEADER_TRACEPARENT)
+        .and_then(|h| TraceContext::parse(h));
+    let trace = kit::trace::continue_in(&span, stored);
+    headers.insert(HEADER_TRACEPARENT.to_owned(), trace.header());
+    let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
+    for (name, value) in &headers {
+        kafka_headers = kafka_headers.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    (kafka_headers, span)
+}
+
 /// Rounds failed in a row before the relay reports itself not ready.
 const FAILURES_BEFORE_NOT_READY: u32 = 3;
 
@@ -185,19 +271,7 @@ impl Relay {
                 Err(error) => {
                     failures += 1;
                     self.metrics.relay_failures.inc();
-                    if self.replace_fatal_producer() {
-                        continue;
-                    }
-                    // Not at once: a broker that forgets every producer must not make the
-                    // relay spin; the backoff below applies to the new producer too.
-                    if let RelayError::Kafka(kafka) = &error
-                        && matches!(self.producer.replace_if_stale(kafka), Ok(true))
-                    {
-                        tracing::warn!(%error, "the broker forgot the producer; publishing with a new one");
-                    }
-                    if failures.is_multiple_of(FAILURES_BEFORE_NOT_READY)
-                        && self.replace_cut_off_producer().await
-                    {
+                    if self.replace_producer_after(&error, failures).await {
                         continue;
                     }
                     let delay = kit::backoff::delay(failures);
@@ -222,6 +296,24 @@ impl Relay {
             }
         }
         self.release_lease().await;
+    }
+
+    /// Replaces the producer when a failed round shows it cannot publish any more, in one of
+    /// three ways; `true` when the relay should try again at once with the new one.
+    /// - After a fatal error, at once.
+    /// - Forgotten by the broker (a stale producer id or epoch), replaced, but the round still
+    ///   waits its backoff: a broker that forgets every producer must not make the relay spin.
+    /// - Cut off from a broker that others reach, every few failures, at once.
+    async fn replace_producer_after(&self, error: &RelayError, failures: u32) -> bool {
+        if self.replace_fatal_producer() {
+            return true;
+        }
+        if let RelayError::Kafka(kafka) = error
+            && matches!(self.producer.replace_if_stale(kafka), Ok(true))
+        {
+            tracing::warn!(%error, "the broker forgot the producer; publishing with a new one");
+        }
+        failures.is_multiple_of(FAILURES_BEFORE_NOT_READY) && self.replace_cut_off_producer().await
     }
 
     /// Gives the lease up on a clean stop, so that another replica takes over publishing at
@@ -271,7 +363,9 @@ impl Relay {
             .await
             .ok_or_else(stalled)??
         {
-            let rows = kit::db::bounded(self.claim()).await.ok_or_else(stalled)??;
+            let rows = kit::db::bounded(self.unsent_rows())
+                .await
+                .ok_or_else(stalled)??;
             if rows.is_empty() {
                 break;
             }
@@ -319,7 +413,10 @@ impl Relay {
     /// that a consumer never sees a key's events out of order (an `OrderCancelled` before the
     /// `OrderCreated` it follows). The parked row and the backlog behind it show in
     /// `outbox_parked` and `outbox_oldest_unsent_age_seconds` until an operator acts.
-    async fn claim(&self) -> Result<Vec<OutboxRow>, RelayError> {
+    ///
+    /// A plain read, not a claim: only the holder of the relay lease reads and publishes, so
+    /// no other relay takes the same rows meanwhile.
+    async fn unsent_rows(&self) -> Result<Vec<OutboxRow>, RelayError> {
         let rows = sqlx::query(
             "SELECT id, topic, message_key, payload, headers, created_at FROM outbox_message o \
              WHERE sent_at IS NULL AND parked_at IS NULL \
@@ -355,50 +452,45 @@ impl Relay {
         rows: Vec<OutboxRow>,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
+        let mut round = Round::default();
+        let Some(pending) = self.hand_over(&rows, &mut round, shutdown).await else {
+            return Ok(());
+        };
+        let Some(delivered) = self.await_reports(pending, &mut round, shutdown).await else {
+            return Ok(());
+        };
+        let sent = round.sendable(&delivered);
+        self.mark_sent(&sent).await?;
+        self.metrics.outbox_published.inc_by(sent.len() as u64);
+        for (id, reason) in &round.parked {
+            self.park(*id, reason).await?;
+        }
+        match round.first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Enqueues each row's message with the producer, in order, skipping the rows of a key
+    /// that failed earlier in the round; `None` if shutdown came while librdkafka's queue was
+    /// full.
+    async fn hand_over<'r>(
+        &self,
+        rows: &'r [OutboxRow],
+        round: &mut Round<'r>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Pending<'r>>> {
         let producer = self.producer.get();
         let mut pending = Vec::with_capacity(rows.len());
-        let mut parked = Vec::new();
-        // Per key, the first row that failed in this round: no later row of the key is
-        // handed over or marked sent.
-        let mut failed_from: HashMap<&str, i64> = HashMap::new();
-        let mut first_error = None;
-        for row in &rows {
-            if failed_from.contains_key(row.key.as_str()) {
+        for row in rows {
+            if round.blocked(row) {
                 continue;
             }
-            // Headers this service wrote itself; if they cannot be read the row still goes,
-            // without them, and the log says so rather than dropping them unseen.
-            let mut headers: BTreeMap<String, String> = serde_json::from_str(&row.headers)
-                .unwrap_or_else(|error| {
-                    tracing::warn!(outbox_id = row.id, %error, "an outbox row's headers cannot be read; publishing it without them");
-                    BTreeMap::new()
-                });
-            // The publish is a span of its own in the trace of the work that wrote the row,
-            // and the message carries the publish span's context.
-            let span = tracing::info_span!(
-                parent: None,
-                "publish",
-                otel.name = %format!("{} publish", row.topic),
-                otel.kind = "producer",
-                outbox_id = row.id,
-                key = %row.key,
-            );
-            let stored = headers
-                .get(HEADER_TRACEPARENT)
-                .and_then(|h| TraceContext::parse(h));
-            let trace = kit::trace::continue_in(&span, stored);
-            headers.insert(HEADER_TRACEPARENT.to_owned(), trace.header());
-            let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
-            for (name, value) in &headers {
-                kafka_headers = kafka_headers.insert(Header {
-                    key: name,
-                    value: Some(value),
-                });
-            }
+            let (headers, span) = message_of(row);
             let mut record = FutureRecord::to(&row.topic)
                 .key(&row.key)
                 .payload(&row.payload)
-                .headers(kafka_headers);
+                .headers(headers);
             // Enqueue in order; only when librdkafka's queue is full, wait in place for what
             // is in flight to make room.
             loop {
@@ -412,71 +504,54 @@ impl Relay {
                     {
                         record = returned;
                         tokio::select! {
-                            () = shutdown.cancelled() => return Ok(()),
+                            () = shutdown.cancelled() => return None,
                             () = tokio::time::sleep(Duration::from_millis(5)) => {}
                         }
                     }
                     Err((error, _)) if never_publishable(&error) => {
-                        // The key's later rows wait behind the parked one (see `claim`).
-                        failed_from.insert(&row.key, row.id);
-                        parked.push((row.id, error.to_string()));
+                        // The key's later rows wait behind the parked one (see `unsent_rows`).
+                        round.refused(row, &error);
                         break;
                     }
                     Err((error, _)) => {
-                        failed_from.insert(&row.key, row.id);
-                        first_error.get_or_insert(RelayError::Kafka(error));
+                        round.failed(row, RelayError::Kafka(error));
                         break;
                     }
                 }
             }
         }
+        Some(pending)
+    }
+
+    /// Waits for the broker's report on each message handed over; the rows it took, or
+    /// `None` if shutdown came first.
+    async fn await_reports<'r>(
+        &self,
+        pending: Vec<Pending<'r>>,
+        round: &mut Round<'r>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<&'r OutboxRow>> {
         let mut delivered = Vec::with_capacity(pending.len());
         for (row, delivery, _span) in pending {
             // The publish span ends with the broker's report, when `_span` is dropped.
             let report = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return None,
                 report = delivery => report,
             };
-            let failed = match report {
+            match report {
                 Ok(Ok(_)) => {
                     let delay_ms = now_ms().saturating_sub(row.created_at).max(0);
                     let delay = delay_ms as f64 / 1000.0;
                     self.metrics.outbox_publish_delay.observe(delay);
                     delivered.push(row);
-                    continue;
                 }
-                Ok(Err((error, _))) if never_publishable(&error) => {
-                    // Later rows of its key are not marked sent; they wait behind it.
-                    let first = failed_from.entry(&row.key).or_insert(row.id);
-                    *first = (*first).min(row.id);
-                    parked.push((row.id, error.to_string()));
-                    continue;
-                }
-                Ok(Err((error, _))) => RelayError::Kafka(error),
-                Err(_canceled) => RelayError::ProducerGone,
-            };
-            let first = failed_from.entry(&row.key).or_insert(row.id);
-            *first = (*first).min(row.id);
-            first_error.get_or_insert(failed);
+                // Later rows of its key are not marked sent; they wait behind it.
+                Ok(Err((error, _))) if never_publishable(&error) => round.refused(row, &error),
+                Ok(Err((error, _))) => round.failed(row, RelayError::Kafka(error)),
+                Err(_canceled) => round.failed(row, RelayError::ProducerGone),
+            }
         }
-        let sent: Vec<i64> = delivered
-            .iter()
-            .filter(|row| {
-                failed_from
-                    .get(row.key.as_str())
-                    .is_none_or(|first| row.id < *first)
-            })
-            .map(|row| row.id)
-            .collect();
-        self.mark_sent(&sent).await?;
-        self.metrics.outbox_published.inc_by(sent.len() as u64);
-        for (id, reason) in &parked {
-            self.park(*id, reason).await?;
-        }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        Some(delivered)
     }
 
     /// Stops trying a row the broker will never take, and says so loudly: it stays in the

@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn every_runtime_setting_has_a_default() {
         let settings: KafkaSettings = defaults();
-        assert_eq!(settings.fetch_wait_max, Duration::from_millis(10));
+        assert_eq!(settings.fetch_wait_max, Duration::from_millis(500));
         assert_eq!(settings.brokers, "127.0.0.1:9092");
         let relay: RelaySettings = defaults();
         assert_eq!(relay.lease, Duration::from_secs(15));

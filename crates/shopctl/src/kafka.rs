@@ -18,7 +18,11 @@ pub(crate) fn reader(kafka: &KafkaSettings, from_beginning: bool) -> ClientConfi
             "auto.offset.reset",
             if from_beginning { "earliest" } else { "latest" },
         )
-        .set("fetch.wait.max.ms", "50");
+        // Answered as soon as a message lands, on either broker.
+        .set(
+            "fetch.wait.max.ms",
+            kafka.fetch_wait_max.as_millis().to_string(),
+        );
     config
 }
 

@@ -35,6 +35,8 @@ mod list_offsets;
 mod list_partition_reassignments;
 mod metadata;
 mod produce;
+// saga patch 7 (PATCHES.md).
+mod produced;
 mod txn;
 
 use std::{

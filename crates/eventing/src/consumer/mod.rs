@@ -212,7 +212,15 @@ pub const MAX_BATCH: usize = 64;
 /// few batches, few enough that a worker that is behind holds little.
 const QUEUE_PER_PARTITION: usize = 4 * MAX_BATCH;
 
+/// Whether events are applied alone or several in one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    Alone,
+    Together,
+}
+
 /// What became of one attempt at one message.
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Handled,
     Duplicate,
@@ -381,34 +389,25 @@ impl<H: Handler> ConsumerRunner<H> {
     /// and reported.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<Session> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let mut attempt = 0;
-        loop {
-            match self.kafka.consumer(self.name, &topics) {
-                Ok(consumer) => {
-                    let now = Instant::now();
-                    return Some(Session {
-                        consumer: Arc::new(consumer),
-                        progress: Arc::new(Progress::new(now)),
-                        workers: HashMap::new(),
-                        held: HashMap::new(),
-                        tasks: JoinSet::new(),
-                        watch: Watch::new(now),
-                    });
-                }
-                Err(error) => {
-                    attempt += 1;
-                    // Readiness is public: it says what, the log says why.
-                    tracing::warn!(consumer = self.name, %error, "cannot create a Kafka consumer");
-                    self.health.failing(
-                        HEALTH_PART,
-                        "cannot create a Kafka consumer (the log says why)",
-                    );
-                    if !kit::backoff::pause(kit::backoff::delay(attempt), shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
+        let create = || std::future::ready(self.kafka.consumer(self.name, &topics));
+        let cannot = |error: &rdkafka::error::KafkaError, _, _| {
+            // Readiness is public: it says what, the log says why.
+            tracing::warn!(consumer = self.name, %error, "cannot create a Kafka consumer");
+            self.health.failing(
+                HEALTH_PART,
+                "cannot create a Kafka consumer (the log says why)",
+            );
+        };
+        let consumer = kit::backoff::retry_until_cancelled(shutdown, create, cannot).await?;
+        let now = Instant::now();
+        Some(Session {
+            consumer: Arc::new(consumer),
+            progress: Arc::new(Progress::new(now)),
+            workers: HashMap::new(),
+            held: HashMap::new(),
+            tasks: JoinSet::new(),
+            watch: Watch::new(now),
+        })
     }
 
     /// Takes messages with one client and hands each to its partition's worker, until
@@ -682,33 +681,50 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// One attempt at a batch, bounded as [`Self::apply`] is.
     async fn apply_together(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
-        kit::db::bounded(self.apply_together_once(inbounds))
+        kit::db::bounded(self.apply_in_one_transaction(inbounds, Batch::Together))
             .await
             .unwrap_or_else(|| Err(stalled()))
     }
 
-    /// One attempt at a batch: every event recorded and applied in one transaction.
-    async fn apply_together_once(&self, inbounds: &[Inbound]) -> Result<Vec<Outcome>, HandleError> {
+    /// One attempt at `inbounds`: each event recorded and applied, in order, in one
+    /// transaction, which commits only if one of them was new (a batch first takes the
+    /// handler's locks: [`Handler::lock_batch`]). On commit, the handlers' `on_commit` work
+    /// runs and the relay is woken; on failure, all of it is undone, that work discarded.
+    async fn apply_in_one_transaction(
+        &self,
+        inbounds: &[Inbound],
+        batch: Batch,
+    ) -> Result<Vec<Outcome>, HandleError> {
         for inbound in inbounds {
             inbound.committed.discard();
         }
-        let mut tx = kit::db::begin_batch(&self.db).await?;
-        self.handler.lock_batch(&mut tx, inbounds).await?;
+        let mut tx = match batch {
+            Batch::Alone => kit::db::begin(&self.db).await?,
+            Batch::Together => {
+                let mut tx = kit::db::begin_batch(&self.db).await?;
+                self.handler.lock_batch(&mut tx, inbounds).await?;
+                tx
+            }
+        };
         let mut outcomes = Vec::with_capacity(inbounds.len());
         for inbound in inbounds {
-            let span = inbound.span.clone();
             let outcome = async {
                 if !record(&mut tx, inbound).await? {
                     tracing::debug!("already handled; nothing to do");
                     return Ok::<_, HandleError>(Outcome::Duplicate);
                 }
                 handle_unwinding(&self.handler, &mut tx, inbound).await?;
-                tracing::debug!("handled in a batch");
+                tracing::debug!(together = batch == Batch::Together, "handled");
                 Ok(Outcome::Handled)
             }
-            .instrument(span)
+            .instrument(inbound.span.clone())
             .await?;
             outcomes.push(outcome);
+        }
+        if !outcomes.contains(&Outcome::Handled) {
+            // Nothing was written: every event was a copy of one applied before.
+            tx.rollback().await?;
+            return Ok(outcomes);
         }
         tx.commit().await?;
         for inbound in inbounds {
@@ -749,34 +765,33 @@ impl<H: Handler> ConsumerRunner<H> {
         shutdown: &CancellationToken,
     ) -> Disposition {
         let event_type = inbound.envelope.event_type();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
+        // A permanent failure ends the retries as a value; only a transient one is retried.
+        let attempt = || async {
             let started = Instant::now();
             match self.apply(inbound).await {
-                Ok(outcome) => {
-                    self.count(inbound, &outcome, started.elapsed().as_secs_f64());
-                    return Disposition::Done;
-                }
-                Err(HandleError::Permanent(reason)) => {
-                    return Disposition::DeadLetter(REJECTED, reason);
-                }
-                Err(HandleError::Transient(error)) => {
-                    let delay = kit::backoff::delay(attempt);
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        attempt,
-                        ?delay,
-                        "handling failed; retrying"
-                    );
-                    self.metrics.event(&inbound.topic, event_type, |series| {
-                        series.retried.inc();
-                    });
-                    if !kit::backoff::pause(delay, shutdown).await {
-                        return Disposition::Interrupted;
-                    }
-                }
+                Ok(outcome) => Ok(Ok((outcome, started.elapsed()))),
+                Err(HandleError::Permanent(reason)) => Ok(Err(reason)),
+                Err(HandleError::Transient(error)) => Err(error),
             }
+        };
+        let failed = |error: &anyhow::Error, attempt, delay| {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                attempt,
+                ?delay,
+                "handling failed; retrying"
+            );
+            self.metrics.event(&inbound.topic, event_type, |series| {
+                series.retried.inc();
+            });
+        };
+        match kit::backoff::retry_until_cancelled(shutdown, attempt, failed).await {
+            Some(Ok((outcome, took))) => {
+                self.count(inbound, &outcome, took.as_secs_f64());
+                Disposition::Done
+            }
+            Some(Err(reason)) => Disposition::DeadLetter(REJECTED, reason),
+            None => Disposition::Interrupted,
         }
     }
 
@@ -801,51 +816,28 @@ impl<H: Handler> ConsumerRunner<H> {
             "a message that can never be processed goes to the dead-letter topic"
         );
         let letter = Letter::consumed(message, reason);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.dead_letters.file(&letter).await {
-                Ok(filed) => {
-                    self.metrics.dead_lettered(kind);
-                    if filed == Filed::Parked {
-                        self.metrics.dead_letters_parked.inc();
-                    }
-                    return true;
-                }
-                Err(error) => {
-                    let delay = kit::backoff::delay(attempt);
-                    tracing::warn!(%error, ?delay, "could not file a dead letter; retrying");
-                    if !kit::backoff::pause(delay, shutdown).await {
-                        return false;
-                    }
-                }
-            }
+        let file = || self.dead_letters.file(&letter);
+        let failed = |error: &_, _, delay| {
+            tracing::warn!(%error, ?delay, "could not file a dead letter; retrying");
+        };
+        let Some(filed) = kit::backoff::retry_until_cancelled(shutdown, file, failed).await else {
+            return false;
+        };
+        self.metrics.dead_lettered(kind);
+        if filed == Filed::Parked {
+            self.metrics.dead_letters_parked.inc();
         }
+        true
     }
 
-    /// One attempt, within [`kit::db::work_timeout`]: a transaction that takes longer (its
-    /// connection's server vanished, say) is given up and tried again.
+    /// One attempt at one event, within [`kit::db::work_timeout`]: a transaction that takes
+    /// longer (its connection's server vanished, say) is given up and tried again.
     async fn apply(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
-        kit::db::bounded(self.apply_once(inbound))
-            .await
-            .unwrap_or_else(|| Err(stalled()))
-    }
-
-    /// One attempt: record the event and apply its effect in one transaction.
-    async fn apply_once(&self, inbound: &Inbound) -> Result<Outcome, HandleError> {
-        inbound.committed.discard();
-        let mut tx = kit::db::begin(&self.db).await?;
-        if !record(&mut tx, inbound).await? {
-            tracing::debug!("already handled; nothing to do");
-            tx.rollback().await?;
-            return Ok(Outcome::Duplicate);
+        let alone = self.apply_in_one_transaction(std::slice::from_ref(inbound), Batch::Alone);
+        match kit::db::bounded(alone).await {
+            Some(outcomes) => Ok(outcomes?.pop().unwrap_or(Outcome::Duplicate)),
+            None => Err(stalled()),
         }
-        handle_unwinding(&self.handler, &mut tx, inbound).await?;
-        tx.commit().await?;
-        inbound.committed.run();
-        self.outbox.wake();
-        tracing::debug!("handled");
-        Ok(Outcome::Handled)
     }
 }
 

@@ -104,9 +104,12 @@ impl Feed {
             .set("group.id", format!("console-{}", uuid::Uuid::new_v4()))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            // Tansu answers a fetch only when this much time has passed (BROKER.md): the
-            // page's latency.
-            .set("fetch.wait.max.ms", "50")
+            // Both brokers answer a fetch as soon as an event lands, so the services' wait
+            // costs the page no latency, and an idle page costs the broker little.
+            .set(
+                "fetch.wait.max.ms",
+                settings.fetch_wait_max.as_millis().to_string(),
+            )
             .create()?;
         consumer.subscribe(&SAGA_TOPICS)?;
         let feed = Feed {

@@ -24,9 +24,10 @@ use tansu_sans_io::{
     metadata_response::MetadataResponseTopic,
     record::deflated::{Batch, Frame},
 };
-use tokio::time::sleep;
+use tokio::time::timeout;
 use tracing::{debug, error, instrument};
 
+use super::produced::Waiter;
 use crate::{Error, Result, Storage, Topition};
 
 /// A [`Service`] using [`Storage`] as [`Context`] taking [`FetchRequest`] returning [`FetchResponse`].
@@ -290,6 +291,38 @@ impl FetchService {
         }
     }
 
+    /// The partitions a fetch asks for, as (topic name, partition index); a topic asked
+    /// for by id is named from the metadata, and one unknown is left out (nothing can be
+    /// produced to it).
+    async fn partitions_of<G>(
+        &self,
+        ctx: Context<G>,
+        topics: &[FetchTopic],
+    ) -> Result<Vec<(String, i32)>>
+    where
+        G: Storage,
+    {
+        let mut named = Vec::new();
+        for fetch in topics {
+            let name = match fetch.topic.clone() {
+                Some(name) => Some(name),
+                None => ctx
+                    .state()
+                    .metadata(Some(&[fetch.into()]))
+                    .await?
+                    .topics()
+                    .first()
+                    .and_then(|topic| topic.name.clone()),
+            };
+            if let Some(name) = name {
+                for partition in fetch.partitions.as_deref().unwrap_or_default() {
+                    named.push((name.clone(), partition.partition));
+                }
+            }
+        }
+        Ok(named)
+    }
+
     pub(crate) async fn fetch<G>(
         &self,
         ctx: Context<G>,
@@ -308,19 +341,16 @@ impl FetchService {
             Ok(vec![])
         } else {
             let start = Instant::now();
+            // saga patch 7 (PATCHES.md): registered before the first look at storage, so
+            // that a produce landing from now on wakes the wait below.
+            let waiter = Waiter::on(self.partitions_of(ctx.clone(), topics).await?);
             let mut responses = vec![];
             let mut iteration = 0;
-            let mut elapsed = Duration::from_millis(0);
-            let mut bytes = 0;
-            let mut recheck = Duration::from_millis(2);
 
-            while elapsed <= max_wait && bytes <= min_bytes {
-                debug!(?elapsed, ?max_wait, ?bytes, ?min_bytes);
-
-                let enumerate = topics.iter().enumerate();
+            loop {
                 responses.clear();
 
-                for (i, fetch) in enumerate {
+                for (i, fetch) in topics.iter().enumerate() {
                     let fetch_response = self
                         .fetch_topic(
                             ctx.clone(),
@@ -336,30 +366,24 @@ impl FetchService {
                     responses.push(fetch_response);
                 }
 
-                bytes += u32::try_from(responses.byte_size())?;
+                // Each look reads from the fetch offsets again, so the last one holds all
+                // there is.
+                let bytes = u32::try_from(responses.byte_size())?;
+                let remaining = max_wait.saturating_sub(start.elapsed());
 
-                let now = Instant::now();
-                elapsed = now.duration_since(start);
-                let remaining = max_wait.saturating_sub(elapsed);
-
-                debug!(
-                    ?iteration,
-                    ?max_wait,
-                    ?elapsed,
-                    ?remaining,
-                    ?bytes,
-                    ?min_bytes
-                );
+                debug!(?iteration, ?max_wait, ?remaining, ?bytes, ?min_bytes);
 
                 // saga patch 3 (PATCHES.md): answer as soon as there is data, instead of
-                // sleeping out the rest of the wait with it in hand; while there is none,
-                // look again after 2, 4, 8, then every 16 ms, so that data arriving during
-                // the wait is answered within milliseconds.
+                // sleeping out the rest of the wait with it in hand. saga patch 7: while
+                // there is none, sleep until a produce lands on a partition asked for, and
+                // look again only then; with none, the wait runs out without another look,
+                // since nothing was stored meanwhile.
                 if (bytes > 0 && bytes >= min_bytes) || min_bytes == 0 || remaining.is_zero() {
                     break;
                 }
-                sleep(remaining.min(recheck)).await;
-                recheck = (recheck * 2).min(Duration::from_millis(16));
+                if timeout(remaining, waiter.produced()).await.is_err() {
+                    break;
+                }
 
                 iteration += 1;
             }
