@@ -2042,6 +2042,8 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|_| {
+            // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
+            crate::service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2076,6 +2078,8 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|_| {
+            // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
+            crate::service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2107,6 +2111,8 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|_| {
+            // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
+            crate::service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2174,6 +2180,9 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|_| {
+            // saga patch 7 (PATCHES.md): the records are stored; wake the fetches waiting on
+            // this partition, and forget what they remember of it.
+            crate::service::produced::landed(topition.topic(), topition.partition());
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2869,6 +2878,8 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|_| {
+            // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
+            crate::service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2900,6 +2911,8 @@ impl Storage for StorageContainer {
         }
         .await
         .inspect(|maintain| {
+            // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
+            crate::service::produced::changed_elsewhere();
             debug!(?maintain);
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })

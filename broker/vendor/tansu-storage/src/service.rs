@@ -36,7 +36,7 @@ mod list_partition_reassignments;
 mod metadata;
 mod produce;
 // saga patch 7 (PATCHES.md).
-mod produced;
+pub(crate) mod produced;
 mod txn;
 
 use std::{

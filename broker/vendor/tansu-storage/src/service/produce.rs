@@ -189,9 +189,6 @@ impl ProduceService {
             }
 
             if let Some(base_offset) = base_offset {
-                // saga patch 7 (PATCHES.md): the records are stored; wake the fetches
-                // waiting on this partition.
-                super::produced::landed(name, partition.index);
                 PartitionProduceResponse::default()
                     .index(partition.index)
                     .error_code(ErrorCode::None.into())
