@@ -14,6 +14,7 @@
 //! source, a named volume to a folder of the run's own.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -376,6 +377,7 @@ impl Run {
         let log = self.log(&container.name);
         for dir in [&data, &socket] {
             std::fs::create_dir_all(dir).expect("creating Postgres's folders");
+            self.open_to_postgres(dir);
             chown_postgres(dir);
         }
         let password_file = self.dir.join("pg-password");
@@ -407,6 +409,10 @@ impl Run {
                 inside.ends_with(".sh"),
                 "only shell init scripts are rehearsed: {inside}"
             );
+            // The script runs as the postgres user, who may not read the checkout (a clone
+            // made under umask 077): it runs from a copy of the run's own, as a mount would
+            // show it.
+            let script = self.readable_copy(&script);
             let mut init = self.command(container, "setpriv");
             init.current_dir(&self.dir)
                 .args([
@@ -433,6 +439,32 @@ impl Run {
             .args(["-c", "listen_addresses=*", "-p", "5432", "-k"])
             .arg(&socket);
         server
+    }
+
+    /// Opens `dir` and every folder between the run's folder and it to other users, so that
+    /// Postgres, which runs as its own user, can reach what is below them whatever the umask
+    /// of whoever runs the tests (CI's may be 077: initdb then could not reach its data
+    /// folder).
+    fn open_to_postgres(&self, dir: &Path) {
+        for folder in dir
+            .ancestors()
+            .take_while(|folder| folder.starts_with(&self.dir))
+        {
+            std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755))
+                .expect("opening a folder of the run's to the postgres user");
+        }
+    }
+
+    /// A copy of `file` in the run's folder that every user may read.
+    fn readable_copy(&self, file: &Path) -> PathBuf {
+        let copies = self.dir.join("mounted");
+        std::fs::create_dir_all(&copies).expect("a folder for mounted files");
+        self.open_to_postgres(&copies);
+        let copy = copies.join(file.file_name().expect("a file's name"));
+        std::fs::copy(file, &copy).expect("copying a mounted file");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644))
+            .expect("making a mounted file readable");
+        copy
     }
 
     /// One of Postgres's programs, run as the `postgres` user in the container's network.
@@ -490,9 +522,18 @@ pub fn run_to_end(command: &mut Command, log: &Path) {
         .expect("waiting for a setup step");
     assert!(
         status.success(),
-        "{command:?} failed ({status}): see {}",
-        log.display()
+        "{command:?} failed ({status}); the end of {}:\n{}",
+        log.display(),
+        tail(log)
     );
+}
+
+/// The last lines of a log, for a failure's message: CI keeps the test's output, not the
+/// rehearsal's folder.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 #[cfg(test)]
