@@ -89,7 +89,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     crate::supervise::supervise(&mut stack, wait_for_signal()).await;
     step("stopping: services first, then the broker");
-    tokio::task::spawn_blocking(move || stack.stop(Duration::from_secs(15))).await?;
+    stack.stop(Duration::from_secs(15)).await;
     step("stopped");
     Ok(())
 }

@@ -348,5 +348,5 @@ async fn a_sigkilled_replica_of_each_service_hands_its_partitions_to_the_survivo
     assert_eq!(kept.len(), 2 * ORDERS, "each event kept once");
     assert_eq!(received["duplicates"], json!(0), "no event delivered twice");
     drop(replicas);
-    stack.stop(Duration::from_secs(10));
+    stack.stop(Duration::from_secs(10)).await;
 }

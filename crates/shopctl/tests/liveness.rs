@@ -146,7 +146,7 @@ async fn a_service_killed_and_restarted_five_times_in_a_row_confirms_new_orders_
             .unwrap_or_else(|e| panic!("after five kills of {service}: {e}"));
         println!("after five kills of {service}: an order confirmed in {took:?}");
     }
-    stack.stop(Duration::from_secs(10));
+    stack.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +161,7 @@ async fn after_the_broker_is_killed_and_back_a_minute_later_new_orders_confirm_w
     // A service told to stop while the broker is away stops within 10 s.
     let took = stack
         .stop_service(Service::CouponService, Duration::from_secs(10))
+        .await
         .expect("SIGTERM stops a service within 10 s while the broker is down");
     println!("with the broker down, the coupon service stopped in {took:?} after SIGTERM");
     tokio::time::sleep(Duration::from_secs(50)).await;
@@ -183,5 +184,5 @@ async fn after_the_broker_is_killed_and_back_a_minute_later_new_orders_confirm_w
     }
     .unwrap_or_else(|e| panic!("after the broker came back: {e}"));
     println!("after the broker came back: an order confirmed in {took:?}");
-    stack.stop(Duration::from_secs(10));
+    stack.stop(Duration::from_secs(10)).await;
 }

@@ -84,7 +84,7 @@ async fn every_service_accepts_what_its_document_allows_and_refuses_what_it_forb
             failed.push(service);
         }
     }
-    stack.stop(std::time::Duration::from_secs(10));
+    stack.stop(std::time::Duration::from_secs(10)).await;
     assert!(
         failed.is_empty(),
         "schemathesis found failures in {failed:?}; their reports are above"

@@ -301,8 +301,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
     .await;
     stop.cancel();
     let (mut stack, injected_faults) = injector.await.context("the fault injector panicked")?;
-    // Stopping waits for processes to exit: not on the async runtime.
-    tokio::task::spawn_blocking(move || stack.stop(Duration::from_secs(15))).await?;
+    stack.stop(Duration::from_secs(15)).await;
     let mut report = outcome?;
     report.faults = injected_faults;
     Ok(report)
