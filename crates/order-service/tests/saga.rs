@@ -270,14 +270,31 @@ async fn the_same_events_delivered_twice_change_nothing() {
         "OrderCreated, StockReserved, CouponApplied, OrderConfirmed"
     );
 
-    // Wait until the product service has seen the repeated OrderCreated and OrderConfirmed.
+    // Wait until every consumer has counted each copy it was sent as a duplicate: what follows
+    // then looks at the state after all of them, not at a moment that came first.
     let product = system.product.as_ref().expect("running");
-    let series = r#"events_duplicate_total{topic="order.events",event_type="OrderConfirmed"}"#;
-    eventually("duplicates seen by the product service", SETTLE, || async {
-        (helpers::metric(product, series).await >= 1.0).then_some(())
+    let coupon_service = system.coupon.as_ref().expect("running");
+    let copies = [
+        (product, topics::ORDER_EVENTS, "OrderCreated"),
+        (product, topics::ORDER_EVENTS, "OrderConfirmed"),
+        (coupon_service, topics::ORDER_EVENTS, "OrderCreated"),
+        (coupon_service, topics::ORDER_EVENTS, "OrderConfirmed"),
+        (&system.forwarder, topics::ORDER_EVENTS, "OrderCreated"),
+        (&system.forwarder, topics::ORDER_EVENTS, "OrderConfirmed"),
+        (&system.order, topics::STOCK_EVENTS, "StockReserved"),
+        (&system.order, topics::COUPON_EVENTS, "CouponApplied"),
+    ];
+    eventually("every copy counted as a duplicate", SETTLE, || async {
+        for (app, topic, event_type) in copies {
+            let series =
+                format!(r#"events_duplicate_total{{topic="{topic}",event_type="{event_type}"}}"#);
+            if helpers::metric(app, &series).await < 1.0 {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let after = system.order(&id).await;
     assert_eq!(before, after, "the order did not change");
     system.product_settles_at(mug, 8, 2).await;

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use local::start_stack;
 use serde_json::Value;
+use shopctl::bench::commits::{self, SETTLE};
 use shopctl::stack::Service;
 
 mod local;
@@ -112,4 +113,45 @@ async fn a_short_bench_completes_and_reports_every_figure() {
     }
     drop(stack);
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn the_commits_a_database_makes_between_two_samples_are_counted_per_order() {
+    if testkit::sqlite_backend() {
+        return; // The count is Postgres's own (pg_stat_database); SQLite has none to read.
+    }
+    let server = testkit::admin_database_url();
+    let database = testkit::fresh_database("commits")
+        .await
+        .expect("a database");
+    let name = database.rsplit('/').next().expect("a name").to_owned();
+    let before = commits::sample(&server).await.expect("a first sample");
+
+    // Five transactions, each a statement of its own. A backend reports its counts when it
+    // ends, so closing the connection has them counted at once.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&database)
+        .await
+        .expect("connecting");
+    for _ in 0..5 {
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .expect("a query");
+    }
+    sqlx::Connection::close(conn).await.expect("closing");
+
+    let per_order = testkit::eventually("the commits counted", SETTLE, || async {
+        let after = commits::sample(&server).await.ok()?;
+        let per_order = commits::per_order(&before, &after, 5);
+        (per_order.get(&name).copied().unwrap_or(0.0) >= 1.0).then_some(per_order)
+    })
+    .await;
+    // Connecting commits a transaction or two of its own besides the five.
+    let counted = per_order[&name];
+    assert!((1.0..2.0).contains(&counted), "{per_order:?}");
+    assert!(
+        !per_order.contains_key(server.rsplit('/').next().expect("a name")),
+        "the database the samples are read from is left out: {per_order:?}"
+    );
 }

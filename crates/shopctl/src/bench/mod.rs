@@ -4,13 +4,16 @@
 //! - [`load`]: products and coupons first, then orders on a fixed schedule.
 //! - [`watch`]: the end of each saga, from `order.events`.
 //! - [`procs`]: CPU time and peak memory of every process under test, from `/proc`.
+//! - [`commits`]: database commits per order, when the services are on a Postgres server.
 //!
 //! A run measures `POST /orders` latency and saga latency (from an order's due time to its
 //! terminal event; for a system that answers with a final status, such as the synchronous
 //! baseline, the answer is the end), confirmed orders per second, CPU time per confirmed
-//! order of each process, and peak memory. `--sweep` raises the rate until the system no
+//! order of each process, peak memory, and with `--postgres` the commits of each database
+//! per confirmed order. `--sweep` raises the rate until the system no
 //! longer keeps up. The table goes to the terminal and everything to a JSON file.
 
+pub mod commits;
 pub mod load;
 pub mod plot;
 pub mod procs;
@@ -77,6 +80,11 @@ pub struct BenchArgs {
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench.json")]
     pub json: PathBuf,
+    /// The Postgres server the services keep their databases on (a role that may read
+    /// `pg_stat_database`): the report then gives each database's commits per confirmed
+    /// order, read 11 s after the drain, once Postgres has counted them all.
+    #[arg(long, env = "BENCH_POSTGRES_URL")]
+    pub postgres: Option<String>,
 }
 
 impl BenchArgs {
@@ -174,6 +182,9 @@ pub struct RunReport {
     pub services_cpu_ms_per_confirmed: f64,
     /// Peak resident memory per process name, in MiB (the largest process of the name).
     pub peak_rss_mib: BTreeMap<String, f64>,
+    /// Transactions committed per confirmed order, per database (with `--postgres`).
+    #[serde(default)]
+    pub db_commits_per_confirmed: BTreeMap<String, f64>,
     /// Saga p99 under [`SUSTAINABLE_P99`], every order ended, none failed.
     pub sustainable: bool,
 }
@@ -263,8 +274,14 @@ async fn run_once(
         Err(error) => return Err(error),
     };
     let mut before = None;
+    let mut commits_before = None;
     let sent = load::run(http, args, targets, &seed, || {
-        before = Some(procs::sample())
+        before = Some(procs::sample());
+        // Reading the commits takes a connection to the server: it runs beside the schedule.
+        commits_before = args
+            .postgres
+            .clone()
+            .map(|url| tokio::spawn(async move { commits::sample(&url).await }));
     })
     .await?;
     let before = before.unwrap_or_else(procs::sample);
@@ -293,14 +310,18 @@ async fn run_once(
         bar.finish_and_clear();
     }
     let after = procs::sample();
-    Ok(report(
-        args,
-        targets,
-        &measured,
-        ends.as_ref(),
-        &before,
-        &after,
-    ))
+    let mut report = report(args, targets, &measured, ends.as_ref(), &before, &after);
+    if let (Some(url), Some(commits_before)) = (&args.postgres, commits_before) {
+        let commits_before = commits_before
+            .await
+            .context("reading the commits before the run")??;
+        step("waiting for Postgres to count the run's commits");
+        tokio::time::sleep(commits::SETTLE).await;
+        let commits_after = commits::sample(url).await?;
+        report.db_commits_per_confirmed =
+            commits::per_order(&commits_before, &commits_after, report.confirmed);
+    }
+    Ok(report)
 }
 
 fn report(
@@ -387,6 +408,7 @@ fn report(
         cpu_ms_per_confirmed,
         services_cpu_ms_per_confirmed,
         peak_rss_mib,
+        db_commits_per_confirmed: BTreeMap::new(),
     }
 }
 
@@ -429,6 +451,12 @@ pub fn print(report: &BenchReport) {
         for (name, ms) in &last.cpu_ms_per_confirmed {
             let rss = last.peak_rss_mib.get(name).copied().unwrap_or_default();
             println!("    {name:<20} {ms:>8.2} ms {rss:>8.1} MiB");
+        }
+        if !last.db_commits_per_confirmed.is_empty() {
+            println!("database commits per confirmed order, last run:");
+            for (database, commits) in &last.db_commits_per_confirmed {
+                println!("    {database:<32} {commits:>8.2}");
+            }
         }
     }
     match report.highest_sustainable_rate {
