@@ -225,13 +225,25 @@ impl Node {
 }
 
 /// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, the form
-/// `kafka-storage.sh random-uuid` prints.
+/// `kafka-storage.sh random-uuid` prints, and like Kafka's own never starting with `-`: the
+/// tools would read such an id after `-t` as an option of their own and refuse to format
+/// (one id in 64 did, and failed a test run).
 pub fn cluster_id() -> String {
+    loop {
+        let id = base64_id(uuid::Uuid::new_v4().into_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+/// 16 bytes in URL-safe base64 without padding.
+fn base64_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bits: u32 = 0;
     let mut count = 0;
     let mut id = String::with_capacity(22);
-    for byte in uuid::Uuid::new_v4().into_bytes() {
+    for byte in bytes {
         bits = (bits << 8) | u32::from(byte);
         count += 8;
         while count >= 6 {
@@ -257,6 +269,16 @@ mod tests {
             id.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
+    }
+
+    #[test]
+    fn no_cluster_id_starts_with_a_dash_which_the_tools_would_read_as_an_option() {
+        // 0xF8 is 111110 in its first six bits: `-` in URL-safe base64.
+        assert!(base64_id([0xF8; 16]).starts_with('-'));
+        for _ in 0..2_000 {
+            let id = cluster_id();
+            assert!(!id.starts_with('-'), "{id}");
+        }
     }
 
     #[test]
