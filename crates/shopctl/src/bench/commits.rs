@@ -20,7 +20,7 @@ use sqlx::Connection;
 pub const SETTLE: Duration = Duration::from_secs(11);
 
 /// Each database's committed transactions at one moment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Sample {
     /// The database the sample was read from, whose count the reading itself raises.
     own: String,

@@ -299,8 +299,7 @@ impl Stack {
         let log = self.data.join(format!("logs/{service}-{port}.log"));
         let mut child = spawn(&mut self.service_command(service, port), &log)?;
         if let Err(error) = wait_ready(&mut child, service, port, &log).await {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
             return Err(error);
         }
         Ok(child)
