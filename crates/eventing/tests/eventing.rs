@@ -1569,13 +1569,19 @@ async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
     enqueue_committed(&runtime, std::slice::from_ref(&envelope)).await;
     let stop = CancellationToken::new();
     tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !sent(&runtime, &envelope).await,
-        "it does not publish without the lease"
-    );
-    assert_eq!(unsent(&runtime).await, 1);
-    // The holder stops cleanly and gives the lease up: this relay takes over at once.
+    // The relay says it is up just before its first round, in which it finds the lease taken.
+    eventually("the relay running", Duration::from_secs(10), || async {
+        runtime
+            .health
+            .state(eventing::outbox::HEALTH_PART)
+            .map(drop)
+    })
+    .await;
+    runtime.outbox.wake();
+    // The holder stops cleanly and gives the lease up: this relay takes over at once, long
+    // before the minute is out. Rather than watch for a while that nothing is published
+    // before, the test reads when the message was handed to the broker.
+    let given_up = kit::now_ms();
     sqlx::query("UPDATE outbox_relay_lease SET expires_at = 0")
         .execute(&runtime.db)
         .await
@@ -1586,6 +1592,21 @@ async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
         || async { sent(&runtime, &envelope).await.then_some(()) },
     )
     .await;
+    let read = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(20),
+        |r| !r.is_empty(),
+    )
+    .await
+    .expect("read");
+    assert_eq!(read.len(), 1, "published once");
+    let handed_over = read[0].timestamp_ms.expect("a timestamp");
+    assert!(
+        handed_over >= given_up,
+        "it does not publish without the lease: handed over at {handed_over}, \
+         the lease given up at {given_up}"
+    );
     stop.cancel();
 }
 

@@ -135,6 +135,40 @@ fn place(up: &Up, body: Value) -> String {
     order["order_id"].as_str().expect("id").to_owned()
 }
 
+/// Waits until the forwarder has measured its lag on every partition of `order.events` since
+/// it started, and found nothing left to read on any.
+fn forwarder_caught_up(up: &Up) {
+    let partitions = contract::topics::SAGA_PARTITIONS;
+    kit::poll::until_blocking(
+        "the forwarder reading to the end of order.events",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let lags: Vec<f64> = metrics(&up.url(3, "/metrics"))
+                .lines()
+                .filter(|line| {
+                    line.starts_with("consumer_lag{") && line.contains("topic=\"order.events\"")
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+                .collect();
+            (lags.len() == partitions as usize && lags.iter().all(|lag| *lag == 0.0)).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A `/metrics` exposition, blocking.
+fn metrics(url: &str) -> String {
+    runtime().block_on(async {
+        reqwest::get(url)
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text")
+    })
+}
+
 fn settled(up: &Up, id: &str) -> Value {
     kit::poll::until_blocking(
         &format!("order {id} settling"),
@@ -195,13 +229,37 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
         (Some(98), Some(2)),
         "{mug}"
     );
-    // The data-platform mock starts empty; if any consumer re-handled old events, the
-    // forwarder would send them again. Give it time to misbehave.
-    std::thread::sleep(Duration::from_secs(3));
+    // The data-platform mock starts empty; if the forwarder re-handled old events, or sent
+    // again what it had sent, the mock would get them. Rather than give it a while to
+    // misbehave, wait until the forwarder has read to the end of every partition (so any old
+    // event it would re-handle has been handled), then send a marker order: the forwarder
+    // sends what is due oldest first, one round after another, so once the marker's events
+    // arrive, anything older would have arrived before them.
+    forwarder_caught_up(&up);
+    let marker = place(
+        &up,
+        json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 1 }] }),
+    );
+    assert_eq!(settled(&up, &marker)["status"], "CONFIRMED");
+    let kept = kit::poll::until_blocking(
+        "the marker order's two events reaching the data platform",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let listing = get(&up.url(10, "/v1/orders"));
+            let orders = listing["orders"].as_array().cloned().unwrap_or_default();
+            let of_marker = orders
+                .iter()
+                .filter(|kept| kept["body"].to_string().contains(&marker))
+                .count();
+            (of_marker == 2).then_some(orders)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        get(&up.url(10, "/v1/orders"))["received"],
-        0,
-        "nothing was redelivered in effect"
+        kept.len(),
+        2,
+        "nothing was redelivered in effect, only the marker's events arrived: {kept:?}"
     );
 
     let trace = Command::new(SHOPCTL)

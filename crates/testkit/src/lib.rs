@@ -320,6 +320,9 @@ pub struct Received {
     pub key: String,
     pub partition: i32,
     pub offset: i64,
+    /// The message's timestamp in milliseconds: when its producer handed it over, unless the
+    /// topic says the broker's append time.
+    pub timestamp_ms: Option<i64>,
     pub headers: Vec<(String, String)>,
     pub envelope: Option<Envelope>,
 }
@@ -379,6 +382,7 @@ pub async fn read_topic(
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
             offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
             headers,
             envelope,
         });
