@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureRecord;
 
-use crate::kafka::SharedProducer;
+use crate::kafka::{Record, SharedProducer};
 use kit::db::Db;
 
 /// Why the message was dead-lettered.
@@ -211,19 +210,14 @@ impl DeadLetters {
                 value: Some(value),
             });
         }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-        if let Some(key) = letter.key {
-            record = record.key(key);
-        }
-        if let Some(payload) = letter.payload {
-            record = record.payload(payload);
-        }
+        let mut record = Record::to(&self.topic).headers(headers);
+        record.key = letter.key;
+        record.payload = letter.payload;
         let producer = self.producer.get();
         producer
             .send(record, Duration::from_secs(10))
             .await
             .map(|_| ())
-            .map_err(|(error, _)| error)
     }
 
     /// Keeps a dead letter the broker will not take in the `dead_letter` table: key, value and

@@ -32,13 +32,12 @@ use contract::topics::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::kafka::{SharedProducer, never_publishable};
+use crate::kafka::{Delivery, Record, SharedProducer, never_publishable};
 use crate::metrics::RuntimeMetrics;
 use kit::db::{Conn, Db, now_ms, placeholders};
 use kit::health::Health;
@@ -150,7 +149,7 @@ struct OutboxRow {
 }
 
 /// A row handed to the producer: the row, its delivery report to come, and its publish span.
-type Pending<'r> = (&'r OutboxRow, DeliveryFuture, tracing::Span);
+type Pending<'r> = (&'r OutboxRow, Delivery, tracing::Span);
 
 /// What one publishing round has learnt of failures.
 #[derive(Default)]
@@ -487,14 +486,14 @@ impl Relay {
                 continue;
             }
             let (headers, span) = message_of(row);
-            let mut record = FutureRecord::to(&row.topic)
-                .key(&row.key)
-                .payload(&row.payload)
+            let mut record = Record::to(&row.topic)
+                .key(row.key.as_bytes())
+                .payload(row.payload.as_bytes())
                 .headers(headers);
             // Enqueue in order; only when librdkafka's queue is full, wait in place for what
             // is in flight to make room.
             loop {
-                match producer.send_result(record) {
+                match producer.enqueue(record) {
                     Ok(delivery) => {
                         pending.push((row, delivery, span));
                         break;
@@ -546,8 +545,8 @@ impl Relay {
                     delivered.push(row);
                 }
                 // Later rows of its key are not marked sent; they wait behind it.
-                Ok(Err((error, _))) if never_publishable(&error) => round.refused(row, &error),
-                Ok(Err((error, _))) => round.failed(row, RelayError::Kafka(error)),
+                Ok(Err(error)) if never_publishable(&error) => round.refused(row, &error),
+                Ok(Err(error)) => round.failed(row, RelayError::Kafka(error)),
                 Err(_canceled) => round.failed(row, RelayError::ProducerGone),
             }
         }

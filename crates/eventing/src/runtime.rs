@@ -16,7 +16,6 @@ use kit::db::{DatabaseSettings, Db, Migrations, connect_and_migrate, connect_htt
 use kit::health::{Check, Health, Observed};
 use kit::http::HttpSettings;
 use kit::metrics::Metrics;
-use rdkafka::producer::Producer;
 use tokio::net::TcpListener;
 
 use crate::consumer::{ConsumerRunner, Handler};

@@ -1301,7 +1301,6 @@ async fn bare_app(runtime: &Runtime) -> kit::App {
 /// Triggers a fatal error in a producer, as librdkafka's test hook allows.
 #[allow(unsafe_code)]
 fn make_fatal(producer: &eventing::kafka::Producer) {
-    use rdkafka::producer::Producer;
     let reason = std::ffi::CString::new("fatal error triggered by a test").expect("c string");
     // SAFETY: the pointer is a live client owned by `producer`, and the hook only raises an
     // error on it.

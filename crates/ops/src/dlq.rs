@@ -11,10 +11,9 @@ use eventing::dlq::{
     HEADER_ERROR, HEADER_FAILED_AT, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC, HEADER_STAGE, Stage, is_dlq_header,
 };
-use eventing::kafka::KafkaSettings;
+use eventing::kafka::{KafkaSettings, Producer, Record};
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// One dead letter, as `shopctl dlq list` and the console show it.
 #[derive(Debug, Clone)]
@@ -171,9 +170,9 @@ pub fn check_replay(service: &str, letter: &DeadLetter) -> Result<(String, i32, 
 /// offset it names is the letter's own message, byte for byte: a replay never publishes
 /// anything that was not on that topic already. Safe to repeat: consumers deduplicate by
 /// event id, and a message that still cannot be processed comes back as a new letter.
-pub async fn replay<C: rdkafka::ClientContext + 'static>(
+pub async fn replay(
     settings: &KafkaSettings,
-    producer: &FutureProducer<C>,
+    producer: &Producer,
     service: &str,
     letters: &[DeadLetter],
 ) -> Result<Vec<Replayed>, ReplayError> {
@@ -224,19 +223,10 @@ pub async fn replay<C: rdkafka::ClientContext + 'static>(
             key: HEADER_REPLAY_OF,
             value: Some(replay_of.as_str()),
         });
-        let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
-            .partition(partition)
-            .headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(error, _)| error)?;
+        let mut record = Record::to(&topic).partition(partition).headers(headers);
+        record.key = message.key();
+        record.payload = message.payload();
+        producer.send(record, Duration::from_secs(10)).await?;
         mark_replayed(producer, service, letter).await?;
         outcomes.push(Replayed::Republished { topic, partition });
     }
@@ -245,8 +235,8 @@ pub async fn replay<C: rdkafka::ClientContext + 'static>(
 
 /// Records on `service`'s dead-letter topic that `letter` has been replayed, so that
 /// replaying all of them skips it from now on.
-pub async fn mark_replayed<C: rdkafka::ClientContext + 'static>(
-    producer: &FutureProducer<C>,
+pub async fn mark_replayed(
+    producer: &Producer,
     service: &str,
     letter: &DeadLetter,
 ) -> Result<(), rdkafka::error::KafkaError> {
@@ -262,13 +252,10 @@ pub async fn mark_replayed<C: rdkafka::ClientContext + 'static>(
             value: Some(at.as_str()),
         });
     let topic = contract::topics::dlq_topic(service);
-    let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
-    if let Some(key) = letter.message.key() {
-        record = record.key(key);
-    }
+    let mut record = Record::to(&topic).headers(headers);
+    record.key = letter.message.key();
     producer
         .send(record, Duration::from_secs(10))
         .await
         .map(|_| ())
-        .map_err(|(error, _)| error)
 }

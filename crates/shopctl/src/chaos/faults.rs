@@ -13,7 +13,6 @@ use contract::topics;
 use eventing::kafka::KafkaSettings;
 use rand::seq::IndexedRandom;
 use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::ChaosArgs;
@@ -151,20 +150,11 @@ async fn republish(brokers: &str, most: usize) -> anyhow::Result<usize> {
         .collect();
     let producer = settings.producer("shopctl-chaos")?;
     for message in &sample {
-        let mut record = FutureRecord::<[u8], [u8]>::to(message.topic());
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        if let Some(headers) = message.headers() {
-            record = record.headers(headers.clone());
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)?;
+        let mut record = eventing::kafka::Record::to(message.topic());
+        record.key = message.key();
+        record.payload = message.payload();
+        record.headers = message.headers().cloned();
+        producer.send(record, Duration::from_secs(10)).await?;
     }
     Ok(sample.len())
 }

@@ -22,16 +22,16 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
-use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
 
 use kit::metrics::Counters;
 
 use crate::metrics::ReasonLabels;
 
-/// The producer every service publishes with.
-pub type Producer = FutureProducer<ClientState>;
+mod producer;
+
+pub use producer::{Delivered, Delivery, Producer, Record, Reporting};
+
 /// The consumer every service consumes with.
 pub type ServiceConsumer = StreamConsumer<ClientState>;
 
@@ -251,7 +251,8 @@ impl KafkaSettings {
 
     /// An idempotent producer with `acks=all`.
     pub fn producer(&self, client_id: &str) -> Result<Producer, KafkaError> {
-        self.client_config()
+        let mut config = self.client_config();
+        config
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -259,8 +260,8 @@ impl KafkaSettings {
             .set("linger.ms", "1")
             // A message that cannot be delivered within this time fails and the relay tries
             // it again, rather than hanging on the broker forever.
-            .set("message.timeout.ms", millis(self.message_timeout))
-            .create_with_context(self.context(client_id))
+            .set("message.timeout.ms", millis(self.message_timeout));
+        Producer::create(&config, self.context(client_id))
     }
 
     /// A consumer in `group` subscribed to `topics`, reading from the earliest offset when
