@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kit::Metrics;
 use kit::metrics::{Counters, Gauges, Histograms, Level, histogram, histograms};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -63,6 +63,56 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// The series of one kind of request one of a service's Kafka clients sends.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaRequestLabels {
+    pub client: KafkaClient,
+    pub request: KafkaRequest,
+}
+
+/// Which of a service's Kafka clients.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum KafkaClient {
+    Producer,
+    Consumer,
+}
+
+impl EncodeLabelValue for KafkaClient {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let name = match self {
+            KafkaClient::Producer => "producer",
+            KafkaClient::Consumer => "consumer",
+        };
+        EncodeLabelValue::encode(&name, encoder)
+    }
+}
+
+/// A kind of Kafka request, as librdkafka's statistics name them: the two an order costs the
+/// broker most, and all the others together (metadata, heartbeats, offset commits, ...).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum KafkaRequest {
+    Produce,
+    Fetch,
+    Other,
+}
+
+impl KafkaRequest {
+    pub const ALL: [KafkaRequest; 3] = [
+        KafkaRequest::Produce,
+        KafkaRequest::Fetch,
+        KafkaRequest::Other,
+    ];
+
+    /// The kind of the request librdkafka's statistics name `name`.
+    pub fn of(name: &str) -> Self {
+        match name {
+            "Produce" => KafkaRequest::Produce,
+            "Fetch" => KafkaRequest::Fetch,
+            _ => KafkaRequest::Other,
+        }
+    }
+}
+
 /// Every family the runtime fills. Shared by its workers behind an `Arc`.
 #[derive(Debug)]
 pub struct RuntimeMetrics {
@@ -116,6 +166,8 @@ pub struct RuntimeMetrics {
     pub retention_deleted: Counters<TableLabels>,
     /// `reconciliation_repairs_total`.
     pub repairs: Counters<KindLabels>,
+    /// `kafka_requests_total`.
+    pub kafka_requests: Counters<KafkaRequestLabels>,
 }
 
 impl RuntimeMetrics {
@@ -248,6 +300,19 @@ impl RuntimeMetrics {
                 "Rows the reconciliation sweep found out of step and repaired, by kind",
                 Counters::default(),
             ),
+            kafka_requests: {
+                let requests: Counters<KafkaRequestLabels> = m.register(
+                    "kafka_requests",
+                    "Requests the service's Kafka clients sent to the brokers, by client and kind, as librdkafka's statistics count them every 5 s",
+                    Counters::default(),
+                );
+                for client in [KafkaClient::Producer, KafkaClient::Consumer] {
+                    for request in KafkaRequest::ALL {
+                        drop(requests.get_or_create(&KafkaRequestLabels { client, request }));
+                    }
+                }
+                requests
+            },
         })
     }
 

@@ -95,7 +95,7 @@ impl Runtime {
     /// broker is down.
     pub async fn connect(
         name: &'static str,
-        settings: CommonSettings,
+        mut settings: CommonSettings,
         migrations: &Migrations,
     ) -> anyhow::Result<Self> {
         settings.check()?;
@@ -107,6 +107,7 @@ impl Runtime {
             .await
             .context("opening the HTTP handlers' database pool")?;
         let (metrics, runtime_metrics) = crate::metrics::registry();
+        settings.kafka.request_counts = Some(runtime_metrics.kafka_requests.clone());
         let replacements = runtime_metrics.producer_replacements.clone();
         let producer = SharedProducer::new(&settings.kafka, name, replacements)
             .context("creating the Kafka producer")?;

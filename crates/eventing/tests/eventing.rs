@@ -256,7 +256,18 @@ async fn consuming_runtime(
     broker: &Broker,
     handler: CountingHandler,
 ) -> (Runtime, CancellationToken) {
-    let runtime = runtime(label, broker).await;
+    consuming_runtime_with(label, broker, handler, |_| {}).await
+}
+
+/// [`consuming_runtime`], with its Kafka settings changed by `change` first.
+async fn consuming_runtime_with(
+    label: &str,
+    broker: &Broker,
+    handler: CountingHandler,
+    change: impl FnOnce(&mut eventing::kafka::KafkaSettings),
+) -> (Runtime, CancellationToken) {
+    let mut runtime = runtime(label, broker).await;
+    change(&mut runtime.settings.kafka);
     let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
     ops::topics::ensure_topics(&runtime.settings.kafka, &[dlq])
         .await
@@ -1064,7 +1075,11 @@ async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and
  {
     let broker = Broker::start().await.expect("broker");
     let handler = CountingHandler::failing_first(0);
-    let (runtime, stop) = consuming_runtime("paused", &broker, handler.clone()).await;
+    // A queue of 256 messages per partition, so that 400 fill it.
+    let (runtime, stop) = consuming_runtime_with("paused", &broker, handler.clone(), |kafka| {
+        kafka.partition_queue = 256;
+    })
+    .await;
     // More messages of one order than its worker's queue holds, its first one failing as long
     // as the database is "away"; then one event each of other orders, produced after them.
     let stuck = Uuid::now_v7();

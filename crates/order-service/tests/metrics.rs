@@ -190,3 +190,46 @@ async fn every_service_describes_its_families_and_records_an_order_end_to_end() 
     assert!(text.contains(&other), "{other} in {text}");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn each_service_counts_the_produce_and_fetch_requests_its_kafka_clients_send() {
+    let system = System::start().await;
+    let product = system.product.as_ref().expect("running");
+    // Every series is there from the start, at zero until the first statistics.
+    let text = scrape(&system.http, product).await;
+    for client in ["producer", "consumer"] {
+        for request in ["Produce", "Fetch", "Other"] {
+            let series =
+                format!(r#"kafka_requests_total{{client="{client}",request="{request}"}}"#);
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+    }
+    let mug = system.create_product("Mug", 1500, 10).await;
+    let id = system.place_accepted_order(7, &[(mug, 1)], None).await;
+    assert_eq!(system.settled_order(&id).await["status"], "CONFIRMED");
+    // The order service produced its events and consumed the product and coupon services'
+    // answers; librdkafka's statistics say so within one interval (5 s).
+    let produced = r#"kafka_requests_total{client="producer",request="Produce"}"#;
+    let fetched = r#"kafka_requests_total{client="consumer",request="Fetch"}"#;
+    eventually(
+        "the order service's requests counted",
+        Duration::from_secs(20),
+        || async {
+            let produce = metric(&system.order, produced).await;
+            let fetch = metric(&system.order, fetched).await;
+            (produce >= 2.0 && fetch >= 1.0).then_some(())
+        },
+    )
+    .await;
+    // A consumer's requests are not a producer's: the order service's consumer produces
+    // nothing.
+    assert_eq!(
+        metric(
+            &system.order,
+            r#"kafka_requests_total{client="consumer",request="Produce"}"#
+        )
+        .await,
+        0.0
+    );
+    system.stop().await;
+}

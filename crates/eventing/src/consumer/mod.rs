@@ -208,10 +208,6 @@ pub const HEALTH_PART: &str = "consumer";
 /// Most messages handled in one transaction.
 pub const MAX_BATCH: usize = 64;
 
-/// Messages taken from the client and waiting for their partition's worker: enough for a
-/// few batches, few enough that a worker that is behind holds little.
-const QUEUE_PER_PARTITION: usize = 4 * MAX_BATCH;
-
 /// Whether events are applied alone or several in one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Batch {
@@ -481,7 +477,8 @@ impl<H: Handler> ConsumerRunner<H> {
                 continue;
             }
             let queue = session.workers.entry(partition.clone()).or_insert_with(|| {
-                let (queue, messages) = mpsc::channel(QUEUE_PER_PARTITION);
+                // Messages waiting for their partition's worker: `KAFKA_PARTITION_QUEUE`.
+                let (queue, messages) = mpsc::channel(self.kafka.partition_queue as usize);
                 let worker = self.clone();
                 let consumer = session.consumer.clone();
                 let progress = session.progress.clone();

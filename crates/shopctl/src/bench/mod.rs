@@ -17,6 +17,7 @@ pub mod commits;
 pub mod load;
 pub mod plot;
 pub mod procs;
+pub mod requests;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,10 @@ pub struct RunReport {
     /// Transactions committed per confirmed order, per database (with `--postgres`).
     #[serde(default)]
     pub db_commits_per_confirmed: BTreeMap<String, f64>,
+    /// Requests the services' Kafka clients sent per confirmed order, by kind (`Produce`,
+    /// `Fetch`, `Other`), over the whole run, warm-up included.
+    #[serde(default)]
+    pub kafka_requests_per_confirmed: BTreeMap<String, f64>,
     /// Saga p99 under [`SUSTAINABLE_P99`], every order ended, none failed.
     pub sustainable: bool,
 }
@@ -273,6 +278,20 @@ async fn run_once(
         }
         Err(error) => return Err(error),
     };
+    // The baseline has no Kafka clients, and none of these services to ask.
+    let services = [
+        cli.order_url.as_str(),
+        cli.product_url.as_str(),
+        cli.coupon_url.as_str(),
+        cli.forwarder_url.as_str(),
+    ];
+    let requests_before = match &ends {
+        Some(_) => requests::sample(http, &services)
+            .await
+            .inspect_err(|error| step(&format!("not counting Kafka requests: {error:#}")))
+            .ok(),
+        None => None,
+    };
     let mut before = None;
     let mut commits_before = None;
     let sent = load::run(http, args, targets, &seed, || {
@@ -311,15 +330,33 @@ async fn run_once(
     }
     let after = procs::sample();
     let mut report = report(args, targets, &measured, ends.as_ref(), &before, &after);
+    let settle = match (&args.postgres, &requests_before) {
+        (Some(_), _) => commits::SETTLE.max(requests::SETTLE),
+        (None, Some(_)) => requests::SETTLE,
+        (None, None) => Duration::ZERO,
+    };
+    if !settle.is_zero() {
+        step("waiting for the run's commits and requests to be counted");
+        tokio::time::sleep(settle).await;
+    }
     if let (Some(url), Some(commits_before)) = (&args.postgres, commits_before) {
         let commits_before = commits_before
             .await
             .context("reading the commits before the run")??;
-        step("waiting for Postgres to count the run's commits");
-        tokio::time::sleep(commits::SETTLE).await;
         let commits_after = commits::sample(url).await?;
         report.db_commits_per_confirmed =
             commits::per_order(&commits_before, &commits_after, report.confirmed);
+    }
+    if let (Some(requests_before), Some(ends)) = (requests_before, &ends) {
+        let requests_after = requests::sample(http, &services).await?;
+        // Every order of the run, warm-up included, is inside the window.
+        let confirmed = sent
+            .iter()
+            .filter_map(|s| ends.get(s.order_id.as_deref()?))
+            .filter(|end| end.confirmed)
+            .count();
+        report.kafka_requests_per_confirmed =
+            requests::per_order(&requests_before, &requests_after, confirmed);
     }
     Ok(report)
 }
@@ -409,6 +446,7 @@ fn report(
         services_cpu_ms_per_confirmed,
         peak_rss_mib,
         db_commits_per_confirmed: BTreeMap::new(),
+        kafka_requests_per_confirmed: BTreeMap::new(),
     }
 }
 
@@ -451,6 +489,12 @@ pub fn print(report: &BenchReport) {
         for (name, ms) in &last.cpu_ms_per_confirmed {
             let rss = last.peak_rss_mib.get(name).copied().unwrap_or_default();
             println!("    {name:<20} {ms:>8.2} ms {rss:>8.1} MiB");
+        }
+        if !last.kafka_requests_per_confirmed.is_empty() {
+            println!("Kafka requests per confirmed order (every service's clients), last run:");
+            for (request, count) in &last.kafka_requests_per_confirmed {
+                println!("    {request:<32} {count:>8.2}");
+            }
         }
         if !last.db_commits_per_confirmed.is_empty() {
             println!("database commits per confirmed order, last run:");
