@@ -76,11 +76,13 @@ bench_stack_cleanup() {
 
 # `shopctl bench` against the running stack, with the given flags.
 bench_run() {
-  # On a Postgres stack the report also gives each database's commits per order.
+  # On a Postgres stack the report also gives each database's commits per order; on every
+  # stack, the Kafka requests per order, read from each service's /metrics.
   local postgres=()
   if [ "$BENCH_STACK" != sqlite ]; then postgres=(--postgres "$TEST_DATABASE_URL"); fi
   ADMIN_TOKEN="$(cat "$BENCH_ADMIN_TOKEN_FILE")" KAFKA_BROKERS="$BENCH_BROKERS" \
     target/release/shopctl bench "${postgres[@]}" \
     --order-url "http://127.0.0.1:$BENCH_BASE" --product-url "http://127.0.0.1:$((BENCH_BASE + 1))" \
-    --coupon-url "http://127.0.0.1:$((BENCH_BASE + 2))" "$@"
+    --coupon-url "http://127.0.0.1:$((BENCH_BASE + 2))" \
+    --forwarder-url "http://127.0.0.1:$((BENCH_BASE + 3))" "$@"
 }

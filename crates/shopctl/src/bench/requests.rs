@@ -27,8 +27,11 @@ pub async fn sample(http: &reqwest::Client, bases: &[&str]) -> anyhow::Result<Sa
     let mut sample = Sample::default();
     for base in bases {
         let url = format!("{}/metrics", base.trim_end_matches('/'));
+        // A service that does not answer within seconds (one paused on purpose, say) makes
+        // the count unknowable, not the run wait.
         let text = http
             .get(&url)
+            .timeout(Duration::from_secs(5))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
