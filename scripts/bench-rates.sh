@@ -27,16 +27,18 @@ for rate in "${rates[@]}"; do
     --json "$out/rates-$stack-$rate.json" > /dev/null
   bench_stack_stop
 done
-echo "| rate | confirmed | saga p50 / p99 (ms) | POST p50 / p99 (ms) | broker CPU per order | our services' CPU per order |"
-echo "|---|---|---|---|---|---|"
+echo "| rate | confirmed | saga p50 / p99 (ms) | POST p50 / p99 (ms) | broker CPU per order | our services' CPU per order | Produce / Fetch requests per order |"
+echo "|---|---|---|---|---|---|---|"
 for rate in "${rates[@]}"; do
   python3 - "$out/rates-$stack-$rate.json" <<'PY'
 import json, sys
 run = json.load(open(sys.argv[1]))["runs"][0]
 cpu = run["cpu_ms_per_confirmed"]
+requests = run.get("kafka_requests_per_confirmed", {})
 print(f"| {run['rate']:g}/s | {run['confirmed']:,} of {run['sent']:,} "
       f"| {run['saga_ms']['p50']:.0f} / {run['saga_ms']['p99']:.0f} "
       f"| {run['post_ms']['p50']:.1f} / {run['post_ms']['p99']:.1f} "
-      f"| {cpu.get('broker', 0):.1f} ms | {run['services_cpu_ms_per_confirmed']:.1f} ms |")
+      f"| {cpu.get('broker', 0):.1f} ms | {run['services_cpu_ms_per_confirmed']:.1f} ms "
+      f"| {requests.get('Produce', 0):.2f} / {requests.get('Fetch', 0):.2f} |")
 PY
 done
