@@ -11,25 +11,24 @@
 //!   complaints while a broker is down are logged once per interval with a count.
 //! - The producer is a [`SharedProducer`], replaced by a new one after a fatal error.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::TopicPartitionList;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 
 use kit::metrics::Counters;
 
-use crate::metrics::{KafkaClient, KafkaRequest, KafkaRequestLabels, ReasonLabels};
+use crate::metrics::{KafkaClient, KafkaRequestLabels, ReasonLabels};
 
+mod context;
 mod producer;
 
+use context::STATISTICS_INTERVAL;
+pub use context::{ClientState, Revocations};
 pub use producer::{Delivered, Delivery, Producer, Record, Reporting};
 
 /// The consumer every service consumes with.
@@ -256,16 +255,14 @@ impl KafkaSettings {
     /// The context of a service's own `client`, counting its requests when the settings say
     /// where: librdkafka then reports its statistics every [`STATISTICS_INTERVAL`].
     fn counted(&self, config: &mut ClientConfig, name: &str, client: KafkaClient) -> ClientState {
-        let mut state = self.context(name);
-        if let Some(counts) = &self.request_counts {
-            config.set("statistics.interval.ms", millis(STATISTICS_INTERVAL));
-            state.requests = Some(RequestCount {
-                counts: counts.clone(),
-                client,
-                seen: Mutex::default(),
-            });
+        let state = self.context(name);
+        match &self.request_counts {
+            Some(counts) => {
+                config.set("statistics.interval.ms", millis(STATISTICS_INTERVAL));
+                state.counting(counts.clone(), client)
+            }
+            None => state,
         }
-        state
     }
 
     /// What every client of these settings starts from: the brokers and how to reach them.
@@ -322,194 +319,6 @@ impl KafkaSettings {
     /// An admin client, for creating topics.
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
         self.client_config().create()
-    }
-}
-
-/// The context of every client of a service: what librdkafka reports goes to `tracing`, with
-/// repeats of one complaint folded into one line per interval.
-pub struct ClientState {
-    name: String,
-    interval: Duration,
-    /// Per complaint: when it was last logged and how many were held back since.
-    seen: Mutex<HashMap<String, (Instant, u64)>>,
-    revocations: Revocations,
-    requests: Option<RequestCount>,
-}
-
-/// How often a service's clients report their statistics, from which their requests are
-/// counted. Each report is a JSON document of a few kilobytes to parse.
-const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// One client's requests, counted from librdkafka's statistics.
-struct RequestCount {
-    counts: Counters<KafkaRequestLabels>,
-    client: KafkaClient,
-    /// The totals of the last report, by kind ([`KafkaRequest::ALL`]'s order): the
-    /// statistics give totals since the client started, the counter grows by the difference.
-    seen: Mutex<[i64; 3]>,
-}
-
-impl RequestCount {
-    fn record(&self, statistics: &rdkafka::statistics::Statistics) {
-        let mut totals = [0i64; 3];
-        for broker in statistics.brokers.values() {
-            for (name, count) in &broker.req {
-                let kind = KafkaRequest::of(name);
-                let slot = KafkaRequest::ALL
-                    .iter()
-                    .position(|k| *k == kind)
-                    .unwrap_or(2);
-                totals[slot] += count;
-            }
-        }
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        for (slot, request) in KafkaRequest::ALL.into_iter().enumerate() {
-            let grown = totals[slot] - seen[slot];
-            if grown > 0 {
-                let labels = KafkaRequestLabels {
-                    client: self.client,
-                    request,
-                };
-                self.counts.get_or_create(&labels).inc_by(grown as u64);
-            }
-        }
-        *seen = totals;
-    }
-}
-
-/// How often each partition has been taken from a consumer (revoked in a rebalance), so that
-/// a message taken before the partition was revoked can be told from one taken since: the
-/// consumer hands its workers no message of a generation that has passed, since the
-/// partition's new owner reads those messages too. Keyed by topic, then partition, so that
-/// the lookup made for every message taken allocates nothing.
-#[derive(Debug, Default)]
-pub struct Revocations(Mutex<HashMap<String, HashMap<i32, u64>>>);
-
-impl Revocations {
-    /// The partition's generation now: how often it has been revoked from this client.
-    pub fn generation(&self, topic: &str, partition: i32) -> u64 {
-        let generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        generations
-            .get(topic)
-            .and_then(|partitions| partitions.get(&partition))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn revoke(&self, partitions: &TopicPartitionList) {
-        let mut generations = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for element in partitions.elements() {
-            *generations
-                .entry(element.topic().to_owned())
-                .or_default()
-                .entry(element.partition())
-                .or_default() += 1;
-        }
-    }
-}
-
-impl ClientState {
-    fn new(name: &str, interval: Duration) -> Self {
-        ClientState {
-            name: name.to_owned(),
-            interval,
-            seen: Mutex::default(),
-            revocations: Revocations::default(),
-            requests: None,
-        }
-    }
-
-    /// The partitions this client has had revoked, and how often.
-    pub fn revocations(&self) -> &Revocations {
-        &self.revocations
-    }
-
-    /// `Some(held back)` when `what` may be logged now, `None` while it is held back.
-    fn may_log(&self, what: &str) -> Option<u64> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match seen.get_mut(what) {
-            Some((last, held)) if now.duration_since(*last) < self.interval => {
-                *held += 1;
-                None
-            }
-            Some((last, held)) => {
-                let before = *held;
-                *last = now;
-                *held = 0;
-                Some(before)
-            }
-            None => {
-                seen.insert(what.to_owned(), (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
-impl ClientContext for ClientState {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        // Log lines repeat with changing details (addresses, durations): fold them by
-        // facility and level.
-        let Some(held) = self.may_log(&format!("log {fac} {level:?}")) else {
-            return;
-        };
-        let client = self.name.as_str();
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(client, fac, repeats = held, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(client, fac, repeats = held, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(client, fac, repeats = held, "librdkafka: {message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(client, fac, repeats = held, "librdkafka: {message}")
-            }
-        }
-    }
-
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        if let Some(requests) = &self.requests {
-            requests.record(&statistics);
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            tracing::error!(client = %self.name, %error, reason, "the Kafka client hit a fatal error");
-            return;
-        }
-        let Some(held) = self.may_log(&format!("error {error}")) else {
-            return;
-        };
-        tracing::warn!(
-            client = %self.name,
-            %error,
-            reason,
-            repeats = held,
-            "Kafka client error (repeats: how many like it were not logged since the last)"
-        );
-    }
-}
-
-impl ConsumerContext for ClientState {
-    /// Before partitions go to another member: from now on, the messages of theirs that were
-    /// taken and wait for a worker are of a past generation, and are dropped unhandled.
-    fn pre_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &rdkafka::consumer::Rebalance<'_>,
-    ) {
-        if let rdkafka::consumer::Rebalance::Revoke(partitions) = rebalance {
-            tracing::debug!(client = %self.name, partitions = partitions.count(), "partitions revoked");
-            self.revocations.revoke(partitions);
-        }
     }
 }
 
@@ -767,22 +576,6 @@ mod tests {
             KafkaSettings::new("x").security.check().is_ok(),
             "plaintext needs nothing"
         );
-    }
-
-    #[test]
-    fn a_repeated_complaint_is_logged_once_per_interval_with_the_count_held_back() {
-        let state = ClientState::new("test", Duration::from_millis(50));
-        assert_eq!(state.may_log("AllBrokersDown"), Some(0));
-        assert_eq!(state.may_log("AllBrokersDown"), None);
-        assert_eq!(state.may_log("AllBrokersDown"), None);
-        assert_eq!(
-            state.may_log("another"),
-            Some(0),
-            "each complaint on its own"
-        );
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(state.may_log("AllBrokersDown"), Some(2));
-        assert_eq!(state.may_log("AllBrokersDown"), None);
     }
 
     #[test]

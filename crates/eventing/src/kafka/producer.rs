@@ -21,7 +21,7 @@ use rdkafka::message::{Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::ClientState;
+use super::context::ClientState;
 
 /// How long the reporting thread waits for librdkafka's events at a time; also how long it
 /// outlives the last handle on its producer.
