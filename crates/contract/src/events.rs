@@ -265,6 +265,13 @@ pub struct ProductUpserted {
     pub price: i64,
 }
 
+/// What sees every event type of the contract with its payload type
+/// ([`Event::visit_payloads`]): how [`crate::schema`] makes a JSON Schema per type without
+/// this module knowing of schemas.
+pub trait PayloadVisitor {
+    fn visit<P: schemars::JsonSchema>(&mut self, event_type: &'static str);
+}
+
 /// Defines [`Event`] and everything that must list every event type, from one list, so that
 /// adding an event cannot forget one of them.
 macro_rules! events {
@@ -316,12 +323,9 @@ macro_rules! events {
                 }
             }
 
-            /// The JSON Schema of each event type's whole envelope, payload included.
-            pub fn envelope_schemas() -> Vec<(&'static str, schemars::Schema)> {
-                vec![$((
-                    stringify!($variant),
-                    crate::schema::envelope_schema::<$variant>(stringify!($variant)),
-                )),*]
+            /// Shows `visitor` every event type with its payload type.
+            pub fn visit_payloads(visitor: &mut impl PayloadVisitor) {
+                $(visitor.visit::<$variant>(stringify!($variant));)*
             }
         }
 

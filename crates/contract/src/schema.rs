@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::envelope::SCHEMA_VERSION;
-use crate::events::Event;
+use crate::events::{Event, PayloadVisitor};
 
 /// The envelope around a payload `P`, for schema generation only: the real envelope is
 /// [`crate::Envelope`], whose payload is the [`Event`] enum.
@@ -36,8 +36,21 @@ struct EnvelopeOf<P> {
     payload: P,
 }
 
+/// The JSON Schema of each event type's whole envelope, payload included.
+pub fn envelope_schemas() -> Vec<(&'static str, Schema)> {
+    struct Schemas(Vec<(&'static str, Schema)>);
+    impl PayloadVisitor for Schemas {
+        fn visit<P: JsonSchema>(&mut self, event_type: &'static str) {
+            self.0.push((event_type, envelope_schema::<P>(event_type)));
+        }
+    }
+    let mut schemas = Schemas(Vec::new());
+    Event::visit_payloads(&mut schemas);
+    schemas.0
+}
+
 /// The schema of an envelope carrying a `P`, with its type and version fixed.
-pub(crate) fn envelope_schema<P: JsonSchema>(event_type: &str) -> Schema {
+fn envelope_schema<P: JsonSchema>(event_type: &str) -> Schema {
     let mut schema = schemars::schema_for!(EnvelopeOf<P>);
     schema.insert("title".into(), json!(event_type));
     // The payload's own doc comment says what the event means; the envelope's would not.
@@ -57,7 +70,7 @@ pub(crate) fn envelope_schema<P: JsonSchema>(event_type: &str) -> Schema {
 
 /// Every schema file of `schemas/`: its file name and its pretty-printed contents.
 pub fn schema_files() -> Vec<(String, String)> {
-    Event::envelope_schemas()
+    envelope_schemas()
         .into_iter()
         .map(|(event_type, schema)| {
             let mut text =
