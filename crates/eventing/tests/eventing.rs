@@ -69,6 +69,18 @@ async fn produce(broker: &Broker, key: &str, payload: &[u8]) {
         .expect("produce");
 }
 
+/// The first message on `topic`, read from its beginning; it must come within 20 s.
+async fn first_message(broker: &Broker, topic: &str) -> testkit::Received {
+    let read = read_topic(&broker.brokers, topic, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    })
+    .await
+    .expect("read");
+    read.into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("nothing on {topic} within 20 s"))
+}
+
 async fn unsent(runtime: &Runtime) -> i64 {
     outbox::backlog(&runtime.db).await.expect("backlog")
 }
@@ -162,16 +174,8 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
         .expect("runtime");
     let stop = CancellationToken::new();
     tokio::spawn(restarted.relay("relay-b".into()).run(stop.clone()));
-    let read = read_topic(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read");
-    assert_eq!(read.len(), 1);
-    assert_eq!(read[0].envelope.as_ref(), Some(&envelope));
+    let read = first_message(&broker, topics::ORDER_EVENTS).await;
+    assert_eq!(read.envelope.as_ref(), Some(&envelope));
     stop.cancel();
 }
 
@@ -783,15 +787,8 @@ async fn a_dead_letter_goes_back_only_to_a_topic_its_service_consumes_and_only_a
     let order = Uuid::now_v7();
     let real = confirmed(order, 1);
     produce(&broker, &real.key(), real.to_json().as_bytes()).await;
-    let on_topic = read_topic(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read");
-    let (partition, offset) = (on_topic[0].partition, on_topic[0].offset);
+    let on_topic = first_message(&broker, topics::ORDER_EVENTS).await;
+    let (partition, offset) = (on_topic.partition, on_topic.offset);
     let price = Envelope::new(
         "product-service",
         contract::ProductUpserted {
@@ -921,18 +918,10 @@ async fn a_row_the_broker_can_never_take_is_parked_and_holds_back_its_key_but_no
     enqueue_committed(&runtime, &[huge, fine.clone(), other.clone()]).await;
     let stop = CancellationToken::new();
     tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
-    let read = read_topic(
-        &broker.brokers,
-        topics::PRODUCT_CATALOG,
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read");
+    let read = first_message(&broker, topics::PRODUCT_CATALOG).await;
     // Another key goes on; the parked row's key waits behind it, so that no consumer ever
     // sees its later events before it.
-    assert_eq!(read.len(), 1);
-    assert_eq!(read[0].envelope.as_ref(), Some(&other));
+    assert_eq!(read.envelope.as_ref(), Some(&other));
     eventually("the huge row parked", Duration::from_secs(10), || async {
         (outbox::parked(&runtime.db).await.expect("parked") == 1).then_some(())
     })
@@ -1040,19 +1029,12 @@ async fn an_event_its_handler_panics_on_is_dead_lettered_at_once_and_the_partiti
         || async { (effects(&runtime).await == 1).then_some(()) },
     )
     .await;
-    let letters = read_topic(
-        &broker.brokers,
-        &contract::topics::dlq_topic(SERVICE),
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read");
+    let letter = first_message(&broker, &contract::topics::dlq_topic(SERVICE)).await;
     assert!(
-        letters[0]
+        letter
             .header("dlq.error")
             .is_some_and(|e| e.starts_with("the handler panicked: ")),
-        "{letters:?}"
+        "{letter:?}"
     );
     let labels = [("consumer", SERVICE), ("reason", "rejected")];
     assert_eq!(
@@ -1088,15 +1070,7 @@ async fn a_partition_whose_worker_is_behind_is_paused_while_the_others_go_on_and
     for event in &events {
         produce(&broker, &event.key(), event.to_json().as_bytes()).await;
     }
-    let stuck_partition = read_topic(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read")[0]
-        .partition;
+    let stuck_partition = first_message(&broker, topics::ORDER_EVENTS).await.partition;
     let mut others = Vec::new();
     while others.len() < 20 {
         let event = confirmed(Uuid::now_v7(), 1);
@@ -1606,16 +1580,10 @@ async fn a_relay_without_the_lease_publishes_nothing_until_it_is_given_up() {
         || async { sent(&runtime, &envelope).await.then_some(()) },
     )
     .await;
-    let read = read_topic(
-        &broker.brokers,
-        topics::ORDER_EVENTS,
-        Duration::from_secs(20),
-        |r| !r.is_empty(),
-    )
-    .await
-    .expect("read");
-    assert_eq!(read.len(), 1, "published once");
-    let handed_over = read[0].timestamp_ms.expect("a timestamp");
+    let handed_over = first_message(&broker, topics::ORDER_EVENTS)
+        .await
+        .timestamp_ms
+        .expect("a timestamp");
     assert!(
         handed_over >= given_up,
         "it does not publish without the lease: handed over at {handed_over}, \
