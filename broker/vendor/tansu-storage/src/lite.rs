@@ -177,10 +177,10 @@ struct Txn {
     status: TxnState,
 }
 
-impl TryFrom<Row> for Txn {
+impl TryFrom<&Row> for Txn {
     type Error = Error;
 
-    fn try_from(row: Row) -> Result<Self, Self::Error> {
+    fn try_from(row: &Row) -> Result<Self, Self::Error> {
         let name = row.get::<String>(0).inspect_err(|err| error!(?err))?;
         let producer_id = row.get::<i64>(1).inspect_err(|err| error!(?err))?;
         let producer_epoch = row.get::<i32>(2).inspect_err(|err| error!(?err))? as i16;
@@ -229,6 +229,76 @@ pub(crate) struct ConnectionManager {
 
 pub(crate) struct PoolConnection {
     connection: Connection,
+    prepared: Prepared,
+}
+
+/// The statements prepared on one connection, kept for the next use of the same SQL: SQLite
+/// spent more time compiling Tansu's statements (parsing and planning) than running them,
+/// since each use prepared its statement anew (saga patch 8).
+#[derive(Clone, Default)]
+struct Prepared(Arc<Mutex<std::collections::HashMap<&'static str, Statement>>>);
+
+/// A statement taken from [`Prepared`] for one use, shared by the rows it returns. When the
+/// last of them goes the statement is reset, which ends its read as finalizing it did, and
+/// is put back; until then nobody else can take it, and the same SQL meanwhile gets a
+/// statement of its own.
+struct Lease {
+    statement: Option<Statement>,
+    key: &'static str,
+    home: Prepared,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(statement) = self.statement.take() {
+            statement.reset();
+            if let Ok(mut cached) = self.home.0.lock() {
+                cached.entry(self.key).or_insert(statement);
+            }
+        }
+    }
+}
+
+impl Lease {
+    fn statement(&self) -> &Statement {
+        self.statement.as_ref().expect("held until dropped")
+    }
+}
+
+/// Rows of a leased statement.
+pub(crate) struct LeasedRows {
+    rows: Rows,
+    lease: Arc<Lease>,
+}
+
+impl LeasedRows {
+    pub(crate) async fn next(&mut self) -> result::Result<Option<LeasedRow>, libsql::Error> {
+        Ok(self.rows.next().await?.map(|row| LeasedRow {
+            row,
+            _lease: self.lease.clone(),
+        }))
+    }
+}
+
+/// A row of a leased statement: its columns are read from the statement, which stays
+/// leased while the row lives.
+pub(crate) struct LeasedRow {
+    row: Row,
+    _lease: Arc<Lease>,
+}
+
+impl Deref for LeasedRow {
+    type Target = Row;
+
+    fn deref(&self) -> &Row {
+        &self.row
+    }
+}
+
+impl Debug for LeasedRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.row.fmt(f)
+    }
 }
 
 impl Debug for PoolConnection {
@@ -305,17 +375,35 @@ impl PoolConnection {
     async fn new(connection: Connection) -> Result<Self> {
         Self::init(&connection).await?;
 
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            prepared: Prepared::default(),
+        })
     }
 
     #[instrument(skip(self))]
-    async fn prepared_statement(&self, key: &str) -> Result<Statement, libsql::Error> {
-        let sql = SQL
+    async fn prepared_statement(&self, key: &'static str) -> Result<Arc<Lease>, libsql::Error> {
+        let cached = self
+            .prepared
             .0
-            .get(key)
-            .ok_or(libsql::Error::Misuse(format!("Unknown cache key: {}", key)))?;
-
-        self.connection.prepare(sql).await
+            .lock()
+            .map_err(|_| libsql::Error::Misuse("statement cache poisoned".into()))?
+            .remove(key);
+        let statement = match cached {
+            Some(statement) => statement,
+            None => {
+                let sql = SQL
+                    .0
+                    .get(key)
+                    .ok_or(libsql::Error::Misuse(format!("Unknown cache key: {}", key)))?;
+                self.connection.prepare(sql).await?
+            }
+        };
+        Ok(Arc::new(Lease {
+            statement: Some(statement),
+            key,
+            home: self.prepared.clone(),
+        }))
     }
 
     fn attributes_for_error(&self, key: Option<&str>, error: &libsql::Error) -> Vec<KeyValue> {
@@ -365,7 +453,7 @@ impl PoolConnection {
     }
 
     #[instrument(skip_all)]
-    async fn query<P>(&self, sql: &str, params: P) -> result::Result<Rows, libsql::Error>
+    async fn query<P>(&self, sql: &'static str, params: P) -> result::Result<LeasedRows, libsql::Error>
     where
         P: IntoParams,
         P: Debug,
@@ -374,9 +462,10 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let lease = self.prepared_statement(sql).await?;
 
-        statement
+        let rows = lease
+            .statement()
             .query(params)
             .await
             .inspect(|rows| {
@@ -393,11 +482,12 @@ impl PoolConnection {
                 error!(?err, elapsed_millis = elapsed_millis(start));
 
                 SQL_ERROR.add(1, &self.attributes_for_error(Some(sql), err)[..]);
-            })
+            })?;
+        Ok(LeasedRows { rows, lease })
     }
 
     #[instrument(skip_all)]
-    async fn execute<P>(&self, sql: &str, params: P) -> result::Result<usize, libsql::Error>
+    async fn execute<P>(&self, sql: &'static str, params: P) -> result::Result<usize, libsql::Error>
     where
         P: IntoParams,
         P: Debug,
@@ -405,9 +495,10 @@ impl PoolConnection {
         debug!(sql, ?params);
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let lease = self.prepared_statement(sql).await?;
 
-        statement
+        lease
+            .statement()
             .execute(params)
             .await
             .inspect(|rows| {
@@ -425,7 +516,11 @@ impl PoolConnection {
     }
 
     #[instrument(skip_all)]
-    async fn query_opt<P>(&self, sql: &str, params: P) -> result::Result<Option<Row>, libsql::Error>
+    async fn query_opt<P>(
+        &self,
+        sql: &'static str,
+        params: P,
+    ) -> result::Result<Option<LeasedRow>, libsql::Error>
     where
         P: IntoParams,
         P: Debug,
@@ -434,9 +529,9 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let lease = self.prepared_statement(sql).await?;
 
-        let mut rows = statement.query(params).await.inspect_err(|err| {
+        let mut rows = lease.statement().query(params).await.inspect_err(|err| {
             error!(?err, elapsed_millis = elapsed_millis(start));
             SQL_ERROR.add(1, &self.attributes_for_error(Some(sql), err)[..]);
         })?;
@@ -451,11 +546,11 @@ impl PoolConnection {
         SQL_DURATION.record(elapsed_millis(start), &attributes);
         SQL_REQUESTS.add(1, &attributes);
 
-        Ok(row)
+        Ok(row.map(|row| LeasedRow { row, _lease: lease }))
     }
 
     #[instrument(skip_all)]
-    async fn query_one<P>(&self, sql: &str, params: P) -> result::Result<Row, libsql::Error>
+    async fn query_one<P>(&self, sql: &'static str, params: P) -> result::Result<LeasedRow, libsql::Error>
     where
         P: IntoParams,
         P: Debug,
@@ -464,9 +559,10 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let lease = self.prepared_statement(sql).await?;
 
-        let mut rows = statement
+        let mut rows = lease
+            .statement()
             .query(params)
             .await
             .inspect(|rows| debug!(?rows))
@@ -498,7 +594,7 @@ impl PoolConnection {
 
             SQL_REQUESTS.add(1, &attributes);
 
-            Ok(row).inspect(|row| debug!(?row))
+            Ok(LeasedRow { row, _lease: lease }).inspect(|row| debug!(?row))
         } else {
             panic!("more or less than one row");
         }
@@ -1001,7 +1097,7 @@ impl Delegate {
                     .await?;
 
                 while let Some(row) = rows.next().await? {
-                    overlaps.push(Txn::try_from(row).inspect(|txn| debug!(?txn))?);
+                    overlaps.push(Txn::try_from(&*row).inspect(|txn| debug!(?txn))?);
                 }
             }
         }
