@@ -97,6 +97,7 @@ pub enum KafkaRequest {
 }
 
 impl KafkaRequest {
+    /// Every kind, in the order of their discriminants, which index per-kind arrays.
     pub const ALL: [KafkaRequest; 3] = [
         KafkaRequest::Produce,
         KafkaRequest::Fetch,

@@ -38,20 +38,15 @@ struct RequestCount {
     client: KafkaClient,
     /// The totals of the last report, by kind ([`KafkaRequest::ALL`]'s order): the
     /// statistics give totals since the client started, the counter grows by the difference.
-    seen: Mutex<[i64; 3]>,
+    seen: Mutex<[i64; KafkaRequest::ALL.len()]>,
 }
 
 impl RequestCount {
     fn record(&self, statistics: &rdkafka::statistics::Statistics) {
-        let mut totals = [0i64; 3];
+        let mut totals = [0i64; KafkaRequest::ALL.len()];
         for broker in statistics.brokers.values() {
             for (name, count) in &broker.req {
-                let kind = KafkaRequest::of(name);
-                let slot = KafkaRequest::ALL
-                    .iter()
-                    .position(|k| *k == kind)
-                    .unwrap_or(2);
-                totals[slot] += count;
+                totals[KafkaRequest::of(name) as usize] += count;
             }
         }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
