@@ -1779,10 +1779,10 @@ impl Storage for DynoStore {
         // saga patch 6: a group is listed by its detail (`<group>.json`), which every group
         // has from its first join, as well as by its folder of committed offsets, which a
         // group that has committed nothing yet does not have.
-        let mut group_ids = std::collections::BTreeSet::new();
+        let mut group_ids = BTreeSet::new();
         for prefix in list_result.common_prefixes {
             if let Some(group_id) = prefix.parts().next_back() {
-                group_ids.insert(group_id.as_ref().to_owned());
+                let _ = group_ids.insert(group_id.as_ref().to_owned());
             }
         }
         for object in list_result.objects {
@@ -1791,7 +1791,7 @@ impl Storage for DynoStore {
                 .filename()
                 .and_then(|name| name.strip_suffix(".json"))
             {
-                group_ids.insert(group_id.to_owned());
+                let _ = group_ids.insert(group_id.to_owned());
             }
         }
 

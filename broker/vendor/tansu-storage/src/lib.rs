@@ -2043,7 +2043,7 @@ impl Storage for StorageContainer {
         .await
         .inspect(|_| {
             // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
-            crate::service::produced::changed_elsewhere();
+            service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2079,7 +2079,7 @@ impl Storage for StorageContainer {
         .await
         .inspect(|_| {
             // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
-            crate::service::produced::changed_elsewhere();
+            service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2112,7 +2112,7 @@ impl Storage for StorageContainer {
         .await
         .inspect(|_| {
             // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
-            crate::service::produced::changed_elsewhere();
+            service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2182,7 +2182,7 @@ impl Storage for StorageContainer {
         .inspect(|_| {
             // saga patch 7 (PATCHES.md): the records are stored; wake the fetches waiting on
             // this partition, and forget what they remember of it.
-            crate::service::produced::landed(topition.topic(), topition.partition());
+            service::produced::landed(topition.topic(), topition.partition());
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2879,7 +2879,7 @@ impl Storage for StorageContainer {
         .await
         .inspect(|_| {
             // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
-            crate::service::produced::changed_elsewhere();
+            service::produced::changed_elsewhere();
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })
         .inspect_err(|_| {
@@ -2912,7 +2912,7 @@ impl Storage for StorageContainer {
         .await
         .inspect(|maintain| {
             // saga patch 7 (PATCHES.md): what a fetch remembers of quiet partitions may be stale now.
-            crate::service::produced::changed_elsewhere();
+            service::produced::changed_elsewhere();
             debug!(?maintain);
             STORAGE_CONTAINER_REQUESTS.add(1, &attributes);
         })

@@ -252,8 +252,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(statement) = self.statement.take() {
             statement.reset();
-            if let Ok(mut cached) = self.home.0.lock() {
-                cached.entry(self.key).or_insert(statement);
+            // Two uses of one statement at once prepare a second copy; the first copy back
+            // is kept and the other finalized.
+            if let Ok(mut cached) = self.home.0.lock()
+                && let std::collections::hash_map::Entry::Vacant(slot) = cached.entry(self.key)
+            {
+                let _ = slot.insert(statement);
             }
         }
     }

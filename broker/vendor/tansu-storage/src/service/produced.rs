@@ -80,7 +80,7 @@ fn table() -> MutexGuard<'static, Table> {
 
 fn partition<'t>(table: &'t mut Table, topic: &str, index: i32) -> &'t mut Partition {
     if !table.contains_key(topic) {
-        table.insert(topic.to_owned(), HashMap::new());
+        let _ = table.insert(topic.to_owned(), HashMap::new());
     }
     table
         .get_mut(topic)
@@ -104,7 +104,7 @@ pub(crate) fn landed(topic: &str, index: i32) {
 /// Something other than a produce changed offsets (records or a topic deleted, a
 /// transaction ended, retention ran): every remembered answer is stale.
 pub(crate) fn changed_elsewhere() {
-    EPOCH.fetch_add(1, Ordering::SeqCst);
+    let _ = EPOCH.fetch_add(1, Ordering::SeqCst);
 }
 
 /// What a look at a partition starts from; read it before the look.
@@ -169,7 +169,7 @@ impl Waiter {
         let notify = Arc::new(Notify::new());
         let mut table = table();
         for (topic, index) in &partitions {
-            partition(&mut table, topic, *index)
+            let _ = partition(&mut table, topic, *index)
                 .waiters
                 .insert(id, notify.clone());
         }
@@ -192,7 +192,7 @@ impl Drop for Waiter {
         let mut table = table();
         for (topic, index) in &self.partitions {
             if let Some(partition) = table.get_mut(topic).and_then(|p| p.get_mut(index)) {
-                partition.waiters.remove(&self.id);
+                let _ = partition.waiters.remove(&self.id);
             }
         }
     }
