@@ -107,6 +107,15 @@ impl Runtime {
             .await
             .context("opening the HTTP handlers' database pool")?;
         let (metrics, runtime_metrics) = crate::metrics::registry();
+        if let Some(commits) = kit::db::sqlite_commits(name, &settings.database)
+            .context("counting the database's commits")?
+        {
+            let _ = metrics.register(
+                "sqlite_commits",
+                "Transactions the service's SQLite database committed, explicit or a single statement's (Postgres counts its own, in pg_stat_database)",
+                commits,
+            );
+        }
         settings.kafka.request_counts = Some(runtime_metrics.kafka_requests.clone());
         let replacements = runtime_metrics.producer_replacements.clone();
         let producer = SharedProducer::new(&settings.kafka, name, replacements)

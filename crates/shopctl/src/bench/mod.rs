@@ -5,19 +5,21 @@
 //! - [`watch`]: the end of each saga, from `order.events`.
 //! - [`procs`]: CPU time and peak memory of every process under test, from `/proc`.
 //! - [`commits`]: database commits per order, when the services are on a Postgres server.
+//! - [`scraped`]: what the services count themselves: Kafka requests, SQLite commits.
 //!
 //! A run measures `POST /orders` latency and saga latency (from an order's due time to its
 //! terminal event; for a system that answers with a final status, such as the synchronous
 //! baseline, the answer is the end), confirmed orders per second, CPU time per confirmed
-//! order of each process, peak memory, and with `--postgres` the commits of each database
-//! per confirmed order. `--sweep` raises the rate until the system no
+//! order of each process, peak memory, the Kafka requests per confirmed order, and the
+//! commits of each database per confirmed order (Postgres's own counts with `--postgres`, the
+//! services' counts of their SQLite files otherwise). `--sweep` raises the rate until the system no
 //! longer keeps up. The table goes to the terminal and everything to a JSON file.
 
 pub mod commits;
 pub mod load;
 pub mod plot;
 pub mod procs;
-pub mod requests;
+pub mod scraped;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -183,7 +185,9 @@ pub struct RunReport {
     pub services_cpu_ms_per_confirmed: f64,
     /// Peak resident memory per process name, in MiB (the largest process of the name).
     pub peak_rss_mib: BTreeMap<String, f64>,
-    /// Transactions committed per confirmed order, per database (with `--postgres`).
+    /// Transactions committed per confirmed order, per database: with `--postgres` each
+    /// database's by Postgres's count, over the measured orders; otherwise each service's
+    /// SQLite file's, counted by the service, over the whole run, warm-up included.
     #[serde(default)]
     pub db_commits_per_confirmed: BTreeMap<String, f64>,
     /// Requests the services' Kafka clients sent per confirmed order, by kind (`Produce`,
@@ -280,15 +284,19 @@ async fn run_once(
     };
     // The baseline has no Kafka clients, and none of these services to ask.
     let services = [
-        cli.order_url.as_str(),
-        cli.product_url.as_str(),
-        cli.coupon_url.as_str(),
-        cli.forwarder_url.as_str(),
+        ("order-service", cli.order_url.as_str()),
+        ("product-service", cli.product_url.as_str()),
+        ("coupon-service", cli.coupon_url.as_str()),
+        ("analytics-forwarder", cli.forwarder_url.as_str()),
     ];
-    let requests_before = match &ends {
-        Some(_) => requests::sample(http, &services)
+    let scraped_before = match &ends {
+        Some(_) => scraped::sample(http, &services)
             .await
-            .inspect_err(|error| step(&format!("not counting Kafka requests: {error:#}")))
+            .inspect_err(|error| {
+                step(&format!(
+                    "not counting Kafka requests and SQLite commits: {error:#}"
+                ))
+            })
             .ok(),
         None => None,
     };
@@ -330,9 +338,9 @@ async fn run_once(
     }
     let after = procs::sample();
     let mut report = report(args, targets, &measured, ends.as_ref(), &before, &after);
-    let settle = match (&args.postgres, &requests_before) {
-        (Some(_), _) => commits::SETTLE.max(requests::SETTLE),
-        (None, Some(_)) => requests::SETTLE,
+    let settle = match (&args.postgres, &scraped_before) {
+        (Some(_), _) => commits::SETTLE.max(scraped::SETTLE),
+        (None, Some(_)) => scraped::SETTLE,
         (None, None) => Duration::ZERO,
     };
     if !settle.is_zero() {
@@ -347,8 +355,8 @@ async fn run_once(
         report.db_commits_per_confirmed =
             commits::per_order(&commits_before, &commits_after, report.confirmed);
     }
-    if let (Some(requests_before), Some(ends)) = (requests_before, &ends) {
-        let requests_after = requests::sample(http, &services).await?;
+    if let (Some(scraped_before), Some(ends)) = (scraped_before, &ends) {
+        let scraped_after = scraped::sample(http, &services).await?;
         // Every order of the run, warm-up included, is inside the window.
         let confirmed = sent
             .iter()
@@ -356,7 +364,11 @@ async fn run_once(
             .filter(|end| end.confirmed)
             .count();
         report.kafka_requests_per_confirmed =
-            requests::per_order(&requests_before, &requests_after, confirmed);
+            scraped::requests_per_order(&scraped_before, &scraped_after, confirmed);
+        if args.postgres.is_none() {
+            report.db_commits_per_confirmed =
+                scraped::sqlite_commits_per_order(&scraped_before, &scraped_after, confirmed);
+        }
     }
     Ok(report)
 }

@@ -11,6 +11,8 @@
 //! - [`begin`] starts SQLite transactions with `BEGIN IMMEDIATE`, taking the write lock up
 //!   front: a transaction that reads and then writes can then never fail on a lock upgrade.
 //!   On Postgres it is a plain `BEGIN`, and row locks order concurrent writers.
+//! - SQLite counts no commits, so [`commits`] counts them for it ([`sqlite_commits`]);
+//!   Postgres counts its own.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, Migrator};
+
+mod commits;
 
 /// A pool of connections to a service's own database.
 pub type Db = sqlx::AnyPool;
@@ -150,6 +154,8 @@ pub enum DbError {
     MemorySqlite,
     #[error("could not create the folder of the SQLite file")]
     Folder(#[source] std::io::Error),
+    #[error("could not find the SQLite file to count its commits")]
+    SqliteFile(#[source] std::io::Error),
     #[error("could not migrate the database")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -214,6 +220,9 @@ async fn open_pool(
 ) -> Result<Db, DbError> {
     let statement_ms = settings.statement_timeout_ms;
     let _ = WORK_TIMEOUT.set(settings.work_timeout());
+    if backend == Backend::Sqlite {
+        commits::install();
+    }
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -252,13 +261,35 @@ async fn open_pool(
         .map_err(DbError::Connect)
 }
 
-/// Creates the folder of a SQLite file and asks for the file to be created if missing.
-fn prepare_sqlite(url: &str) -> Result<String, DbError> {
+/// The file path and the query of a SQLite URL.
+fn sqlite_file(url: &str) -> (&str, &str) {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    rest.split_once('?').unwrap_or((rest, ""))
+}
+
+/// The counter of the transactions the service's SQLite file commits, once the database is
+/// connected ([`connect_and_migrate`]), for the service's `sqlite_commits_total`; `None` on
+/// Postgres, which counts its own commits (`pg_stat_database.xact_commit`).
+pub fn sqlite_commits(
+    service_name: &str,
+    settings: &DatabaseSettings,
+) -> Result<Option<crate::metrics::Counter>, DbError> {
+    let (url, backend) = resolve_url(service_name, settings)?;
+    if backend != Backend::Sqlite {
+        return Ok(None);
+    }
+    let (path, _) = sqlite_file(&url);
+    commits::counter(std::path::Path::new(path))
+        .map(Some)
+        .map_err(DbError::SqliteFile)
+}
+
+/// Creates the folder of a SQLite file and asks for the file to be created if missing.
+fn prepare_sqlite(url: &str) -> Result<String, DbError> {
+    let (path, query) = sqlite_file(url);
     if path.is_empty() || path.starts_with(":memory:") {
         return Err(DbError::MemorySqlite);
     }
