@@ -11,8 +11,9 @@
 //! - [`begin`] starts SQLite transactions with `BEGIN IMMEDIATE`, taking the write lock up
 //!   front: a transaction that reads and then writes can then never fail on a lock upgrade.
 //!   On Postgres it is a plain `BEGIN`, and row locks order concurrent writers.
-//! - SQLite counts no commits, so [`commits`] counts them for it ([`sqlite_commits`]);
-//!   Postgres counts its own.
+//! - SQLite counts no commits, so [`sqlite`] counts them for it ([`sqlite_commits`]);
+//!   Postgres counts its own. It also has each connection wait for the file's write lock in
+//!   short steps rather than SQLite's long naps.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, Migrator};
 
-mod commits;
+mod sqlite;
 
 /// A pool of connections to a service's own database.
 pub type Db = sqlx::AnyPool;
@@ -220,9 +221,7 @@ async fn open_pool(
 ) -> Result<Db, DbError> {
     let statement_ms = settings.statement_timeout_ms;
     let _ = WORK_TIMEOUT.set(settings.work_timeout());
-    if backend == Backend::Sqlite {
-        commits::install();
-    }
+    let hooked = backend == Backend::Sqlite && sqlite::install();
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -238,6 +237,12 @@ async fn open_pool(
                     sqlx::query("PRAGMA foreign_keys = ON")
                         .execute(&mut *conn)
                         .await?;
+                    // Last: `busy_timeout` above replaced any busy handler.
+                    if hooked {
+                        sqlx::query(sqlite::WAIT_IN_STEPS)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                 } else {
                     let idle_ms = statement_ms.saturating_mul(2);
                     let mut set = vec![
@@ -282,7 +287,7 @@ pub fn sqlite_commits(
         return Ok(None);
     }
     let (path, _) = sqlite_file(&url);
-    commits::counter(std::path::Path::new(path))
+    sqlite::counter(std::path::Path::new(path))
         .map(Some)
         .map_err(DbError::SqliteFile)
 }
