@@ -37,7 +37,9 @@ run = json.load(open(sys.argv[1]))["runs"][0]
 cpu = run["cpu_ms_per_confirmed"]
 requests = run.get("kafka_requests_per_confirmed", {})
 commits = sum(run.get("db_commits_per_confirmed", {}).values())
-print(f"| {run['rate']:g}/s | {run['confirmed']:,} of {run['sent']:,} "
+failures = ", ".join(f"{n} × {status}" for status, n in run.get("failures", {}).items())
+print(f"| {run['rate']:g}/s | {run['confirmed']:,} of {run['sent']:,}"
+      f"{f' (failed: {failures})' if failures else ''} "
       f"| {run['saga_ms']['p50']:.0f} / {run['saga_ms']['p99']:.0f} "
       f"| {run['post_ms']['p50']:.1f} / {run['post_ms']['p99']:.1f} "
       f"| {cpu.get('broker', 0):.1f} ms | {run['services_cpu_ms_per_confirmed']:.1f} ms "

@@ -166,6 +166,9 @@ pub struct RunReport {
     pub sent: usize,
     /// Of those, answered with an error status or not answered at all.
     pub failed: usize,
+    /// The failed ones by their answer's status code, `no answer` for none.
+    #[serde(default)]
+    pub failures: BTreeMap<String, usize>,
     pub confirmed: usize,
     pub cancelled: usize,
     /// Accepted but not ended within the drain time.
@@ -384,9 +387,15 @@ fn report(
     let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
     let (mut post, mut saga) = (histogram(), histogram());
     let (mut failed, mut confirmed, mut cancelled, mut unfinished) = (0, 0, 0, 0);
+    let mut failures = BTreeMap::<String, usize>::new();
     for sent in measured {
         let Some(latency) = sent.post.filter(|_| (200..300).contains(&sent.status)) else {
             failed += 1;
+            let status = match sent.status {
+                0 => "no answer".to_owned(),
+                status => status.to_string(),
+            };
+            *failures.entry(status).or_default() += 1;
             continue;
         };
         let latency_us = latency.as_micros().max(1) as u64;
@@ -442,6 +451,7 @@ fn report(
         coupon_share: args.coupon_share,
         sent: measured.len(),
         failed,
+        failures,
         confirmed,
         cancelled,
         unfinished,
@@ -494,6 +504,18 @@ pub fn print(report: &BenchReport) {
             run.saga_ms.p99,
             run.services_cpu_ms_per_confirmed,
             if run.sustainable { "yes" } else { "no" },
+        );
+    }
+    for run in report.runs.iter().filter(|run| !run.failures.is_empty()) {
+        let failures: Vec<String> = run
+            .failures
+            .iter()
+            .map(|(status, count)| format!("{count} × {status}"))
+            .collect();
+        println!(
+            "failed orders at {:.0}/s, by answer: {}",
+            run.rate,
+            failures.join(", ")
         );
     }
     if let Some(last) = report.runs.last() {
