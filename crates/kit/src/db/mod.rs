@@ -67,6 +67,36 @@ pub struct DatabaseSettings {
         value_parser = clap::value_parser!(u64).range(100..)
     )]
     pub statement_timeout_ms: u64,
+    /// When a SQLite commit reaches the disk (`PRAGMA synchronous`): `full` syncs the
+    /// write-ahead log at every commit; `normal` only at checkpoints.
+    #[arg(
+        long = "database-sqlite-synchronous",
+        env = "DATABASE_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value_t = SqliteSynchronous::Full
+    )]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// SQLite's `synchronous` setting in WAL mode: what a commit waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    /// Every commit waits until the log is on the disk: nothing committed is lost, not even to
+    /// a power cut.
+    Full,
+    /// A commit waits for the operating system only; the log reaches the disk at each
+    /// checkpoint. Nothing committed is lost when a process is killed; a power cut or an
+    /// operating system crash can take back the last commits.
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
+            SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
 }
 
 /// How much longer than the statement timeout the client waits for a unit of database work
@@ -220,6 +250,7 @@ async fn open_pool(
     settings: &DatabaseSettings,
 ) -> Result<Db, DbError> {
     let statement_ms = settings.statement_timeout_ms;
+    let synchronous = settings.sqlite_synchronous;
     let _ = WORK_TIMEOUT.set(settings.work_timeout());
     let hooked = backend == Backend::Sqlite && sqlite::install();
     AnyPoolOptions::new()
@@ -235,6 +266,9 @@ async fn open_pool(
                         .execute(&mut *conn)
                         .await?;
                     sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query(synchronous.pragma())
                         .execute(&mut *conn)
                         .await?;
                     // Last: `busy_timeout` above replaced any busy handler.
@@ -476,6 +510,27 @@ mod tests {
             assert!(!permanent_code(Backend::Sqlite, transient), "{transient}");
         }
         assert!(!is_permanent(&sqlx::Error::PoolTimedOut));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_connection_syncs_its_commits_as_the_setting_says() {
+        let dir = std::env::temp_dir().join(format!("kit-sync-{}", uuid::Uuid::new_v4()));
+        for (setting, pragma) in [(SqliteSynchronous::Full, 2), (SqliteSynchronous::Normal, 1)] {
+            let settings = DatabaseSettings {
+                sqlite_synchronous: setting,
+                ..DatabaseSettings::new(format!("sqlite://{}/{pragma}.db", dir.display()))
+            };
+            let db = connect_and_migrate("sync-test", &settings, &[])
+                .await
+                .expect("connect");
+            let (synchronous,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            assert_eq!(synchronous, pragma, "{setting:?}");
+            db.close().await;
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
