@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use libsqlite3_sys::{
@@ -42,7 +42,8 @@ use crate::metrics::Counter;
 
 /// Each SQLite file's counter, by canonical path. A counter lives as long as the process: the
 /// commit hooks of its connections point at it.
-static COUNTERS: Mutex<Option<HashMap<PathBuf, &'static Counter>>> = Mutex::new(None);
+static COUNTERS: LazyLock<Mutex<HashMap<PathBuf, &'static Counter>>> =
+    LazyLock::new(Mutex::default);
 
 static INSTALL: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -80,7 +81,6 @@ fn counter_of(file: PathBuf) -> &'static Counter {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     counters
-        .get_or_insert_with(HashMap::new)
         .entry(file)
         .or_insert_with(|| Box::leak(Box::new(Counter::default())))
 }
