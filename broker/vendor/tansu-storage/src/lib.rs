@@ -126,9 +126,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[cfg(feature = "dynostore")]
 use object_store::memory::InMemory;
 
-#[cfg(feature = "dynostore")]
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-
 use opentelemetry::{
     InstrumentationScope, KeyValue, global,
     metrics::{Counter, Meter},
@@ -461,11 +458,9 @@ impl From<Arc<tokio_postgres::error::Error>> for Error {
 
 impl From<tansu_schema::Error> for Error {
     fn from(value: tansu_schema::Error) -> Self {
-        if let tansu_schema::Error::Api(error_code) = value {
-            Self::Api(error_code)
-        } else {
-            Self::Schema(Arc::new(value))
-        }
+        // saga patch 10: the schema crate's only error is a Kafka error code.
+        let tansu_schema::Error::Api(error_code) = value;
+        Self::Api(error_code)
     }
 }
 
@@ -1745,23 +1740,12 @@ impl Builder<i32, String, Url, Url> {
                 message: self.storage.to_string(),
             }),
 
-            #[cfg(feature = "dynostore")]
-            "s3" => {
-                let bucket_name = self.storage.host_str().unwrap_or("tansu");
-
-                AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket_name)
-                    .with_conditional_put(S3ConditionalPut::ETagMatch)
-                    .build()
-                    .map(|object_store| {
-                        DynoStore::new(self.cluster_id.as_str(), self.node_id, object_store)
-                            .advertised_listener(self.advertised_listener.clone())
-                            .schemas(self.schema_registry)
-                            .lake(self.lake_house.clone())
-                    })
-                    .map(StorageContainer::DynoStore)
-                    .map_err(Into::into)
-            }
+            // saga patch 10: no S3 client is built into saga-broker (it carried AWS's request
+            // signing and a TLS stack the local run never uses).
+            "s3" => Err(Error::FeatureNotEnabled {
+                feature: "s3".into(),
+                message: self.storage.to_string(),
+            }),
 
             #[cfg(feature = "dynostore")]
             "memory" => Ok(StorageContainer::DynoStore(
@@ -1772,7 +1756,7 @@ impl Builder<i32, String, Url, Url> {
             )),
 
             #[cfg(not(feature = "dynostore"))]
-            "s3" | "memory" => Err(Error::FeatureNotEnabled {
+            "memory" => Err(Error::FeatureNotEnabled {
                 feature: "dynostore".into(),
                 message: self.storage.to_string(),
             }),
