@@ -51,7 +51,7 @@ pub struct StackConfig {
     pub broker_port: u16,
     /// Port of the order service; the others follow [`Service::port_offset`].
     pub http_port_base: u16,
-    /// Run `cargo build --bins` first, when run from the workspace.
+    /// Build the stack's binaries first, when run from the workspace.
     pub build: bool,
     /// Where the service binaries are; beside `shopctl` when absent.
     pub bin_dir: Option<PathBuf>,
