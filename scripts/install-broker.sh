@@ -4,7 +4,7 @@
 # unless it is there already: never onto PATH or over a program of the user's, and a fresh clone
 # reuses a broker built before. The tests and `shopctl up` look for it there
 # (crates/local-broker); SAGA_BROKER names another binary instead. The first build compiles
-# Tansu and its dependencies: about 11 minutes on 2 cores; later builds reuse target/broker.
+# Tansu and its dependencies: 7 to 9½ minutes on 2 cores; later builds reuse target/broker.
 # Prints the binary's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,6 @@ if [ -x "$root/bin/saga-broker" ] && [ "$("$root/bin/saga-broker" --version 2>/d
   echo "$root/bin/saga-broker"
   exit 0
 fi
-echo "==> building saga-broker $want (Tansu 0.6.0, patched; about 11 minutes the first time) into $root" >&2
+echo "==> building saga-broker $want (Tansu 0.6.0, patched; 7 to 9½ minutes on 2 cores the first time) into $root" >&2
 CARGO_TARGET_DIR="$PWD/target/broker" cargo install --locked --force --root "$root" --path broker >&2
 echo "$root/bin/saga-broker"

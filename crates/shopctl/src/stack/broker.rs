@@ -90,7 +90,7 @@ pub(super) fn ensure_broker(bin_dir: &Path) -> anyhow::Result<PathBuf> {
         return Err(missing.into());
     };
     step(&format!(
-        "building saga-broker {} (Tansu 0.6.0, patched; about 11 minutes on 2 cores, once) into {}",
+        "building saga-broker {} (Tansu 0.6.0, patched; 7 to 9½ minutes on 2 cores, once) into {}",
         local_broker::version(),
         local_broker::install_root()?.display()
     ));
