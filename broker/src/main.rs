@@ -70,8 +70,8 @@ struct BrokerArgs {
     silent: bool,
 
     /// The threads that serve connections and storage (saga patch 11). One by default: the
-    /// local run shares two cores with four services, and with two threads a third of the
-    /// broker's CPU went to waking one thread from the other.
+    /// local run shares two cores with four services, and a second thread cost the broker
+    /// more in waking one thread from the other than it gained (PATCHES.md, patch 11).
     #[arg(long, env = "SAGA_BROKER_WORKER_THREADS", default_value = "1")]
     worker_threads: NonZeroUsize,
 }
