@@ -228,10 +228,7 @@ fn resolve_url(
     service_name: &str,
     settings: &DatabaseSettings,
 ) -> Result<(String, Backend), DbError> {
-    let url = settings
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://data/{service_name}.db"));
+    let url = configured_url(service_name, settings);
     let backend = Backend::of_url(&url)?;
     sqlx::any::install_default_drivers();
     let url = match backend {
@@ -239,6 +236,14 @@ fn resolve_url(
         Backend::Sqlite => prepare_sqlite(&url)?,
     };
     Ok((url, backend))
+}
+
+/// The database URL as configured: `DATABASE_URL`, or the service's default SQLite file.
+fn configured_url(service_name: &str, settings: &DatabaseSettings) -> String {
+    settings
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://data/{service_name}.db"))
 }
 
 /// A pool of at most `max_connections`, each connection set up for the engine: on Postgres
@@ -316,8 +321,9 @@ pub fn sqlite_commits(
     service_name: &str,
     settings: &DatabaseSettings,
 ) -> Result<Option<crate::metrics::Counter>, DbError> {
-    let (url, backend) = resolve_url(service_name, settings)?;
-    if backend != Backend::Sqlite {
+    // Only the file's path: `connect_and_migrate` already made its folder and the file.
+    let url = configured_url(service_name, settings);
+    if Backend::of_url(&url)? != Backend::Sqlite {
         return Ok(None);
     }
     let (path, _) = sqlite_file(&url);
