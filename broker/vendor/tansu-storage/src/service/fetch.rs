@@ -27,8 +27,8 @@ use tansu_sans_io::{
 use tokio::time::timeout;
 use tracing::{debug, error, instrument};
 
-use super::produced::{self, Waiter};
-use crate::{Error, Result, Storage, Topition};
+use super::produced::{self, KnownTopic, Waiter};
+use crate::{Error, Result, Storage, TopicId, Topition};
 
 /// A [`Service`] using [`Storage`] as [`Context`] taking [`FetchRequest`] returning [`FetchResponse`].
 /// ```
@@ -151,23 +151,30 @@ impl FetchService {
         let partition_index = fetch_partition.partition;
         let tp = Topition::new(topic, partition_index);
 
-        // saga patch 7 (PATCHES.md): nothing stored here since the last look found nothing at
-        // this offset, so that answer stands without a query.
-        if let Some(quiet) = produced::quiet(topic, partition_index, fetch_partition.fetch_offset)
-        {
-            return Ok(Self::partition_data(partition_index, quiet.stage, Vec::new()));
-        }
+        // saga patch 12 (PATCHES.md): the offsets are read first, or taken from memory when
+        // nothing was stored or changed here since the last look read them. Records are
+        // asked for only below the high watermark, so a look at a partition with nothing
+        // new runs no query, and one with records new runs no query to find it has them all.
         let seen = produced::seen(topic, partition_index);
+        let mut offset_stage = match produced::stage(topic, partition_index, seen) {
+            Some(remembered) => remembered,
+            None => {
+                let read = ctx
+                    .state()
+                    .offset_stage(&tp)
+                    .await
+                    .inspect_err(|error| error!(?error, ?tp))?;
+                produced::read_stage(topic, partition_index, read, seen);
+                read
+            }
+        };
+        let end = Self::readable_end(isolation, offset_stage);
 
         let mut batches = Vec::new();
 
         let mut offset = fetch_partition.fetch_offset;
 
-        loop {
-            if *max_bytes == 0 {
-                break;
-            }
-
+        while offset < end && *max_bytes > 0 {
             debug!(offset);
 
             let mut fetched = ctx
@@ -194,23 +201,27 @@ impl FetchService {
             }
         }
 
-        let offset_stage = ctx
-            .state()
-            .offset_stage(&tp)
-            .await
-            .inspect_err(|error| error!(?error, ?tp))?;
-
-        if batches.is_empty() {
-            produced::found_nothing(
-                topic,
-                partition_index,
-                fetch_partition.fetch_offset,
-                offset_stage,
-                seen,
-            );
+        // Storage reads up to its own high watermark, which a produce landing during the look
+        // may have moved past the one read first: the answer's offsets are read again then, so
+        // that they never fall short of the records it carries.
+        if offset > end {
+            offset_stage = ctx
+                .state()
+                .offset_stage(&tp)
+                .await
+                .inspect_err(|error| error!(?error, ?tp))?;
         }
 
         Ok(Self::partition_data(partition_index, offset_stage, batches))
+    }
+
+    /// The offset a fetch may read up to (exclusive) at its isolation level.
+    fn readable_end(isolation: IsolationLevel, stage: crate::OffsetStage) -> i64 {
+        if isolation == IsolationLevel::ReadCommitted {
+            stage.last_stable()
+        } else {
+            stage.high_watermark()
+        }
     }
 
     /// A partition's part of a fetch answer: its offsets and the batches found.
@@ -268,6 +279,35 @@ impl FetchService {
             })))
     }
 
+    /// The id and name of the topic a fetch asks for, `None` when there is no such topic.
+    /// saga patch 12 (PATCHES.md): taken from memory while no topic has been created or
+    /// deleted since storage was last asked, instead of a metadata query at every look.
+    async fn known_topic<G>(ctx: &Context<G>, fetch: &FetchTopic) -> Result<Option<KnownTopic>>
+    where
+        G: Storage,
+    {
+        let named = TopicId::from(fetch);
+        if let Some(known) = produced::topic(&named) {
+            return Ok(Some(known));
+        }
+        let epoch = produced::epoch();
+        let metadata = ctx.state().metadata(Some(&[named.clone()])).await?;
+        let known = match metadata.topics().first() {
+            Some(MetadataResponseTopic {
+                topic_id,
+                name: Some(name),
+                error_code,
+                ..
+            }) if *error_code == i16::from(ErrorCode::None) => KnownTopic {
+                id: *topic_id,
+                name: name.clone(),
+            },
+            _ => return Ok(None),
+        };
+        produced::read_topic(&named, known.clone(), epoch);
+        Ok(Some(known))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn fetch_topic<G>(
         &self,
@@ -284,14 +324,7 @@ impl FetchService {
     {
         debug!(?max_wait_ms, ?min_bytes, ?isolation, ?fetch);
 
-        let metadata = ctx.state().metadata(Some(&[fetch.into()])).await?;
-
-        if let Some(MetadataResponseTopic {
-            topic_id,
-            name: Some(name),
-            ..
-        }) = metadata.topics().first()
-        {
+        if let Some(KnownTopic { id: topic_id, name }) = Self::known_topic(&ctx, fetch).await? {
             let mut partitions = Vec::new();
 
             for fetch_partition in fetch.partitions.as_ref().unwrap_or(&Vec::new()) {
@@ -302,7 +335,7 @@ impl FetchService {
                         min_bytes,
                         max_bytes,
                         isolation,
-                        name,
+                        &name,
                         fetch_partition,
                     )
                     .await?;
@@ -312,7 +345,7 @@ impl FetchService {
 
             Ok(FetchableTopicResponse::default()
                 .topic(fetch.topic.to_owned())
-                .topic_id(topic_id.to_owned())
+                .topic_id(topic_id)
                 .partitions(Some(partitions)))
         } else {
             self.unknown_topic_response(fetch)
@@ -334,13 +367,9 @@ impl FetchService {
         for fetch in topics {
             let name = match fetch.topic.clone() {
                 Some(name) => Some(name),
-                None => ctx
-                    .state()
-                    .metadata(Some(&[fetch.into()]))
+                None => Self::known_topic(&ctx, fetch)
                     .await?
-                    .topics()
-                    .first()
-                    .and_then(|topic| topic.name.clone()),
+                    .map(|known| known.name),
             };
             if let Some(name) = name {
                 for partition in fetch.partitions.as_deref().unwrap_or_default() {
