@@ -12,12 +12,17 @@ use contract::{Event, OrderStatus as Status};
 use eventing::kafka::KafkaSettings;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::watch;
 
 use crate::trace::{SAGA_TOPICS, Step};
 
 /// How many orders the console keeps; older ones drop off the page.
 pub const KEPT_ORDERS: usize = 100;
+
+/// How long the reader rests between fetches while events keep coming: as long as the page
+/// waits between its updates.
+const FEED_REST: Duration = Duration::from_millis(250);
 
 /// One order and its saga so far.
 #[derive(Debug, Clone)]
@@ -129,9 +134,10 @@ impl Feed {
         while !self.stop.load(Ordering::Relaxed) {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) => {
-                    if let (Some(key), Some(step)) = (message.key(), Step::of(&message)) {
-                        self.record(String::from_utf8_lossy(key).into_owned(), step);
-                    }
+                    self.read(&message);
+                    // What the last fetch brought is in hand: take it all, then rest.
+                    self.drain(&consumer);
+                    self.rest(&consumer);
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "reading the saga topics");
@@ -144,6 +150,45 @@ impl Feed {
                     }
                 }
             }
+        }
+    }
+
+    fn read(&self, message: &BorrowedMessage<'_>) {
+        if let (Some(key), Some(step)) = (message.key(), Step::of(message)) {
+            self.record(String::from_utf8_lossy(key).into_owned(), step);
+        }
+    }
+
+    /// Reads the events already fetched, without waiting for more.
+    fn drain(&self, consumer: &BaseConsumer) {
+        while let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
+            self.read(&message);
+        }
+    }
+
+    /// Stops fetching for [`FEED_REST`], then goes on from where it stopped.
+    ///
+    /// Followed without a rest, every event of a busy saga would be a fetch of its own,
+    /// answered by the broker as soon as the event lands: about three per order, as many as
+    /// the services' own. The page shows news at most a few times a second anyway, so the
+    /// reader asks as often: one fetch then brings everything since the last.
+    fn rest(&self, consumer: &BaseConsumer) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        if assignment.count() == 0 || consumer.pause(&assignment).is_err() {
+            return;
+        }
+        let until = std::time::Instant::now() + FEED_REST;
+        while !self.stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+            // Paused partitions fetch nothing; polling serves the group's heartbeats (and an
+            // event fetched before the pause, should one still come, is read, not lost).
+            if let Some(Ok(message)) = consumer.poll(FEED_REST / 5) {
+                self.read(&message);
+            }
+        }
+        if let Err(error) = consumer.resume(&assignment) {
+            tracing::warn!(%error, "resuming the saga topics");
         }
     }
 
