@@ -169,8 +169,8 @@ impl Feed {
     /// Stops fetching for [`FEED_REST`], then goes on from where it stopped.
     ///
     /// Followed without a rest, every event of a busy saga would be a fetch of its own,
-    /// answered by the broker as soon as the event lands: about three per order, as many as
-    /// the services' own. The page shows news at most a few times a second anyway, so the
+    /// answered by the broker as soon as the event lands: about three per order, beside the
+    /// services' seven. The page shows news at most a few times a second anyway, so the
     /// reader asks as often: one fetch then brings everything since the last.
     fn rest(&self, consumer: &BaseConsumer) {
         let Ok(assignment) = consumer.assignment() else {
