@@ -20,6 +20,10 @@ use tracing::{debug, error};
 use url::Url;
 use uuid::Uuid;
 
+// saga patch 13 (PATCHES.md): mimalloc instead of the C library's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 // `--version` prints `saga-broker <version>`, which the install script compares with the
 // version it builds.
