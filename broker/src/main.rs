@@ -20,7 +20,9 @@ use tracing::{debug, error};
 use url::Url;
 use uuid::Uuid;
 
-// saga patch 13 (PATCHES.md): mimalloc instead of the C library's allocator.
+// saga patch 13 (PATCHES.md): mimalloc instead of the C library's allocator, in whose
+// `malloc`, `free` and locks a tenth of the broker's CPU went; every request allocates its
+// frame, its decoded message, the storage call's values and the answer.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
