@@ -85,7 +85,6 @@ pub async fn watch(brokers: &str, stop: CancellationToken) -> anyhow::Result<End
             };
             let Ok(first) = first else { continue };
             reader.read(&first);
-            drop(first);
             // What the last fetch brought is in hand: take it, then rest.
             let drained = tokio::time::Instant::now() + DRAIN_AT_MOST;
             while tokio::time::Instant::now() < drained {
@@ -94,8 +93,14 @@ pub async fn watch(brokers: &str, stop: CancellationToken) -> anyhow::Result<End
                     _ => break,
                 }
             }
-            if rest(&consumer, &reader.positions, &stop).await.is_err() {
-                break;
+            match rest(&consumer, &reader.positions, &stop).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                // Said, not swallowed: every saga after this would count as unfinished.
+                Err(error) => {
+                    eprintln!("the benchmark stopped reading order.events: {error:#}");
+                    break;
+                }
             }
         }
     });
@@ -152,19 +157,24 @@ impl Reader {
 /// Stops fetching for [`REST`], then goes on from `positions`. The partitions are given up
 /// and taken again at the offsets read so far, rather than paused: a paused partition that
 /// had brought nothing yet would resume at the topic's end (`auto.offset.reset`), skipping
-/// what landed meanwhile. Fails when `stop` came, or the assignment cannot be made.
+/// what landed meanwhile. `false` when `stop` came first; fails when the partitions cannot be
+/// given up or taken again.
 async fn rest(
     consumer: &StreamConsumer,
     positions: &[(i32, i64)],
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    consumer.unassign()?;
+) -> anyhow::Result<bool> {
+    consumer
+        .unassign()
+        .context("giving order.events' partitions up")?;
     tokio::select! {
-        () = stop.cancelled() => anyhow::bail!("stopped"),
+        () = stop.cancelled() => return Ok(false),
         () = tokio::time::sleep(REST) => {}
     }
-    consumer.assign(&assignment(positions)?)?;
-    Ok(())
+    consumer
+        .assign(&assignment(positions)?)
+        .context("taking order.events' partitions again")?;
+    Ok(true)
 }
 
 /// `order.events`' partitions, each at its offset.
