@@ -118,6 +118,17 @@ pub struct DeliverySettings {
         value_parser = kit::duration::parse
     )]
     pub delivery_poll_interval: Duration,
+    /// How long the worker, once woken by a new delivery, waits for more before it claims
+    /// them: the deliveries of that time share one claim and one mark, two commits, instead
+    /// of two each. Deliveries are off the order path, so the wait delays nothing an order
+    /// waits for; a round that finds a full batch starts the next one at once.
+    #[arg(
+        long = "delivery-linger-ms",
+        env = "DELIVERY_LINGER_MS",
+        default_value = "100ms",
+        value_parser = kit::duration::parse
+    )]
+    pub linger: Duration,
 }
 
 impl DeliverySettings {
@@ -285,7 +296,13 @@ impl Worker {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.wake.woken() => {}
+                () = self.wake.woken() => {
+                    // Wakes meanwhile are for rows the coming round claims anyway.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(self.settings.linger) => {}
+                    }
+                }
                 () = tokio::time::sleep(poll) => {}
             }
         }

@@ -7,6 +7,10 @@
 //! nothing: a committed row is published by whichever relay runs next, and a row published
 //! but not yet marked is published again, which idempotent consumers absorb.
 //!
+//! Marking is a commit of its own, so the relay marks the rows of several rounds together,
+//! at most [`MARK_WITHIN`] after the first of them was published (at once when a batch is
+//! full, and before it stops); until then it remembers them and does not publish them again.
+//!
 //! Order per key holds because rows of one aggregate are inserted while its row is locked (so
 //! their ids follow their commits), because one relay per database holds a lease, because
 //! the idempotent producer never reorders messages within a partition, and because when a
@@ -118,6 +122,20 @@ pub const HEALTH_PART: &str = "relay";
 /// by the migration).
 const LEASE: &str = "relay";
 
+/// The longest a published row waits to be marked sent. At a steady load every round
+/// publishes a row or two, and marking each round's rows would be a commit (and on SQLite a
+/// sync of the log) per row; waiting lets the rows of this long share one. A crash within it
+/// only publishes those rows again, which consumers absorb.
+pub const MARK_WITHIN: Duration = Duration::from_millis(100);
+
+/// The rows this relay published and has not marked sent yet.
+#[derive(Debug, Default)]
+struct Unmarked {
+    ids: Vec<i64>,
+    /// When the first of them was published.
+    since: Option<tokio::time::Instant>,
+}
+
 /// Publishes committed outbox rows to Kafka.
 pub struct Relay {
     db: Db,
@@ -136,6 +154,8 @@ pub struct Relay {
     /// The time a round may take ([`crate::kafka::KafkaSettings::publish_round_bound`]), in milliseconds. A
     /// round starts only with at least this much of the lease left, so the lease outlives it.
     renew_margin: i64,
+    /// Published rows waiting to be marked sent, at most [`MARK_WITHIN`].
+    unmarked: std::sync::Mutex<Unmarked>,
 }
 
 struct OutboxRow {
@@ -250,6 +270,7 @@ impl Relay {
             instance,
             held_until: AtomicI64::new(0),
             renew_margin: kit::duration::as_millis_i64(parts.kafka.publish_round_bound()),
+            unmarked: std::sync::Mutex::default(),
         }
     }
 
@@ -288,11 +309,18 @@ impl Relay {
                     continue;
                 }
             }
+            let mark_at = self.mark_at();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.outbox.woken() => {}
                 () = tokio::time::sleep(poll) => {}
+                () = until(mark_at) => {}
             }
+        }
+        // Rows published and not yet marked would only go again; mark them while the lease
+        // is still ours.
+        if let Some(Err(error)) = kit::db::bounded(self.mark_unmarked()).await {
+            tracing::debug!(%error, "could not mark the last published rows; they go again");
         }
         self.release_lease().await;
     }
@@ -358,6 +386,14 @@ impl Relay {
         // Every step is bounded, so that a database connection whose server vanished without
         // closing it cannot hang the relay (or the shutdown that waits for it) forever.
         let stalled = || RelayError::Stalled(kit::db::work_timeout());
+        if self
+            .mark_at()
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            kit::db::bounded(self.mark_unmarked())
+                .await
+                .ok_or_else(stalled)??;
+        }
         while kit::db::bounded(self.hold_lease())
             .await
             .ok_or_else(stalled)??
@@ -404,6 +440,10 @@ impl Relay {
         .rows_affected();
         self.held_until
             .store(if taken == 1 { until } else { 0 }, Ordering::SeqCst);
+        if taken != 1 {
+            // Another relay holds the lease: it publishes these rows again and marks them.
+            self.forget_unmarked();
+        }
         Ok(taken == 1)
     }
 
@@ -414,8 +454,11 @@ impl Relay {
     /// `outbox_parked` and `outbox_oldest_unsent_age_seconds` until an operator acts.
     ///
     /// A plain read, not a claim: only the holder of the relay lease reads and publishes, so
-    /// no other relay takes the same rows meanwhile.
+    /// no other relay takes the same rows meanwhile. Rows this relay published and has not
+    /// marked yet are left out.
     async fn unsent_rows(&self) -> Result<Vec<OutboxRow>, RelayError> {
+        let skip: std::collections::HashSet<i64> =
+            self.lock_unmarked().ids.iter().copied().collect();
         let rows = sqlx::query(
             "SELECT id, topic, message_key, payload, headers, created_at FROM outbox_message o \
              WHERE sent_at IS NULL AND parked_at IS NULL \
@@ -423,10 +466,15 @@ impl Relay {
                              AND p.message_key = o.message_key AND p.topic = o.topic) \
              ORDER BY id LIMIT $1",
         )
-        .bind(self.settings.batch_size)
+        .bind(self.settings.batch_size + skip.len() as i64)
         .fetch_all(&self.db)
         .await?;
         rows.into_iter()
+            .filter(|row| {
+                row.try_get::<i64, _>("id")
+                    .is_ok_and(|id| !skip.contains(&id))
+            })
+            .take(usize::try_from(self.settings.batch_size).unwrap_or(usize::MAX))
             .map(|row| {
                 Ok(OutboxRow {
                     id: row.try_get("id")?,
@@ -459,8 +507,10 @@ impl Relay {
             return Ok(());
         };
         let sent = round.sendable(&delivered);
-        self.mark_sent(&sent).await?;
         self.metrics.outbox_published.inc_by(sent.len() as u64);
+        if self.remember_unmarked(&sent) >= self.settings.batch_size as usize {
+            self.mark_unmarked().await?;
+        }
         for (id, reason) in &round.parked {
             self.park(*id, reason).await?;
         }
@@ -567,6 +617,49 @@ impl Relay {
         Ok(())
     }
 
+    fn lock_unmarked(&self) -> std::sync::MutexGuard<'_, Unmarked> {
+        self.unmarked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers rows published and not marked yet; how many there are now.
+    fn remember_unmarked(&self, ids: &[i64]) -> usize {
+        let mut unmarked = self.lock_unmarked();
+        if !ids.is_empty() && unmarked.since.is_none() {
+            unmarked.since = Some(tokio::time::Instant::now());
+        }
+        unmarked.ids.extend_from_slice(ids);
+        unmarked.ids.len()
+    }
+
+    /// Forgets the rows published and not marked: this relay can no longer mark them.
+    fn forget_unmarked(&self) {
+        *self.lock_unmarked() = Unmarked::default();
+    }
+
+    /// When the rows published and not yet marked are due to be marked, if there are any.
+    fn mark_at(&self) -> Option<tokio::time::Instant> {
+        self.lock_unmarked().since.map(|since| since + MARK_WITHIN)
+    }
+
+    /// Marks every row published and not marked yet. Should it fail, they stay remembered and
+    /// are marked later; should the lease be lost, they are forgotten, for the new holder.
+    async fn mark_unmarked(&self) -> Result<(), RelayError> {
+        let ids = self.lock_unmarked().ids.clone();
+        match self.mark_sent(&ids).await {
+            Ok(()) => {
+                let mut unmarked = self.lock_unmarked();
+                unmarked.ids.drain(..ids.len());
+                unmarked.since = (!unmarked.ids.is_empty()).then(tokio::time::Instant::now);
+                Ok(())
+            }
+            Err(RelayError::LeaseLost) => {
+                self.forget_unmarked();
+                Err(RelayError::LeaseLost)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Marks rows sent, but only while this relay holds the lease: a relay that lost it (it
     /// stalled past the lease, and another took over) leaves them to the new holder, which
     /// publishes them again.
@@ -595,13 +688,22 @@ impl Relay {
     }
 }
 
-/// How many outbox rows are committed but not yet acknowledged by the broker (parked rows
-/// excluded).
+/// Waits until `at`, or forever when there is nothing to wait for.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How many outbox rows are committed but not yet marked sent (parked rows excluded): those
+/// the broker has not acknowledged, and for up to [`MARK_WITHIN`] those it has.
 pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
     Ok(unsent(db).await?.rows)
 }
 
-/// The rows committed and not yet acknowledged by the broker (parked rows excluded).
+/// The rows committed and not yet marked sent (parked rows excluded), as [`backlog`] counts
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unsent {
     pub rows: i64,

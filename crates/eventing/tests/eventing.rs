@@ -179,6 +179,82 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
     stop.cancel();
 }
 
+#[tokio::test]
+async fn rows_published_round_after_round_go_out_once_while_they_wait_to_be_marked_together() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("relay_mark_later", &broker).await;
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
+    // One row per transaction, each committed once the one before is published: a round
+    // each, quicker than their marks wait, so later rounds run while earlier rows are
+    // published and not marked.
+    let order = Uuid::now_v7();
+    for n in 1..=10 {
+        enqueue_committed(&runtime, &[confirmed(order, n)]).await;
+        kit::poll::until(
+            "the row published",
+            Duration::from_secs(20),
+            Duration::from_millis(1),
+            || async {
+                (runtime.metrics.sample("outbox_published_total", &[]) >= n as f64).then_some(())
+            },
+        )
+        .await
+        .expect("published");
+    }
+    eventually("every row marked sent", Duration::from_secs(10), || async {
+        (unsent(&runtime).await == 0).then_some(())
+    })
+    .await;
+    let read = read_topic(
+        &broker.brokers,
+        topics::ORDER_EVENTS,
+        Duration::from_secs(3),
+        |r| r.len() > 10,
+    )
+    .await
+    .expect("read");
+    let totals: Vec<i64> = read
+        .iter()
+        .filter_map(|r| match &r.envelope.as_ref()?.event {
+            contract::Event::OrderConfirmed(c) => Some(c.user_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        totals,
+        (1..=10).collect::<Vec<_>>(),
+        "each row once, in order: none published again while it waited to be marked"
+    );
+    stop.cancel();
+    relay.await.expect("the relay stops");
+}
+
+#[tokio::test]
+async fn a_relay_that_stops_marks_the_rows_it_published_before_it_lets_the_lease_go() {
+    let broker = Broker::start().await.expect("broker");
+    let runtime = runtime("relay_mark_on_stop", &broker).await;
+    let stop = CancellationToken::new();
+    let relay = tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
+    enqueue_committed(&runtime, &[confirmed(Uuid::now_v7(), 1)]).await;
+    // Stop as soon as the broker took the row, well before its mark is due.
+    kit::poll::until(
+        "the row published",
+        Duration::from_secs(20),
+        Duration::from_millis(1),
+        || async { (runtime.metrics.sample("outbox_published_total", &[]) >= 1.0).then_some(()) },
+    )
+    .await
+    .expect("published");
+    stop.cancel();
+    relay.await.expect("the relay stops");
+    assert_eq!(
+        unsent(&runtime).await,
+        0,
+        "a stopping relay marks what it published, so that nobody publishes it again"
+    );
+}
+
 /// A total the test handler refuses for good.
 const IMPOSSIBLE: i64 = 666;
 /// A total the test handler refuses for good with a reason of 4 kB.

@@ -261,6 +261,12 @@ async fn open_pool(
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings a connection before handing it out, by default, to find a server that
+        // went away. A SQLite connection has no server: it is a thread of this process with a
+        // file open, and each ping is a round trip to that thread, one per unit of work (every
+        // request, every batch of events, every relay round). A Postgres connection keeps the
+        // ping, so that one dropped while idle is replaced rather than failing a request.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
