@@ -1,7 +1,7 @@
 //! `order.events`: each order event becomes a delivery row, in the transaction that records
 //! the event as consumed. Nothing here waits for the data platform.
 
-use contract::Event;
+use contract::{Envelope, Event};
 use eventing::{HandleError, Handler, Inbound};
 use kit::Conn;
 
@@ -12,13 +12,17 @@ use crate::store;
 pub struct OrderEvents;
 
 impl Handler for OrderEvents {
+    /// The events forwarded: an order's creation and its end.
+    fn concerns(&self, event: &Envelope) -> bool {
+        matches!(
+            event.event,
+            Event::OrderCreated(_) | Event::OrderConfirmed(_) | Event::OrderCancelled(_)
+        )
+    }
+
     async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
         let envelope = &inbound.envelope;
-        let forwarded = matches!(
-            envelope.event,
-            Event::OrderCreated(_) | Event::OrderConfirmed(_) | Event::OrderCancelled(_)
-        );
-        if !forwarded {
+        if !self.concerns(envelope) {
             return Ok(());
         }
         store::insert_delivery(

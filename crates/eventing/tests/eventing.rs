@@ -265,6 +265,8 @@ const PANICS: i64 = 999;
 const STUCK: i64 = 31;
 /// A total the effect table's CHECK constraint refuses.
 const REFUSED_BY_DATABASE: i64 = 13;
+/// A total the test handler says concerns nothing it keeps ([`Handler::concerns`]).
+const UNCONCERNED: i64 = 40_404;
 
 /// Counts each event it applies in a table, fails the first `fail_first` attempts, and refuses
 /// events with an [`IMPOSSIBLE`] total.
@@ -290,6 +292,10 @@ impl CountingHandler {
 }
 
 impl Handler for CountingHandler {
+    fn concerns(&self, event: &Envelope) -> bool {
+        !matches!(&event.event, contract::Event::OrderConfirmed(c) if c.total_amount == UNCONCERNED)
+    }
+
     async fn handle(&self, conn: &mut Conn, event: &Inbound) -> Result<(), HandleError> {
         if self.attempts.fetch_add(1, Ordering::SeqCst) < self.fail_first {
             return Err(HandleError::Transient(anyhow::anyhow!(
@@ -427,6 +433,42 @@ async fn the_same_event_delivered_twice_is_applied_once() {
             .then_some(())
     })
     .await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_event_that_concerns_nothing_here_is_counted_as_ignored_and_leaves_no_record() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) = consuming_runtime("unconcerned", &broker, handler.clone()).await;
+    let order = Uuid::now_v7();
+    // Same key, so same partition: the marker is handled after the others, alone or with
+    // them in a batch.
+    let events = [
+        confirmed(order, UNCONCERNED),
+        confirmed(order, UNCONCERNED),
+        confirmed(order, 8),
+    ];
+    for e in &events {
+        produce(&broker, &e.key(), e.to_json().as_bytes()).await;
+    }
+    good_event_handled(&runtime).await;
+    assert_eq!(
+        handled(&runtime).await,
+        1,
+        "only the event it applied is recorded"
+    );
+    assert_eq!(
+        runtime
+            .metrics
+            .sample("events_ignored_total", &[("topic", "order.events")]),
+        2.0
+    );
+    assert_eq!(
+        handler.attempts.load(Ordering::SeqCst),
+        1,
+        "the handler never saw them"
+    );
     stop.cancel();
 }
 

@@ -6,8 +6,8 @@
 
 use chrono::Utc;
 use contract::{
-    CouponApplied, CouponApplyFailed, CouponRejection, CouponReleased, Event, OrderCancelled,
-    OrderCreated,
+    CouponApplied, CouponApplyFailed, CouponRejection, CouponReleased, Envelope, Event,
+    OrderCancelled, OrderCreated,
 };
 use eventing::{HandleError, Handler, Inbound};
 use kit::Conn;
@@ -20,6 +20,16 @@ use crate::{SERVICE, store};
 pub struct OrderEvents;
 
 impl Handler for OrderEvents {
+    /// A new order with a coupon, and any cancelled order (whose coupon, if it had one, is
+    /// restored; the event does not say whether it had). A confirmed order keeps its coupon.
+    fn concerns(&self, event: &Envelope) -> bool {
+        match &event.event {
+            Event::OrderCreated(order) => order.coupon_id.is_some(),
+            Event::OrderCancelled(_) => true,
+            _ => false,
+        }
+    }
+
     async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
         match &inbound.envelope.event {
             Event::OrderCreated(order) => apply(conn, inbound, order).await,

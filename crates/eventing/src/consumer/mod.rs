@@ -168,6 +168,15 @@ impl From<sqlx::Error> for HandleError {
 /// of the event, so the handler itself needs no idempotency bookkeeping for redelivery. It
 /// still has to cope with events arriving in any order across topics.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether the event may change anything here, judged from the event alone (its type,
+    /// a field it carries). One that cannot is counted as ignored and its offset stored
+    /// without a transaction: there is nothing to record, since handling it again would
+    /// change nothing either, and a transaction would cost a commit (and on SQLite a sync of
+    /// the log) for nothing. The default: every event may.
+    fn concerns(&self, _event: &Envelope) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         conn: &mut Conn,
@@ -633,18 +642,36 @@ impl<H: Handler> ConsumerRunner<H> {
     /// Handles a batch in one transaction, in order; `true` if it committed. Anything out
     /// of the ordinary (a message that does not decode, an event type this service ignores,
     /// any error) rolls the whole batch back and answers `false`: the caller then handles the
-    /// messages one at a time, which deals with each case on its own.
+    /// messages one at a time, which deals with each case on its own. Events that concern
+    /// nothing here ([`Handler::concerns`]) are only counted; a batch of nothing else takes no
+    /// transaction.
     async fn process_together(&self, batch: &[OwnedMessage]) -> bool {
         let mut inbounds = Vec::with_capacity(batch.len());
+        let mut unconcerned = Vec::new();
         for message in batch {
             match Envelope::decode(message.payload().unwrap_or_default()) {
                 Ok(Decoded::Known(envelope))
                     if envelope.check_provenance(message.topic()).is_ok() =>
                 {
-                    inbounds.push(inbound(self.name, message, envelope));
+                    if self.handler.concerns(&envelope) {
+                        inbounds.push(inbound(self.name, message, envelope));
+                    } else {
+                        unconcerned.push(message.topic());
+                    }
                 }
                 _ => return false,
             }
+        }
+        // Counted only once the batch is sure not to be handled one at a time, which would
+        // count them again.
+        let count_unconcerned = || {
+            for topic in &unconcerned {
+                self.metrics.ignored(topic);
+            }
+        };
+        if inbounds.is_empty() {
+            count_unconcerned();
+            return true;
         }
         let started = Instant::now();
         let outcomes = match self.apply_together(&inbounds).await {
@@ -655,6 +682,7 @@ impl<H: Handler> ConsumerRunner<H> {
             }
         };
         self.metrics.batches.inc();
+        count_unconcerned();
         // The batch's one transaction is shared by its events.
         let share = started.elapsed().as_secs_f64() / inbounds.len() as f64;
         for (inbound, outcome) in inbounds.iter().zip(outcomes) {
@@ -748,6 +776,11 @@ impl<H: Handler> ConsumerRunner<H> {
         };
         if let Err(misplaced) = envelope.check_provenance(message.topic()) {
             return Disposition::DeadLetter(misplaced.kind(), misplaced.to_string());
+        }
+        if !self.handler.concerns(&envelope) {
+            tracing::debug!(consumer = self.name, event_type = envelope.event_type(), event_id = %envelope.event_id, "ignoring an event that concerns nothing here");
+            self.metrics.ignored(message.topic());
+            return Disposition::Done;
         }
         let inbound = inbound(self.name, message, envelope);
         let span = inbound.span.clone();

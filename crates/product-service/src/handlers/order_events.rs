@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use contract::{
-    Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine, StockReleased,
-    StockReservationFailed, StockReserved,
+    Envelope, Event, OrderCancelled, OrderCreated, OrderLine, StockFailureReason, StockLine,
+    StockReleased, StockReservationFailed, StockReserved,
 };
 use eventing::{HandleError, Handler, Inbound};
 use kit::Conn;
@@ -23,6 +23,14 @@ use crate::{SERVICE, store};
 pub struct OrderEvents;
 
 impl Handler for OrderEvents {
+    /// A confirmed order keeps its reservation; nothing else concerns stock.
+    fn concerns(&self, event: &Envelope) -> bool {
+        matches!(
+            event.event,
+            Event::OrderCreated(_) | Event::OrderCancelled(_)
+        )
+    }
+
     async fn handle(&self, conn: &mut Conn, inbound: &Inbound) -> Result<(), HandleError> {
         match &inbound.envelope.event {
             Event::OrderCreated(order) => reserve(conn, inbound, order).await,
