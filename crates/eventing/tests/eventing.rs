@@ -179,6 +179,19 @@ async fn rows_committed_while_no_relay_ran_are_published_when_one_starts() {
     stop.cancel();
 }
 
+/// Waits until the relay has published `rows` rows in all, looking every millisecond: the
+/// tests that call it act on what the relay does right after publishing.
+async fn published(runtime: &Runtime, rows: f64) {
+    kit::poll::until(
+        "the rows published",
+        Duration::from_secs(20),
+        Duration::from_millis(1),
+        || async { (runtime.metrics.sample("outbox_published_total", &[]) >= rows).then_some(()) },
+    )
+    .await
+    .expect("published");
+}
+
 #[tokio::test]
 async fn rows_published_round_after_round_go_out_once_while_they_wait_to_be_marked_together() {
     let broker = Broker::start().await.expect("broker");
@@ -191,16 +204,7 @@ async fn rows_published_round_after_round_go_out_once_while_they_wait_to_be_mark
     let order = Uuid::now_v7();
     for n in 1..=10 {
         enqueue_committed(&runtime, &[confirmed(order, n)]).await;
-        kit::poll::until(
-            "the row published",
-            Duration::from_secs(20),
-            Duration::from_millis(1),
-            || async {
-                (runtime.metrics.sample("outbox_published_total", &[]) >= n as f64).then_some(())
-            },
-        )
-        .await
-        .expect("published");
+        published(&runtime, n as f64).await;
     }
     eventually("every row marked sent", Duration::from_secs(10), || async {
         (unsent(&runtime).await == 0).then_some(())
@@ -238,14 +242,7 @@ async fn a_relay_that_stops_marks_the_rows_it_published_before_it_lets_the_lease
     let relay = tokio::spawn(runtime.relay("relay-a".into()).run(stop.clone()));
     enqueue_committed(&runtime, &[confirmed(Uuid::now_v7(), 1)]).await;
     // Stop as soon as the broker took the row, well before its mark is due.
-    kit::poll::until(
-        "the row published",
-        Duration::from_secs(20),
-        Duration::from_millis(1),
-        || async { (runtime.metrics.sample("outbox_published_total", &[]) >= 1.0).then_some(()) },
-    )
-    .await
-    .expect("published");
+    published(&runtime, 1.0).await;
     stop.cancel();
     relay.await.expect("the relay stops");
     assert_eq!(
