@@ -470,11 +470,6 @@ impl Relay {
         .fetch_all(&self.db)
         .await?;
         rows.into_iter()
-            .filter(|row| {
-                row.try_get::<i64, _>("id")
-                    .is_ok_and(|id| !skip.contains(&id))
-            })
-            .take(usize::try_from(self.settings.batch_size).unwrap_or(usize::MAX))
             .map(|row| {
                 Ok(OutboxRow {
                     id: row.try_get("id")?,
@@ -485,6 +480,9 @@ impl Relay {
                     created_at: row.try_get("created_at")?,
                 })
             })
+            // An error is kept, to fail the read as any other.
+            .filter(|row| row.as_ref().map_or(true, |row| !skip.contains(&row.id)))
+            .take(usize::try_from(self.settings.batch_size).unwrap_or(usize::MAX))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(RelayError::from)
     }
