@@ -18,8 +18,9 @@ pub mod http;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use eventing::{CommonSettings, Runtime};
+use eventing::{Assemble, CommonSettings, Runtime};
 use kit::App;
 use kit::db::Migrations;
 
@@ -38,10 +39,40 @@ pub struct Config {
     /// Address the HTTP API (health and metrics) listens on.
     #[arg(long = "http-addr", env = "HTTP_ADDR", default_value = "0.0.0.0:8083")]
     pub http_addr: SocketAddr,
+    /// How long the consumer rests after taking what a fetch brought, so that the next
+    /// fetch brings every event of that time: one fetch and, per partition, one transaction
+    /// per burst instead of one each per event. Forwarding is off the order path, so no order
+    /// waits for it. Zero: no rests.
+    #[arg(
+        long = "consumer-rest-ms",
+        env = "CONSUMER_REST_MS",
+        default_value = CONSUMER_REST,
+        value_parser = consumer_rest
+    )]
+    pub consumer_rest: Duration,
     #[command(flatten)]
     pub delivery: deliver::DeliverySettings,
     #[command(flatten)]
     pub common: CommonSettings,
+}
+
+/// [`Config::consumer_rest`] by default.
+const CONSUMER_REST: &str = "100ms";
+
+impl Config {
+    /// Settings listening on `http_addr`, the consumer resting as by default.
+    pub fn new(
+        http_addr: SocketAddr,
+        delivery: deliver::DeliverySettings,
+        common: CommonSettings,
+    ) -> Self {
+        Config {
+            http_addr,
+            consumer_rest: consumer_rest(CONSUMER_REST).expect("the default rest parses"),
+            delivery,
+            common,
+        }
+    }
 }
 
 /// Connects, migrates, binds, and assembles the service: health and metrics, the consumer of
@@ -63,15 +94,28 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.delivery,
         eventing::dlq::DeadLetters::new(runtime.producer.clone(), runtime.db.clone(), SERVICE),
     )?;
+    let consumer = runtime
+        .consumer(ME.consumes(), handler::OrderEvents)
+        .resting(config.consumer_rest);
     Ok(runtime
-        .app(
-            listener,
-            api,
-            ME.consumes(),
-            handler::OrderEvents,
-            ME.into(),
-        )
+        .bare_app(listener, api)
+        .with_housekeeping(&runtime)
+        .with_consumer(consumer)
         .worker("delivery", move |shutdown| worker.run(shutdown)))
+}
+
+/// The longest rest [`Config::consumer_rest`] takes: far below the consumer watchdog's
+/// bound, which a partition resting with messages waiting must never look stalled to.
+const LONGEST_REST: Duration = Duration::from_secs(5);
+
+fn consumer_rest(value: &str) -> Result<Duration, String> {
+    let rest = kit::duration::parse(value)?;
+    if rest > LONGEST_REST {
+        return Err(format!(
+            "at most {LONGEST_REST:?}, so that a resting consumer never looks stalled"
+        ));
+    }
+    Ok(rest)
 }
 
 #[cfg(test)]

@@ -97,11 +97,11 @@ async fn forwarder(
     let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(url);
     delivery.ca_file = ca_file;
     delivery.max_backoff = Duration::from_millis(500);
-    analytics_forwarder::build(analytics_forwarder::Config {
-        http_addr: "127.0.0.1:0".parse().expect("address"),
+    analytics_forwarder::build(analytics_forwarder::Config::new(
+        "127.0.0.1:0".parse().expect("address"),
         delivery,
-        common: eventing::CommonSettings::new(db, &broker.brokers),
-    })
+        eventing::CommonSettings::new(db, &broker.brokers),
+    ))
     .await
     .expect("the forwarder starts")
     .spawn()

@@ -314,7 +314,7 @@ impl Relay {
                 () = shutdown.cancelled() => break,
                 () = self.outbox.woken() => {}
                 () = tokio::time::sleep(poll) => {}
-                () = until(mark_at) => {}
+                () = kit::wake::due(mark_at) => {}
             }
         }
         // Rows published and not yet marked would only go again; mark them while the lease
@@ -683,14 +683,6 @@ impl Relay {
             return Err(RelayError::LeaseLost);
         }
         Ok(())
-    }
-}
-
-/// Waits until `at`, or forever when there is nothing to wait for.
-async fn until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

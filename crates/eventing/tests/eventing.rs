@@ -280,6 +280,8 @@ struct CountingHandler {
     refuse_impossible: Arc<AtomicBool>,
     /// Whether STUCK totals fail; turning it off is the database coming back.
     stuck: Arc<AtomicBool>,
+    /// The size of every batch applied in one transaction, in order.
+    batches: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl CountingHandler {
@@ -289,13 +291,29 @@ impl CountingHandler {
             attempts: Arc::default(),
             refuse_impossible: Arc::new(AtomicBool::new(true)),
             stuck: Arc::new(AtomicBool::new(true)),
+            batches: Arc::default(),
         }
+    }
+
+    fn largest_batch(&self) -> usize {
+        self.batches
+            .lock()
+            .expect("lock")
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
     }
 }
 
 impl Handler for CountingHandler {
     fn concerns(&self, event: &Envelope) -> bool {
         !matches!(&event.event, contract::Event::OrderConfirmed(c) if c.total_amount == UNCONCERNED)
+    }
+
+    async fn lock_batch(&self, _conn: &mut Conn, events: &[Inbound]) -> Result<(), HandleError> {
+        self.batches.lock().expect("lock").push(events.len());
+        Ok(())
     }
 
     async fn handle(&self, conn: &mut Conn, event: &Inbound) -> Result<(), HandleError> {
@@ -354,6 +372,17 @@ async fn consuming_runtime_with(
     handler: CountingHandler,
     change: impl FnOnce(&mut eventing::kafka::KafkaSettings),
 ) -> (Runtime, CancellationToken) {
+    consuming_runtime_resting(label, broker, handler, change, Duration::ZERO).await
+}
+
+/// [`consuming_runtime_with`], its consumer resting `rest` between bursts.
+async fn consuming_runtime_resting(
+    label: &str,
+    broker: &Broker,
+    handler: CountingHandler,
+    change: impl FnOnce(&mut eventing::kafka::KafkaSettings),
+    rest: Duration,
+) -> (Runtime, CancellationToken) {
     let mut runtime = runtime(label, broker).await;
     change(&mut runtime.settings.kafka);
     let dlq = (contract::topics::dlq_topic(SERVICE), 1, false);
@@ -367,7 +396,9 @@ async fn consuming_runtime_with(
         .execute(&runtime.db)
         .await
         .expect("effect table");
-    let consumer = runtime.consumer(&[topics::ORDER_EVENTS], handler);
+    let consumer = runtime
+        .consumer(&[topics::ORDER_EVENTS], handler)
+        .resting(rest);
     let stop = CancellationToken::new();
     tokio::spawn(consumer.run(stop.clone()));
     (runtime, stop)
@@ -470,6 +501,51 @@ async fn an_event_that_concerns_nothing_here_is_counted_as_ignored_and_leaves_no
         handler.attempts.load(Ordering::SeqCst),
         1,
         "the handler never saw them"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_resting_consumer_takes_what_landed_during_its_rest_in_one_burst_and_loses_none() {
+    let broker = Broker::start().await.expect("broker");
+    let handler = CountingHandler::failing_first(0);
+    let rest = Duration::from_secs(2);
+    let (runtime, stop) =
+        consuming_runtime_resting("rest", &broker, handler.clone(), |_| {}, rest).await;
+    // One order, one partition: the first event starts a burst, and its rest with it.
+    let order = Uuid::now_v7();
+    let first = confirmed(order, 1);
+    produce(&broker, &first.key(), first.to_json().as_bytes()).await;
+    eventually(
+        "the first event handled",
+        Duration::from_secs(30),
+        || async { (effects(&runtime).await == 1).then_some(()) },
+    )
+    .await;
+    // Events 50 ms apart: a consumer that did not rest would take each with a fetch of its
+    // own, alone; a resting one finds them all waiting when its rest ends.
+    for n in 2..=8 {
+        let envelope = confirmed(order, n);
+        produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("every event handled", Duration::from_secs(30), || async {
+        (effects(&runtime).await == 8).then_some(())
+    })
+    .await;
+    let totals: Vec<i64> = sqlx::query_scalar("SELECT total FROM effect ORDER BY total")
+        .fetch_all(&runtime.db)
+        .await
+        .expect("totals");
+    assert_eq!(
+        totals,
+        (1..=8).collect::<Vec<_>>(),
+        "each event applied once"
+    );
+    assert!(
+        handler.largest_batch() >= 4,
+        "the events that landed during the rest were taken together: {:?}",
+        handler.batches.lock().expect("lock")
     );
     stop.cancel();
 }

@@ -1,5 +1,6 @@
 //! A wake-up signal between tasks of one process: one side says "there is work", the other
 //! waits for it. A wake is never lost: one sent while nobody waits is kept for the next wait.
+//! Also [`due`], the timer branch of a loop that has something to do at a time only sometimes.
 
 use std::sync::Arc;
 
@@ -28,5 +29,14 @@ impl Wake {
     /// Waits for the next [`Wake::wake`] (or returns at once for one kept meanwhile).
     pub async fn woken(&self) {
         self.notify.notified().await;
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing due: the branch of a `select!` loop for
+/// work that is sometimes scheduled and sometimes not.
+pub async fn due(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

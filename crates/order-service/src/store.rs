@@ -113,7 +113,7 @@ fn order(row: &AnyRow) -> Result<Order, sqlx::Error> {
     })
 }
 
-/// A new order and its lines, PENDING.
+/// A new order and its lines, PENDING, with `OrderCreated` as its first timeline entry.
 #[derive(Debug, Clone)]
 pub struct NewOrder<'a> {
     pub id: &'a str,
@@ -154,7 +154,7 @@ pub async fn insert_order(conn: &mut Conn, new: &NewOrder<'_>) -> Result<(), sql
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    add_timeline_at(conn, new.id, new.created_at, "OrderCreated", None).await
 }
 
 pub async fn find_order(conn: &mut Conn, id: &str) -> Result<Option<Order>, sqlx::Error> {
@@ -329,9 +329,19 @@ pub async fn add_timeline(
     event: &str,
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    add_timeline_at(conn, order_id, now_ms(), event, detail).await
+}
+
+async fn add_timeline_at(
+    conn: &mut Conn,
+    order_id: &str,
+    at: i64,
+    event: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO order_timeline (order_id, at, event, detail) VALUES ($1, $2, $3, $4)")
         .bind(order_id)
-        .bind(now_ms())
+        .bind(at)
         .bind(event)
         .bind(detail)
         .execute(conn)

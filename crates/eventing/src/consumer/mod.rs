@@ -209,6 +209,8 @@ pub struct ConsumerRunner<H> {
     metrics: Series,
     health: Health,
     dead_letters: DeadLetters,
+    /// How long the consumer rests between bursts ([`ConsumerRunner::resting`]); zero: never.
+    rest: Duration,
 }
 
 /// The part name this consumer reports its state under in `/health/ready`.
@@ -268,7 +270,28 @@ struct Session {
     /// The workers themselves; each ends when its queue closes or shutdown comes.
     tasks: JoinSet<()>,
     watch: Watch,
+    rest: Rest,
 }
+
+/// Where a resting consumer is between its bursts ([`ConsumerRunner::resting`]).
+#[derive(Debug, Default)]
+struct Rest {
+    /// When the burst being taken ends and the rest begins.
+    burst_ends: Option<tokio::time::Instant>,
+    /// When the rest ends.
+    ends: Option<tokio::time::Instant>,
+    /// The partitions the rest paused, resumed when it ends.
+    paused: Vec<(String, i32)>,
+    /// The partitions a message was taken from, with their generation then. A rest pauses
+    /// only those taken from since they were last assigned: the client resumes a partition
+    /// at the message after the last one taken, and one with nothing taken yet would resume
+    /// wherever its fetching had got to, past messages fetched and not taken.
+    taken: HashMap<(String, i32), u64>,
+}
+
+/// How long a resting consumer goes on taking messages after the first of a burst: what one
+/// fetch brought is in hand at once, so a few milliseconds take all of it.
+const BURST: Duration = Duration::from_millis(5);
 
 /// A message taken from the client, with the generation its partition had then
 /// ([`crate::kafka::Revocations`]).
@@ -314,6 +337,15 @@ impl Progress {
     }
 }
 
+/// A client's list of `partitions`.
+fn partition_list(partitions: &[(String, i32)]) -> rdkafka::TopicPartitionList {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    list
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -347,7 +379,18 @@ impl<H: Handler> ConsumerRunner<H> {
             metrics,
             health: parts.health.clone(),
             dead_letters: DeadLetters::new(parts.producer.clone(), parts.db.clone(), parts.name),
+            rest: Duration::ZERO,
         }
+    }
+
+    /// Makes the consumer take its events in bursts, `rest` apart: once it has taken what a
+    /// fetch brought, it pauses its partitions for `rest`, so that the next fetch brings
+    /// everything that landed meanwhile. Each burst then costs the broker one fetch and each
+    /// partition one transaction, instead of one of each per event, and each event waits up
+    /// to `rest` longer: for consumers off the order path (the forwarder). Zero: no rests.
+    pub fn resting(mut self, rest: Duration) -> Self {
+        self.rest = rest;
+        self
     }
 
     /// Consumes until `shutdown`, then commits the offsets of everything it finished.
@@ -412,6 +455,7 @@ impl<H: Handler> ConsumerRunner<H> {
             held: HashMap::new(),
             tasks: JoinSet::new(),
             watch: Watch::new(now),
+            rest: Rest::default(),
         })
     }
 
@@ -455,6 +499,14 @@ impl<H: Handler> ConsumerRunner<H> {
                 tracing::error!(consumer = self.name, panicked = ended.is_err(), "a partition worker ended");
                 return SessionEnd::Rejoin(Stall::WorkerEnded);
             }
+                () = kit::wake::due(session.rest.burst_ends) => {
+                    self.start_rest(session);
+                    continue;
+                }
+                () = kit::wake::due(session.rest.ends) => {
+                    self.end_rest(session);
+                    continue;
+                }
                 message = session.consumer.recv() => message,
             };
             let message = match message {
@@ -479,6 +531,12 @@ impl<H: Handler> ConsumerRunner<H> {
                 .revocations()
                 .generation(message.topic(), message.partition());
             let partition = (message.topic().to_owned(), message.partition());
+            if !self.rest.is_zero() {
+                session.rest.taken.insert(partition.clone(), generation);
+                if session.rest.burst_ends.is_none() && session.rest.ends.is_none() {
+                    session.rest.burst_ends = Some(tokio::time::Instant::now() + BURST);
+                }
+            }
             session.progress.in_flight.fetch_add(1, Ordering::SeqCst);
             // Behind messages held for a full queue, a message waits its turn with them.
             if let Some(held) = session.held.get_mut(&partition) {
@@ -555,10 +613,56 @@ impl<H: Handler> ConsumerRunner<H> {
         Ok(())
     }
 
+    /// Ends a burst: pauses, for [`Self::rest`], every partition the client holds and has
+    /// taken a message from since it was assigned ([`Rest::taken`]), but those held for a
+    /// full queue (paused already, and resumed when their queue has room).
+    fn start_rest(&self, session: &mut Session) {
+        session.rest.burst_ends = None;
+        let Ok(assignment) = session.consumer.assignment() else {
+            return;
+        };
+        let revocations = session.consumer.context().revocations();
+        let paused: Vec<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .filter(|partition| {
+                session.rest.taken.get(partition)
+                    == Some(&revocations.generation(&partition.0, partition.1))
+                    && !session.held.contains_key(partition)
+            })
+            .collect();
+        if paused.is_empty() {
+            return;
+        }
+        if let Err(error) = session.consumer.pause(&partition_list(&paused)) {
+            tracing::debug!(consumer = self.name, %error, "could not pause the partitions for a rest; no rest");
+            return;
+        }
+        session.rest.paused = paused;
+        session.rest.ends = Some(tokio::time::Instant::now() + self.rest);
+    }
+
+    /// Ends a rest: resumes what it paused, but partitions held for a full queue meanwhile
+    /// (resumed when their queue has room). A partition revoked meanwhile is resumed all the
+    /// same: the client keeps a partition's pause across assignments, and one assigned again
+    /// later must not come back paused.
+    fn end_rest(&self, session: &mut Session) {
+        session.rest.ends = None;
+        let paused = std::mem::take(&mut session.rest.paused);
+        let resumed: Vec<(String, i32)> = paused
+            .into_iter()
+            .filter(|partition| !session.held.contains_key(partition))
+            .collect();
+        if let Err(error) = session.consumer.resume(&partition_list(&resumed)) {
+            tracing::debug!(consumer = self.name, %error, "could not resume the partitions after a rest");
+        }
+    }
+
     /// Pauses (or resumes) fetching one partition on the session's client.
-    fn pause(&self, session: &Session, (topic, partition): &(String, i32), pause: bool) {
-        let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition(topic, *partition);
+    fn pause(&self, session: &Session, partition: &(String, i32), pause: bool) {
+        let list = partition_list(std::slice::from_ref(partition));
+        let (topic, partition) = partition;
         let done = if pause {
             session.consumer.pause(&list)
         } else {

@@ -111,6 +111,32 @@ pub struct OrderView {
     timeline: Vec<TimelineView>,
 }
 
+impl OrderView {
+    /// The order `created` describes, as it stands when placed: PENDING, with nothing but its
+    /// creation on its timeline. `GET /orders/{id}` shows the same until the saga moves on.
+    fn placed(created: &OrderCreated) -> Self {
+        OrderView {
+            order_id: created.order_id,
+            user_id: created.user_id,
+            status: Status::Pending,
+            items: created.items.clone(),
+            total_amount: created.total_amount,
+            discount_amount: 0,
+            final_amount: created.total_amount,
+            coupon_id: created.coupon_id,
+            cancel_reason: None,
+            cancel_detail: None,
+            created_at: created.created_at,
+            updated_at: created.created_at,
+            timeline: vec![TimelineView {
+                at: created.created_at,
+                event: "OrderCreated".to_owned(),
+                detail: None,
+            }],
+        }
+    }
+}
+
 /// One step of an order's saga.
 #[derive(Debug, Serialize, JsonSchema)]
 struct TimelineView {
@@ -213,7 +239,6 @@ async fn place(
         },
     )
     .await?;
-    store::add_timeline(&mut tx, &id, "OrderCreated", None).await?;
     let event = OrderCreated {
         order_id,
         user_id: request.user_id,
@@ -222,18 +247,15 @@ async fn place(
         coupon_id: request.coupon_id,
         created_at: time(created_at),
     };
+    // The answer is what this transaction wrote, so it is built from that rather than read
+    // back: three statements fewer on the path every order takes.
+    let body = OrderView::placed(&event);
     eventing::outbox::enqueue(
         &mut tx,
         &contract::Envelope::new(crate::SERVICE, event, None),
         &trace,
     )
     .await?;
-    let order = store::find_order(&mut tx, &id).await?.ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!(
-            "order {id} vanished in its own transaction"
-        ))
-    })?;
-    let body = view(&mut tx, order).await?;
     // Once the commit is sent, the request's time limit no longer abandons it: an order that
     // was kept is never answered "try again".
     kit::http::commit(tx, &committing).await?;

@@ -141,11 +141,11 @@ impl System {
         let mut delivery = analytics_forwarder::deliver::DeliverySettings::new(platform.url(""));
         delivery.max_backoff = Duration::from_secs(1);
         delivery.max_attempts = options.delivery_max_attempts;
-        let forwarder = analytics_forwarder::build(analytics_forwarder::Config {
-            http_addr: local(),
+        let forwarder = analytics_forwarder::build(analytics_forwarder::Config::new(
+            local(),
             delivery,
-            common: common(&forwarder_db, &broker),
-        })
+            common(&forwarder_db, &broker),
+        ))
         .await
         .expect("analytics-forwarder starts")
         .spawn();

@@ -71,14 +71,15 @@ async fn reserve(
     order: &OrderCreated,
 ) -> Result<(), HandleError> {
     let order_id = order.order_id.to_string();
-    if !store::claim_reservation(conn, &order_id, "PENDING").await? {
+    // The slot is claimed as RESERVED, what most orders get; a shortage turns it FAILED below.
+    // Both happen in this transaction, so nobody ever sees the claim without the decision.
+    if !store::claim_reservation(conn, &order_id, "RESERVED").await? {
         tracing::info!("this order was decided (or cancelled) before; reserving nothing");
         return Ok(());
     }
     let lines = merge_lines(&order.items).map_err(HandleError::Permanent)?;
     match take_all_or_none(conn, &lines).await? {
         Ok(()) => {
-            store::set_reservation_status(conn, &order_id, "RESERVED").await?;
             store::insert_reservation_lines(conn, &order_id, &lines).await?;
             tracing::info!(lines = lines.len(), "stock reserved");
             inbound
@@ -111,36 +112,48 @@ async fn reserve(
     Ok(())
 }
 
-/// Reserves every line inside a savepoint, rolled back at the first line that cannot be
-/// served, so that an order holds all of its lines or none. Lines are taken in product id
-/// order, so that two orders never wait on each other's rows in opposite orders.
+/// Reserves every line, or none: lines are taken inside a savepoint, rolled back at the first
+/// line that cannot be served. Lines are taken in product id order, so that two orders never
+/// wait on each other's rows in opposite orders.
 async fn take_all_or_none(
     conn: &mut Conn,
     lines: &[StockLine],
 ) -> Result<Result<(), Shortage>, sqlx::Error> {
+    // A single line is one statement that takes its stock or changes nothing, so it has
+    // nothing to undo; the savepoint would only cost two statements more.
+    if let [line] = lines {
+        return take(conn, line).await;
+    }
     let mut savepoint = conn.begin().await?;
     for line in lines {
-        if store::take_stock(&mut savepoint, line.product_id, line.quantity).await? {
-            continue;
+        if let Err(shortage) = take(&mut savepoint, line).await? {
+            savepoint.rollback().await?;
+            return Ok(Err(shortage));
         }
-        let shortage = match store::find_product(&mut savepoint, line.product_id).await? {
-            None => Shortage {
-                reason: StockFailureReason::UnknownProduct,
-                detail: format!("product {} does not exist", line.product_id),
-            },
-            Some(product) => Shortage {
-                reason: StockFailureReason::OutOfStock,
-                detail: format!(
-                    "product {} ({}) has {} available, {} requested",
-                    product.product_id, product.name, product.available, line.quantity
-                ),
-            },
-        };
-        savepoint.rollback().await?;
-        return Ok(Err(shortage));
     }
     savepoint.commit().await?;
     Ok(Ok(()))
+}
+
+/// Takes one line's stock, or says why it cannot be taken, changing nothing.
+async fn take(conn: &mut Conn, line: &StockLine) -> Result<Result<(), Shortage>, sqlx::Error> {
+    if store::take_stock(conn, line.product_id, line.quantity).await? {
+        return Ok(Ok(()));
+    }
+    let shortage = match store::find_product(conn, line.product_id).await? {
+        None => Shortage {
+            reason: StockFailureReason::UnknownProduct,
+            detail: format!("product {} does not exist", line.product_id),
+        },
+        Some(product) => Shortage {
+            reason: StockFailureReason::OutOfStock,
+            detail: format!(
+                "product {} ({}) has {} available, {} requested",
+                product.product_id, product.name, product.available, line.quantity
+            ),
+        },
+    };
+    Ok(Err(shortage))
 }
 
 /// One line per product, quantities summed, in product id order. The contract already refuses
