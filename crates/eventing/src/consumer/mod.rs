@@ -1070,6 +1070,27 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 /// for as long as the broker is unreachable; it runs on a thread of its own, and shutdown
 /// goes on without it after [`CLOSE_TIMEOUT`]: uncommitted offsets only mean redelivery,
 /// which the processed-event record absorbs.
+/// Lets go of one handle on a client, in a blocking task that borrowed it. The last handle
+/// closes the client when dropped, and librdkafka's close can hang for good (a rebalance
+/// served during the close waits for an answer that never comes: confluentinc/librdkafka#4884);
+/// on the runtime's blocking pool, that would hang the runtime's shutdown, which waits for
+/// every blocking task. So the last handle is dropped on a thread of its own, as [`close`]
+/// does, and a hang there holds nothing up.
+pub(super) fn let_go(name: &'static str, consumer: Arc<ServiceConsumer>) {
+    let Some(last) = Arc::into_inner(consumer) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-close"))
+        .spawn(move || drop(last));
+    if spawned.is_err() {
+        tracing::warn!(
+            consumer = name,
+            "could not start a thread to close the consumer; closing it here"
+        );
+    }
+}
+
 async fn close(name: &'static str, consumer: Arc<ServiceConsumer>) {
     let (done, closed) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()

@@ -189,8 +189,13 @@ impl<H: Handler> ConsumerRunner<H> {
             session.watch.measured_at = Some(now);
             let consumer = session.consumer.clone();
             let brokers = self.kafka.brokers.clone();
+            let name = self.name;
+            // Nothing waits for a measurement when the session ends, so it may hold the
+            // client's last handle: it lets go of it as the session's close does.
             session.watch.measuring = Some(tokio::task::spawn_blocking(move || {
-                (Instant::now(), measure(&consumer, &brokers))
+                let measured = (Instant::now(), measure(&consumer, &brokers));
+                super::let_go(name, consumer);
+                measured
             }));
         }
         let stall = session.watch.stall(now, bound)?;
@@ -218,9 +223,14 @@ impl<H: Handler> ConsumerRunner<H> {
             .clone()
             .unwrap_or_else(|| self.name.to_owned());
         let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || every_partition_held(&consumer, &group, &topics))
-            .await
-            .unwrap_or(None)
+        let name = self.name;
+        tokio::task::spawn_blocking(move || {
+            let held = every_partition_held(&consumer, &group, &topics);
+            super::let_go(name, consumer);
+            held
+        })
+        .await
+        .unwrap_or(None)
     }
 
     /// Updates the lag gauge and the watchdog's view from one measurement.
