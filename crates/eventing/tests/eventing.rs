@@ -1614,6 +1614,43 @@ async fn a_worker_that_stops_stops_the_service_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_consumer_is_not_ready_until_its_group_gives_it_a_partition() {
+    use kit::health::PartState;
+    let broker = Broker::start().await.expect("broker");
+    // A consumer that reaches no broker is never given a partition: not ready from its start.
+    let mut cut_off = runtime("not_joined", &broker).await;
+    cut_off.settings.kafka.brokers = format!("127.0.0.1:{}", testkit::free_port());
+    let consumer = cut_off.consumer(&[topics::ORDER_EVENTS], CountingHandler::failing_first(0));
+    let stop = CancellationToken::new();
+    tokio::spawn(consumer.run(stop.clone()));
+    let state = eventually(
+        "the consumer says how it is",
+        Duration::from_secs(10),
+        || async { cut_off.health.state(eventing::consumer::HEALTH_PART) },
+    )
+    .await;
+    assert!(
+        matches!(&state, PartState::Failing { reason, .. } if reason.contains("has not been given a partition")),
+        "{state:?}"
+    );
+    // One its group gives partitions to is ready, and holds them.
+    let (joined, joined_stop) =
+        consuming_runtime("joined", &broker, CountingHandler::failing_first(0)).await;
+    eventually("ready", Duration::from_secs(30), || async {
+        (joined.health.state(eventing::consumer::HEALTH_PART) == Some(PartState::Up)).then_some(())
+    })
+    .await;
+    assert!(
+        joined
+            .metrics
+            .sample("consumer_partitions", &[("consumer", SERVICE)])
+            >= 1.0
+    );
+    stop.cancel();
+    joined_stop.cancel();
+}
+
+#[tokio::test]
 async fn a_member_left_without_a_partition_by_a_full_group_is_a_ready_spare_and_never_rejoins() {
     let broker = Broker::start().await.expect("broker");
     // One partition for two members: one of them holds nothing, and needs to hold nothing.

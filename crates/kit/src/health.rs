@@ -75,6 +75,21 @@ impl Health {
         }
     }
 
+    /// Marks `part` as not doing its job yet because it is still starting: failing for
+    /// `reason`, as [`Self::failing`] does, but logged only at debug level, since every
+    /// start goes through it.
+    pub fn starting(&self, part: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::debug!(part, %reason, "not ready yet");
+        self.lock().insert(
+            part.to_owned(),
+            PartState::Failing {
+                reason,
+                since: Instant::now(),
+            },
+        );
+    }
+
     /// The state of `part`, if it reported one.
     pub fn state(&self, part: &str) -> Option<PartState> {
         self.lock().get(part).cloned()

@@ -395,7 +395,14 @@ impl<H: Handler> ConsumerRunner<H> {
 
     /// Consumes until `shutdown`, then commits the offsets of everything it finished.
     pub async fn run(self, shutdown: CancellationToken) {
-        self.health.up(HEALTH_PART);
+        // A consumer that its group has not given a partition yet does not do its job: the
+        // service is not ready until it holds one, or is a spare (the watchdog says which).
+        // Later, a moment without partitions (a rebalance) is ridden out for the watchdog's
+        // bound before readiness says so.
+        self.health.starting(
+            HEALTH_PART,
+            "has not been given a partition by its group yet",
+        );
         let this = Arc::new(self);
         // Since when the consumer has held nothing, across rejoins: readiness reports it.
         let mut unassigned_since = Some(Instant::now());
