@@ -71,6 +71,11 @@ async fn produce(broker: &Broker, key: &str, payload: &[u8]) {
 }
 
 /// The first message on `topic`, read from its beginning; it must come within 20 s.
+/// Produces `envelope` under its own key, as its service would.
+async fn produce_event(broker: &Broker, envelope: &Envelope) {
+    produce(broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+}
+
 async fn first_message(broker: &Broker, topic: &str) -> testkit::Received {
     let read = read_topic(&broker.brokers, topic, Duration::from_secs(20), |r| {
         !r.is_empty()
@@ -421,6 +426,14 @@ async fn good_event_handled(runtime: &Runtime) {
     .await;
 }
 
+/// The totals of the events applied, smallest first.
+async fn totals_applied(runtime: &Runtime) -> Vec<i64> {
+    sqlx::query_scalar("SELECT total FROM effect ORDER BY total")
+        .fetch_all(&runtime.db)
+        .await
+        .expect("totals")
+}
+
 async fn handled(runtime: &Runtime) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM processed_event")
         .fetch_one(&runtime.db)
@@ -514,31 +527,20 @@ async fn a_resting_consumer_takes_what_landed_during_its_rest_in_one_burst_and_l
         consuming_runtime_resting("rest", &broker, handler.clone(), |_| {}, rest).await;
     // One order, one partition: the first event starts a burst, and its rest with it.
     let order = Uuid::now_v7();
-    let first = confirmed(order, 1);
-    produce(&broker, &first.key(), first.to_json().as_bytes()).await;
-    eventually(
-        "the first event handled",
-        Duration::from_secs(30),
-        || async { (effects(&runtime).await == 1).then_some(()) },
-    )
-    .await;
+    produce_event(&broker, &confirmed(order, 1)).await;
+    good_event_handled(&runtime).await;
     // Events 50 ms apart: a consumer that did not rest would take each with a fetch of its
     // own, alone; a resting one finds them all waiting when its rest ends.
     for n in 2..=8 {
-        let envelope = confirmed(order, n);
-        produce(&broker, &envelope.key(), envelope.to_json().as_bytes()).await;
+        produce_event(&broker, &confirmed(order, n)).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eventually("every event handled", Duration::from_secs(30), || async {
         (effects(&runtime).await == 8).then_some(())
     })
     .await;
-    let totals: Vec<i64> = sqlx::query_scalar("SELECT total FROM effect ORDER BY total")
-        .fetch_all(&runtime.db)
-        .await
-        .expect("totals");
     assert_eq!(
-        totals,
+        totals_applied(&runtime).await,
         (1..=8).collect::<Vec<_>>(),
         "each event applied once"
     );
@@ -602,12 +604,8 @@ async fn a_burst_is_handled_in_batches_and_a_poison_event_in_it_harms_none_of_it
     .await
     .expect("read the dead letters");
     assert_eq!(letters.len(), 1, "only the poison event is a dead letter");
-    let totals: Vec<i64> = sqlx::query_scalar("SELECT total FROM effect ORDER BY total")
-        .fetch_all(&runtime.db)
-        .await
-        .expect("totals");
     assert_eq!(
-        totals,
+        totals_applied(&runtime).await,
         (100..300).collect::<Vec<_>>(),
         "each good event applied once"
     );
