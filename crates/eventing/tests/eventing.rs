@@ -70,12 +70,43 @@ async fn produce(broker: &Broker, key: &str, payload: &[u8]) {
         .expect("produce");
 }
 
-/// The first message on `topic`, read from its beginning; it must come within 20 s.
 /// Produces `envelope` under its own key, as its service would.
 async fn produce_event(broker: &Broker, envelope: &Envelope) {
     produce(broker, &envelope.key(), envelope.to_json().as_bytes()).await;
 }
 
+/// Produces every one of `envelopes` under its own key with one producer, all sent before
+/// any is waited for: a backlog in seconds rather than a producer per event.
+async fn produce_events(broker: &Broker, envelopes: &[Envelope]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .create()
+        .expect("producer");
+    let messages: Vec<(String, String)> =
+        envelopes.iter().map(|e| (e.key(), e.to_json())).collect();
+    let mut deliveries = Vec::with_capacity(messages.len());
+    for (key, payload) in &messages {
+        let record = FutureRecord::to(topics::ORDER_EVENTS)
+            .key(key)
+            .payload(payload);
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .expect("not cancelled")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+}
+
+/// The first message on `topic`, read from its beginning; it must come within 20 s.
 async fn first_message(broker: &Broker, topic: &str) -> testkit::Received {
     let read = read_topic(&broker.brokers, topic, Duration::from_secs(20), |r| {
         !r.is_empty()
@@ -548,6 +579,30 @@ async fn a_resting_consumer_takes_what_landed_during_its_rest_in_one_burst_and_l
         handler.largest_batch() >= 4,
         "the events that landed during the rest were taken together: {:?}",
         handler.batches.lock().expect("lock")
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_resting_consumer_behind_takes_its_backlog_without_resting_until_it_has_caught_up() {
+    let broker = Broker::start().await.expect("broker");
+    // More than a rest's worth, all there before it starts (totals 1,000 to 1,999: none the
+    // handler or the database refuses).
+    let order = Uuid::now_v7();
+    let backlog: Vec<Envelope> = (1_000..2_000).map(|n| confirmed(order, n)).collect();
+    produce_events(&broker, &backlog).await;
+    // A rest far longer than the wait below: one rest before the backlog is taken fails it.
+    let rest = Duration::from_secs(60);
+    let handler = CountingHandler::failing_first(0);
+    let (runtime, stop) =
+        consuming_runtime_resting("backlog", &broker, handler, |_| {}, rest).await;
+    eventually("the backlog handled", Duration::from_secs(45), || async {
+        (effects(&runtime).await == 1_000).then_some(())
+    })
+    .await;
+    assert_eq!(
+        totals_applied(&runtime).await,
+        (1_000..2_000).collect::<Vec<_>>()
     );
     stop.cancel();
 }
