@@ -549,7 +549,10 @@ impl<H: Handler> ConsumerRunner<H> {
                 .generation(message.topic(), message.partition());
             let partition = (message.topic().to_owned(), message.partition());
             if !self.rest.is_zero() {
-                session.rest.taken.insert(partition.clone(), generation);
+                // Recorded only when it changes: no key to copy for each message.
+                if session.rest.taken.get(&partition) != Some(&generation) {
+                    session.rest.taken.insert(partition.clone(), generation);
+                }
                 // The burst goes on while messages keep coming.
                 if session.rest.ends.is_none() {
                     session.rest.in_burst += 1;
