@@ -2473,9 +2473,12 @@ impl Storage for Delegate {
 
         let c = self.connection().await?;
 
-        let mut records = c
+        // saga patch 14 (PATCHES.md): the records come with their headers, a row for each
+        // header, in one query; a query for each record's headers cost as much again as the
+        // records themselves.
+        let mut rows = c
             .query(
-                "record_fetch.sql",
+                "record_header_fetch.sql",
                 (
                     self.cluster.as_str(),
                     topition.topic(),
@@ -2490,14 +2493,69 @@ impl Storage for Delegate {
 
         let mut batches = vec![];
 
-        if let Some(row) = records.next().await? {
-            let offset_delta = 0;
-            let timestamp_delta = 0;
+        // The batch being built, and its last record with that record's offset: the record
+        // takes the headers of the rows that follow until a row of the next record comes.
+        let mut batch: Option<inflated::Builder> = None;
+        let mut record: Option<(i64, tansu_sans_io::record::Builder)> = None;
 
-            let record_builder = {
-                let mut record_builder = Record::builder()
-                    .offset_delta(offset_delta)
-                    .timestamp_delta(timestamp_delta)
+        while let Some(row) = rows.next().await? {
+            let row_offset = row
+                .get::<i64>(0)
+                .inspect(|offset| debug!(offset))
+                .inspect_err(|err| error!(?err))?;
+
+            if record.as_ref().is_none_or(|(last, _)| *last != row_offset) {
+                let attributes = row
+                    .get::<Option<i32>>(1)
+                    .map(|attributes| attributes.unwrap_or(0))
+                    .inspect_err(|err| error!(?err))? as i16;
+                let timestamp = row
+                    .get_value(2)
+                    .map_err(Error::from)
+                    .and_then(LiteTimestamp::try_from)
+                    .and_then(|system_time| to_timestamp(&system_time.0).map_err(Into::into))
+                    .inspect_err(|err| error!(?err))?;
+                let producer_id = row
+                    .get::<Option<i64>>(6)
+                    .map(|producer_id| producer_id.unwrap_or(-1))
+                    .inspect_err(|err| error!(?err))?;
+                let producer_epoch = row
+                    .get::<Option<i32>>(7)
+                    .map(|producer_epoch| producer_epoch.unwrap_or(-1))
+                    .inspect_err(|err| error!(?err))? as i16;
+
+                // The previous record goes into its batch, which goes on only while the
+                // records agree on attributes and producer.
+                let mut current = batch.take();
+                if let Some((last, previous)) = record.take() {
+                    let building = current.take().expect("a record has its batch");
+                    let last_offset_delta = i32::try_from(last - building.base_offset)?;
+                    let building = building
+                        .record(previous)
+                        .last_offset_delta(last_offset_delta);
+
+                    if building.attributes != attributes
+                        || building.producer_id != producer_id
+                        || building.producer_epoch != producer_epoch
+                    {
+                        batches.push(building.build().and_then(TryInto::try_into)?);
+                    } else {
+                        current = Some(building);
+                    }
+                }
+
+                let building = current.unwrap_or_else(|| {
+                    inflated::Batch::builder()
+                        .base_offset(row_offset)
+                        .base_timestamp(timestamp)
+                        .attributes(attributes)
+                        .producer_id(producer_id)
+                        .producer_epoch(producer_epoch)
+                });
+
+                let started = Record::builder()
+                    .offset_delta(i32::try_from(row_offset - building.base_offset)?)
+                    .timestamp_delta(timestamp - building.base_timestamp)
                     .key(
                         row.get::<Option<Vec<u8>>>(3)
                             .map(|o| o.map(Bytes::from))
@@ -2511,195 +2569,52 @@ impl Storage for Delegate {
                             .inspect_err(|err| error!(?err))?,
                     );
 
-                let mut headers = c
-                    .query(
-                        "header_fetch.sql",
-                        (
-                            self.cluster.as_str(),
-                            topition.topic(),
-                            topition.partition(),
-                            offset,
-                        ),
-                    )
-                    .await?;
-
-                while let Some(header) = headers.next().await? {
-                    let mut header_builder = Header::builder();
-
-                    if let Some(k) = header
-                        .get::<Option<Vec<u8>>>(0)
-                        .inspect_err(|err| error!(?err))?
-                    {
-                        header_builder = header_builder.key(Bytes::from(k));
-                    }
-
-                    if let Some(v) = header
-                        .get::<Option<Vec<u8>>>(1)
-                        .inspect_err(|err| error!(?err))?
-                    {
-                        header_builder = header_builder.value(Bytes::from(v));
-                    }
-
-                    record_builder = record_builder.header(header_builder);
-                }
-
-                record_builder
-            };
-
-            let mut batch_builder = inflated::Batch::builder()
-                .base_offset(
-                    row.get::<i64>(0)
-                        .inspect(|base_offset| debug!(base_offset))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .attributes(
-                    row.get::<Option<i32>>(1)
-                        .map(|attributes| attributes.unwrap_or(0))
-                        .inspect_err(|err| error!(?err))? as i16,
-                )
-                .base_timestamp(
-                    row.get_value(2)
-                        .map_err(Error::from)
-                        .and_then(LiteTimestamp::try_from)
-                        .and_then(|system_time| to_timestamp(&system_time.0).map_err(Into::into))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .producer_id(
-                    row.get::<Option<i64>>(6)
-                        .map(|producer_id| producer_id.unwrap_or(-1))
-                        .inspect_err(|err| error!(?err))?,
-                )
-                .producer_epoch(
-                    row.get::<Option<i32>>(7)
-                        .map(|producer_epoch| producer_epoch.unwrap_or(-1))
-                        .inspect_err(|err| error!(?err))? as i16,
-                )
-                .record(record_builder)
-                .last_offset_delta(offset_delta);
-
-            while let Some(row) = records.next().await? {
-                let attributes = row
-                    .get::<Option<i32>>(1)
-                    .map(|attributes| attributes.unwrap_or(0))
-                    .inspect_err(|err| error!(?err))? as i16;
-
-                let producer_id = row
-                    .get::<Option<i64>>(6)
-                    .map(|producer_id| producer_id.unwrap_or(-1))
-                    .inspect_err(|err| error!(?err))?;
-                let producer_epoch = row
-                    .get::<Option<i32>>(7)
-                    .map(|producer_epoch| producer_epoch.unwrap_or(-1))
-                    .inspect_err(|err| error!(?err))? as i16;
-
-                if batch_builder.attributes != attributes
-                    || batch_builder.producer_id != producer_id
-                    || batch_builder.producer_epoch != producer_epoch
-                {
-                    batches.push(batch_builder.build().and_then(TryInto::try_into)?);
-
-                    batch_builder = inflated::Batch::builder()
-                        .base_offset(
-                            row.get::<i64>(0)
-                                .inspect(|base_offset| debug!(base_offset))
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .base_timestamp(
-                            row.get_value(2)
-                                .map_err(Error::from)
-                                .and_then(LiteTimestamp::try_from)
-                                .and_then(|system_time| {
-                                    to_timestamp(&system_time.0).map_err(Into::into)
-                                })
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .attributes(attributes)
-                        .producer_id(producer_id)
-                        .producer_epoch(producer_epoch);
-                }
-
-                let offset = row
-                    .get::<i64>(0)
-                    .inspect(|offset| debug!(offset))
-                    .inspect_err(|err| error!(?err))?;
-                let offset_delta = i32::try_from(offset - batch_builder.base_offset)?;
-
-                let timestamp_delta = row
-                    .get_value(2)
-                    .map_err(Error::from)
-                    .and_then(LiteTimestamp::try_from)
-                    .and_then(|system_time| {
-                        to_timestamp(&system_time.0)
-                            .map(|timestamp| timestamp - batch_builder.base_timestamp)
-                            .map_err(Into::into)
-                    })
-                    .inspect(|timestamp| debug!(?timestamp))
-                    .inspect_err(|err| error!(?err))?;
-
-                let record_builder = {
-                    let mut record_builder = Record::builder()
-                        .offset_delta(offset_delta)
-                        .timestamp_delta(timestamp_delta)
-                        .key(
-                            row.get::<Option<Vec<u8>>>(3)
-                                .map(|o| o.map(Bytes::from))
-                                .inspect(|k| debug!(?k))
-                                .inspect_err(|err| error!(?err))?,
-                        )
-                        .value(
-                            row.get::<Option<Vec<u8>>>(4)
-                                .map(|o| o.map(Bytes::from))
-                                .inspect(|v| debug!(?v))
-                                .inspect_err(|err| error!(?err))?,
-                        );
-
-                    let mut headers = c
-                        .query(
-                            "header_fetch.sql",
-                            (
-                                self.cluster.as_str(),
-                                topition.topic(),
-                                topition.partition(),
-                                offset,
-                            ),
-                        )
-                        .await?;
-
-                    while let Some(header) = headers.next().await? {
-                        let mut header_builder = Header::builder();
-
-                        if let Some(k) = header
-                            .get::<Option<Vec<u8>>>(0)
-                            .inspect_err(|err| error!(?err))?
-                        {
-                            header_builder = header_builder.key(Bytes::from(k));
-                        }
-
-                        if let Some(v) = header
-                            .get::<Option<Vec<u8>>>(1)
-                            .inspect_err(|err| error!(?err))?
-                        {
-                            header_builder = header_builder.value(Bytes::from(v));
-                        }
-
-                        record_builder = record_builder.header(header_builder);
-                    }
-
-                    record_builder
-                };
-
-                batch_builder = batch_builder
-                    .record(record_builder)
-                    .last_offset_delta(offset_delta);
+                batch = Some(building);
+                record = Some((row_offset, started));
             }
 
-            batches.push(batch_builder.build().and_then(TryInto::try_into)?);
-        } else {
-            batches.push(
+            // A record without headers is one row with no header in it.
+            if row
+                .get::<Option<i64>>(8)
+                .inspect_err(|err| error!(?err))?
+                .is_some()
+            {
+                let mut header_builder = Header::builder();
+
+                if let Some(k) = row
+                    .get::<Option<Vec<u8>>>(9)
+                    .inspect_err(|err| error!(?err))?
+                {
+                    header_builder = header_builder.key(Bytes::from(k));
+                }
+
+                if let Some(v) = row
+                    .get::<Option<Vec<u8>>>(10)
+                    .inspect_err(|err| error!(?err))?
+                {
+                    header_builder = header_builder.value(Bytes::from(v));
+                }
+
+                record = record.map(|(last, building)| (last, building.header(header_builder)));
+            }
+        }
+
+        match (batch, record) {
+            (Some(building), Some((last, previous))) => {
+                let last_offset_delta = i32::try_from(last - building.base_offset)?;
+                batches.push(
+                    building
+                        .record(previous)
+                        .last_offset_delta(last_offset_delta)
+                        .build()
+                        .and_then(TryInto::try_into)?,
+                );
+            }
+            _ => batches.push(
                 inflated::Batch::builder()
                     .build()
                     .and_then(TryInto::try_into)?,
-            );
+            ),
         }
 
         Ok(batches).inspect(|_| {

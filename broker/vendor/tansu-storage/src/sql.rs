@@ -192,6 +192,10 @@ pub(crate) static SQL: LazyLock<Cache> = LazyLock::new(|| {
         ),
         ("record_fetch.sql", include_sql!("sql/record_fetch.sql")),
         ("record_fetch_pg.sql", include_sql!("pg/record_fetch.sql")),
+        (
+            "record_header_fetch.sql",
+            include_sql!("sql/record_header_fetch.sql"),
+        ),
         ("record_insert.sql", include_sql!("sql/record_insert.sql")),
         (
             "register_broker.sql",
