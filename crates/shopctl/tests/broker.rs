@@ -284,30 +284,9 @@ async fn a_fetch_from_a_gap_left_by_compaction_brings_each_record_s_own_headers(
     let brokers = format!("127.0.0.1:{port}");
     create_topic(&brokers, "catalog", true).await;
     let plain = producer(&brokers, false);
-    send(
-        &plain,
-        "catalog",
-        "mug",
-        "mug v1",
-        &[("from", Some("mug v1"))],
-    )
-    .await;
-    send(
-        &plain,
-        "catalog",
-        "lamp",
-        "lamp v1",
-        &[("from", Some("lamp v1"))],
-    )
-    .await;
-    send(
-        &plain,
-        "catalog",
-        "lamp",
-        "lamp v2",
-        &[("from", Some("lamp v2"))],
-    )
-    .await;
+    for (key, value) in [("mug", "mug v1"), ("lamp", "lamp v1"), ("lamp", "lamp v2")] {
+        send(&plain, "catalog", key, value, &[("from", Some(value))]).await;
+    }
     drop(plain);
 
     // The broker compacts as it starts: lamp v1, at offset 1, goes.
