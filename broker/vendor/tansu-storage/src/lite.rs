@@ -2493,10 +2493,9 @@ impl Storage for Delegate {
 
         let mut batches = vec![];
 
-        // The batch being built, and its last record with that record's offset: the record
+        // The batch being built, with the offset and builder of its last record: the record
         // takes the headers of the rows that follow until a row of the next record comes.
-        let mut batch: Option<inflated::Builder> = None;
-        let mut record: Option<(i64, tansu_sans_io::record::Builder)> = None;
+        let mut open: Option<(inflated::Builder, i64, tansu_sans_io::record::Builder)> = None;
 
         while let Some(row) = rows.next().await? {
             let row_offset = row
@@ -2504,7 +2503,7 @@ impl Storage for Delegate {
                 .inspect(|offset| debug!(offset))
                 .inspect_err(|err| error!(?err))?;
 
-            if record.as_ref().is_none_or(|(last, _)| *last != row_offset) {
+            if open.as_ref().is_none_or(|(_, last, _)| *last != row_offset) {
                 let attributes = row
                     .get::<Option<i32>>(1)
                     .map(|attributes| attributes.unwrap_or(0))
@@ -2526,25 +2525,20 @@ impl Storage for Delegate {
 
                 // The previous record goes into its batch, which goes on only while the
                 // records agree on attributes and producer.
-                let mut current = batch.take();
-                if let Some((last, previous)) = record.take() {
-                    let building = current.take().expect("a record has its batch");
-                    let last_offset_delta = i32::try_from(last - building.base_offset)?;
-                    let building = building
-                        .record(previous)
-                        .last_offset_delta(last_offset_delta);
-
+                let mut going_on = None;
+                if let Some((building, last, previous)) = open.take() {
+                    let building = with_record(building, last, previous)?;
                     if building.attributes != attributes
                         || building.producer_id != producer_id
                         || building.producer_epoch != producer_epoch
                     {
                         batches.push(building.build().and_then(TryInto::try_into)?);
                     } else {
-                        current = Some(building);
+                        going_on = Some(building);
                     }
                 }
 
-                let building = current.unwrap_or_else(|| {
+                let building = going_on.unwrap_or_else(|| {
                     inflated::Batch::builder()
                         .base_offset(row_offset)
                         .base_timestamp(timestamp)
@@ -2569,8 +2563,7 @@ impl Storage for Delegate {
                             .inspect_err(|err| error!(?err))?,
                     );
 
-                batch = Some(building);
-                record = Some((row_offset, started));
+                open = Some((building, row_offset, started));
             }
 
             // A record without headers is one row with no header in it.
@@ -2595,27 +2588,17 @@ impl Storage for Delegate {
                     header_builder = header_builder.value(Bytes::from(v));
                 }
 
-                record = record.map(|(last, building)| (last, building.header(header_builder)));
+                open = open.map(|(building, last, record)| {
+                    (building, last, record.header(header_builder))
+                });
             }
         }
 
-        match (batch, record) {
-            (Some(building), Some((last, previous))) => {
-                let last_offset_delta = i32::try_from(last - building.base_offset)?;
-                batches.push(
-                    building
-                        .record(previous)
-                        .last_offset_delta(last_offset_delta)
-                        .build()
-                        .and_then(TryInto::try_into)?,
-                );
-            }
-            _ => batches.push(
-                inflated::Batch::builder()
-                    .build()
-                    .and_then(TryInto::try_into)?,
-            ),
-        }
+        let last_batch = match open {
+            Some((building, last, record)) => with_record(building, last, record)?,
+            None => inflated::Batch::builder(),
+        };
+        batches.push(last_batch.build().and_then(TryInto::try_into)?);
 
         Ok(batches).inspect(|_| {
             DELEGATE_REQUEST_DURATION.record(
@@ -4525,6 +4508,16 @@ impl Storage for Delegate {
             .record(elapsed_millis(start), &[KeyValue::new("operation", "ping")]);
         Ok(())
     }
+}
+
+/// saga patch 14 (PATCHES.md): `batch` with `record`, at `offset`, as its last record.
+fn with_record(
+    batch: inflated::Builder,
+    offset: i64,
+    record: tansu_sans_io::record::Builder,
+) -> Result<inflated::Builder> {
+    let last_offset_delta = i32::try_from(offset - batch.base_offset)?;
+    Ok(batch.record(record).last_offset_delta(last_offset_delta))
 }
 
 #[derive(Copy, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
