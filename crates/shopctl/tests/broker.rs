@@ -117,8 +117,27 @@ fn start_sqlite_broker(folder: &std::path::Path, port: u16) -> OwnBroker {
     OwnBroker(child)
 }
 
-fn fresh_folder(label: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("broker-{label}-{}", uuid::Uuid::new_v4().simple()))
+/// A folder of the test's own under the system's temporary folder, removed with what is in
+/// it when dropped. Declare it before the broker that keeps its database there, so that the
+/// broker is stopped first.
+struct Folder(std::path::PathBuf);
+
+impl std::ops::Deref for Folder {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fresh_folder(label: &str) -> Folder {
+    Folder(std::env::temp_dir().join(format!("broker-{label}-{}", uuid::Uuid::new_v4().simple())))
 }
 
 /// Creates a topic of one partition, asking until the broker listens.
@@ -228,7 +247,8 @@ type Sent = (&'static str, Vec<(&'static str, Option<&'static str>)>);
 #[tokio::test(flavor = "multi_thread")]
 async fn each_record_is_read_back_with_exactly_the_headers_it_was_sent_with() {
     let port = testkit::free_port();
-    let _broker = start_sqlite_broker(&fresh_folder("headers"), port);
+    let folder = fresh_folder("headers");
+    let _broker = start_sqlite_broker(&folder, port);
     let brokers = format!("127.0.0.1:{port}");
     create_topic(&brokers, "headers", false).await;
 

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shopctl::stack::WORKER_THREADS;
 
 const SHOPCTL: &str = env!("CARGO_BIN_EXE_shopctl");
 
@@ -28,6 +29,8 @@ impl Up {
             .arg(dir)
             .args(["--broker-port", &broker_port.to_string()])
             .args(["--http-port-base", &base.to_string()])
+            // As a person runs it: the stack's own choice of runtime threads applies.
+            .env_remove(WORKER_THREADS)
             .stdout(Stdio::piped())
             .spawn()
             .expect("shopctl up starts");
@@ -189,6 +192,13 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
     let base = testkit::free_port_run(11);
 
     let up = Up::start(&dir, broker_port, base);
+    for offset in [0, 1, 2, 3, 8, 10] {
+        assert_eq!(
+            environment_of(pid_serving(base + offset), WORKER_THREADS).as_deref(),
+            Some("1"),
+            "each process of the local stack runs one runtime thread"
+        );
+    }
     let confirmed = place(
         &up,
         json!({ "user_id": 1, "items": [{ "product_id": 1, "quantity": 2 }] }),
@@ -382,6 +392,16 @@ fn pid_serving(port: u16) -> u32 {
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
         })
         .unwrap_or_else(|| panic!("a process serves port {port}"))
+}
+
+/// The value of the variable `name` in the environment process `pid` was started with.
+fn environment_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the process's environment");
+    let prefix = format!("{name}=");
+    environ.split(|b| *b == 0).find_map(|var| {
+        var.strip_prefix(prefix.as_bytes())
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    })
 }
 
 fn ready(up: &Up, offset: u16) -> bool {

@@ -336,8 +336,16 @@ impl Stack {
                 "ANALYTICS_FORWARDER_URL",
                 self.url(Service::AnalyticsForwarder),
             )
-            .env("ADMIN_TOKEN", &self.admin_token)
-            .envs(self.config.env.iter().map(|(k, v)| (k, v)));
+            .env("ADMIN_TOKEN", &self.admin_token);
+        // The stack's processes share one machine with each other and the broker: with a
+        // runtime thread per core each, they woke one another's idle threads for every
+        // event, which cost our services a tenth of their CPU per order (BENCHMARKS.md,
+        // "Before and after issue 23"). One runtime thread each, unless shopctl's own
+        // environment or the stack's settings name another count.
+        if std::env::var_os(WORKER_THREADS).is_none() {
+            command.env(WORKER_THREADS, "1");
+        }
+        command.envs(self.config.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -439,6 +447,10 @@ impl Drop for Stack {
         }
     }
 }
+
+/// The variable tokio's runtime reads for its number of worker threads (one per core when
+/// unset).
+pub const WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
 
 /// Prints a step of what `shopctl` is doing.
 pub fn step(what: &str) {

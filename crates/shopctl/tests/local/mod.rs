@@ -3,6 +3,7 @@
 // Each test target uses a part of it.
 #![allow(dead_code)]
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
 use shopctl::stack::{BrokerKind, Stack, StackConfig};
@@ -18,17 +19,15 @@ pub fn stack_broker() -> BrokerKind {
 /// The local stack in a fresh temporary folder on free ports, with the binaries of this
 /// build: the broker `TEST_BROKER` names (Tansu on SQLite storage, or Apache Kafka), every
 /// service a process on its own SQLite file.
-pub async fn start_stack(label: &str) -> Stack {
+pub async fn start_stack(label: &str) -> TestStack {
     start_stack_with(label, &[]).await
 }
 
 /// [`start_stack`], with more environment variables for every service.
-pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> Stack {
+pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> TestStack {
     let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()));
-    Stack::start(StackConfig {
-        data_dir,
+    TestStack::start(StackConfig {
+        data_dir: stack_folder(label),
         // Kafka's controller takes the port after the broker's.
         broker_port: testkit::free_port_run(2),
         broker: stack_broker(),
@@ -43,5 +42,56 @@ pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> Stack {
             .collect(),
     })
     .await
-    .expect("the stack starts")
+}
+
+/// A fresh folder for a test's stack under the system's temporary folder.
+pub fn stack_folder(label: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// A test's stack, stopped when dropped. Its folder goes with it when the test passed; when
+/// the test failed, the folder stays and its path is printed, since the services' logs in it
+/// are what say why.
+pub struct TestStack(Option<Stack>);
+
+impl TestStack {
+    /// Starts the stack `config` describes, or fails the test.
+    pub async fn start(config: StackConfig) -> TestStack {
+        TestStack(Some(Stack::start(config).await.expect("the stack starts")))
+    }
+}
+
+impl Deref for TestStack {
+    type Target = Stack;
+
+    fn deref(&self) -> &Stack {
+        self.0
+            .as_ref()
+            .expect("a test's stack is there until it is dropped")
+    }
+}
+
+impl DerefMut for TestStack {
+    fn deref_mut(&mut self) -> &mut Stack {
+        self.0
+            .as_mut()
+            .expect("a test's stack is there until it is dropped")
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let Some(stack) = self.0.take() else { return };
+        let folder = stack.data_dir().to_path_buf();
+        // The processes go first, so that none writes into the folder as it is removed.
+        drop(stack);
+        if std::thread::panicking() {
+            eprintln!(
+                "the failed test's stack, with its logs: {}",
+                folder.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&folder);
+        }
+    }
 }
