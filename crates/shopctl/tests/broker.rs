@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::{Connection, Row};
 
@@ -137,7 +137,7 @@ impl Drop for Folder {
 }
 
 fn fresh_folder(label: &str) -> Folder {
-    Folder(std::env::temp_dir().join(format!("broker-{label}-{}", uuid::Uuid::new_v4().simple())))
+    Folder(local::fresh_folder(&format!("broker-{label}")))
 }
 
 /// Creates a topic of one partition, asking until the broker listens.
@@ -171,23 +171,8 @@ async fn send(
     value: &str,
     headers: &[(&str, Option<&str>)],
 ) {
-    let mut owned = OwnedHeaders::new();
-    for (header_key, header_value) in headers {
-        owned = owned.insert(Header {
-            key: header_key,
-            value: *header_value,
-        });
-    }
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(value)
-                .headers(owned),
-            Duration::from_secs(10),
-        )
+    testkit::send_with(producer, topic, key, value.as_bytes(), headers)
         .await
-        .map_err(|(error, _)| error)
         .expect("the broker takes the record");
 }
 

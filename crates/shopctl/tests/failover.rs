@@ -105,7 +105,7 @@ async fn a_sigkilled_replica_of_each_service_hands_its_partitions_to_the_survivo
     .expect("databases on the test run's Postgres");
     let base = testkit::free_port_run(11);
     let mut stack = TestStack::start(StackConfig {
-        data_dir: local::stack_folder("failover"),
+        data_dir: local::fresh_folder("failover"),
         broker_port: testkit::free_port_run(2),
         http_port_base: base,
         build: true,

@@ -383,20 +383,18 @@ fn shopctl_up_runs_the_system_and_keeps_its_state_across_a_restart() {
 /// The process serving `port` among those `shopctl up` started: the one whose environment
 /// says `HTTP_ADDR=127.0.0.1:<port>`.
 fn pid_serving(port: u16) -> u32 {
-    let wanted = format!("HTTP_ADDR=127.0.0.1:{port}");
+    let wanted = format!("127.0.0.1:{port}");
     std::fs::read_dir("/proc")
         .expect("/proc")
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
-        })
+        .find(|pid| environment_of(*pid, "HTTP_ADDR").as_deref() == Some(wanted.as_str()))
         .unwrap_or_else(|| panic!("a process serves port {port}"))
 }
 
-/// The value of the variable `name` in the environment process `pid` was started with.
+/// The value of the variable `name` in the environment process `pid` was started with;
+/// `None` too when that environment cannot be read (a process of another user, or gone).
 fn environment_of(pid: u32, name: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the process's environment");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let prefix = format!("{name}=");
     environ.split(|b| *b == 0).find_map(|var| {
         var.strip_prefix(prefix.as_bytes())

@@ -294,11 +294,28 @@ pub async fn produce_raw(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
+    let headers: Vec<(&str, Option<&str>)> = headers
+        .iter()
+        .map(|(name, value)| (*name, Some(*value)))
+        .collect();
+    send_with(&producer, topic, key, payload, &headers).await?;
+    Ok(())
+}
+
+/// Sends one record with `producer` and waits until the broker has stored it. A header's
+/// value is `None` when it has none.
+pub async fn send_with(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, Option<&str>)],
+) -> rdkafka::error::KafkaResult<()> {
     let mut owned = OwnedHeaders::new();
     for (name, value) in headers {
         owned = owned.insert(Header {
             key: name,
-            value: Some(*value),
+            value: *value,
         });
     }
     producer

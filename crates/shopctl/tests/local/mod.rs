@@ -27,7 +27,7 @@ pub async fn start_stack(label: &str) -> TestStack {
 pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> TestStack {
     let shopctl = Path::new(env!("CARGO_BIN_EXE_shopctl"));
     TestStack::start(StackConfig {
-        data_dir: stack_folder(label),
+        data_dir: fresh_folder(label),
         // Kafka's controller takes the port after the broker's.
         broker_port: testkit::free_port_run(2),
         broker: stack_broker(),
@@ -44,8 +44,8 @@ pub async fn start_stack_with(label: &str, env: &[(&str, &str)]) -> TestStack {
     .await
 }
 
-/// A fresh folder for a test's stack under the system's temporary folder.
-pub fn stack_folder(label: &str) -> PathBuf {
+/// A fresh folder for a test under the system's temporary folder, named after `label`.
+pub fn fresh_folder(label: &str) -> PathBuf {
     std::env::temp_dir().join(format!("shopctl-{label}-{}", uuid::Uuid::new_v4().simple()))
 }
 
